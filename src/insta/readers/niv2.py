@@ -1,0 +1,145 @@
+"""Super-NaturalInstructions v2 reader over a checkout of allenai/natural-instructions.
+
+Layout: ``tasks/<name>.json`` (Definition, Categories, Source, Positive Examples, Instances)
+and ``splits/<setting>/{train,test}_tasks.txt``. One task file is one task; its Definition
+is its instruction and its first category its label.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from ..errors import InstaError
+from ..pools import PoolSpec, Reader, register
+from ..tasks import Instruction, Task, TaskPool, clean_text
+
+
+def _split_lists(root: Path, setting: str) -> dict[str, str]:
+    """task name -> 'train' / 'test' for the split setting (empty if no split files)."""
+    out: dict[str, str] = {}
+    folder = root / "splits" / setting
+    for split in ("train", "test"):
+        path = folder / f"{split}_tasks.txt"
+        if path.is_file():
+            for line in path.read_text(encoding="utf-8").splitlines():
+                if line.strip():
+                    out[line.strip()] = split
+    return out
+
+
+def _as_list(value: Any) -> list[Any]:
+    if value is None:
+        return []
+    return value if isinstance(value, list) else [value]
+
+
+def read_task_file(path: Path, *, max_instances: int | None = 0) -> dict[str, Any]:
+    """Read one NIV2 task file; ``max_instances`` None keeps all instances, 0 none."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise InstaError(f"{path}:{exc.lineno}: invalid JSON ({exc.msg})") from None
+    except OSError as exc:
+        raise InstaError(f"{path}: cannot read ({exc.strerror})") from None
+    if not isinstance(data, dict):
+        raise InstaError(f"{path}: a NIV2 task file must hold a JSON object")
+    if "Definition" not in data:
+        raise InstaError(f"{path}: field 'Definition' is missing; is this a NIV2 task file?")
+    if max_instances != 0:
+        instances = data.get("Instances") or []
+        data["Instances"] = instances if max_instances is None else instances[:max_instances]
+    else:
+        data.pop("Instances", None)
+    return data
+
+
+def task_from_file(path: Path, *, split: str | None = None, max_instances: int | None = 0) -> Task:
+    data = read_task_file(path, max_instances=max_instances)
+    definition = " ".join(str(d) for d in _as_list(data["Definition"]))
+    if not definition.strip():
+        raise InstaError(f"{path}: field 'Definition' is empty; a task needs its instruction text")
+    categories = [str(c) for c in _as_list(data.get("Categories"))]
+    sources = [str(s) for s in _as_list(data.get("Source"))]
+    instances = None
+    if "Instances" in data:
+        instances = [
+            {"id": inst.get("id"), "input": inst.get("input", ""), "output": _as_list(inst.get("output"))}
+            for inst in data["Instances"]
+        ]
+    return Task(
+        id=path.stem,
+        instructions=[Instruction(text=clean_text(definition), raw=definition, name="Definition")],
+        label=categories[0] if categories else None,
+        dataset=sources[0] if sources else None,
+        split=split,
+        instances=instances,
+        meta={
+            "categories": categories,
+            "path": str(path),
+            "input_language": _as_list(data.get("Input_language")),
+            "output_language": _as_list(data.get("Output_language")),
+            "positive_examples": data.get("Positive Examples") or [],
+        },
+    )
+
+
+def load_niv2(spec: PoolSpec) -> TaskPool:
+    if not spec.arg:
+        raise InstaError("niv2: give the checkout folder, e.g. niv2:/data/natural-instructions")
+    root = Path(spec.arg).expanduser()
+    if not root.exists():
+        raise InstaError(f"niv2: {root} does not exist; clone allenai/natural-instructions and point at it")
+    task_dir = root / "tasks" if (root / "tasks").is_dir() else root
+    files = sorted(p for p in task_dir.glob("task*.json"))
+    if not files:
+        raise InstaError(f"niv2: no tasks/task*.json under {root}; is this a natural-instructions checkout?")
+    setting = spec.option("setting", "default") or "default"
+    splits = _split_lists(root, setting)
+    want_split = spec.option("split", "all")
+    if want_split not in ("all", "train", "test"):
+        raise InstaError(f"pool spec {spec.text!r}: split={want_split!r}; use train, test or all")
+    if want_split != "all" and not splits:
+        raise InstaError(f"niv2: split={want_split} asked for but {root / 'splits' / setting} has no *_tasks.txt")
+    raw_instances = spec.option("instances", "0")
+    max_instances: int | None
+    if raw_instances == "all":
+        max_instances = None
+    else:
+        max_instances = spec.integer("instances", 0)
+        if max_instances < 0:
+            raise InstaError(f"pool spec {spec.text!r}: instances must be >= 0 or 'all'")
+    include = set(spec.listing("categories"))
+    exclude = set(spec.listing("exclude_categories"))
+    tasks = []
+    for path in files:
+        split = splits.get(path.stem)
+        if want_split != "all" and split != want_split:
+            continue
+        task = task_from_file(path, split=split, max_instances=max_instances)
+        cats = set(task.meta["categories"])
+        if include and not cats & include:
+            continue
+        if exclude and cats & exclude:
+            continue
+        tasks.append(task)
+    return TaskPool(tasks, name=f"niv2:{root.name}", description=f"NIV2 task files under {task_dir} (split {want_split})")
+
+
+register(
+    Reader(
+        kind="niv2",
+        summary="Super-NaturalInstructions v2 checkout (tasks/*.json, splits/<setting>/)",
+        arg="path of the natural-instructions checkout (or its tasks/ folder)",
+        options={
+            "split": "train | test | all (default) — from splits/<setting>/",
+            "setting": "split setting folder: default (default) or xlingual",
+            "categories": "keep only tasks in these categories (comma-separated)",
+            "exclude_categories": "drop tasks in these categories (comma-separated)",
+            "instances": "load up to N instances per task (default 0; 'all' for every one)",
+        },
+        examples=["niv2:natural-instructions?split=train", "niv2:natural-instructions?exclude_categories=Translation"],
+        load=load_niv2,
+    )
+)

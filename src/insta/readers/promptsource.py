@@ -1,0 +1,306 @@
+"""P3 / promptsource reader.
+
+A promptsource entry (``dataset`` or ``dataset/subset``) is a task; its templates are its
+instructions. The templates come from the promptsource 0.2.3 sdist on PyPI, which this
+module fetches with pip into the user cache the first time it is needed (or reads from a
+directory / tarball the user points at).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .. import t0
+from ..errors import InstaError, did_you_mean
+from ..paths import cache_dir
+from ..pools import PoolSpec, Reader, register
+from ..tasks import Instruction, Task, TaskPool, clean_text
+
+PROMPTSOURCE_VERSION = "0.2.3"
+PIP_COMMAND = f"pip download --no-deps --ignore-requires-python promptsource=={PROMPTSOURCE_VERSION}"
+ENV_TEMPLATES = "INSTA_PROMPTSOURCE"
+
+# Benchmark collections whose subsets are distinct datasets: the subset, not the collection,
+# is the source dataset (so grouping merges adversarial_qa/* but never glue/mrpc with glue/qqp).
+COLLECTIONS = frozenset({"glue", "super_glue", "kilt_tasks", "tweet_eval"})
+
+_PLACEHOLDER = re.compile(r"\{\{.*?\}\}", re.DOTALL)
+_BLOCK = re.compile(r"\{%.*?%\}", re.DOTALL)
+_COMMENT = re.compile(r"\{#.*?#\}", re.DOTALL)
+
+
+def template_to_instruction(jinja: str) -> str:
+    """Turn a promptsource Jinja template into the instruction text INSTA embeds.
+
+    As the paper's authors did for P3: keep the prompt side (before ``|||``), drop the
+    ``{{ ... }}`` placeholders and ``{% ... %}`` tags, collapse whitespace.
+    """
+    prompt = jinja.split("|||", 1)[0]
+    prompt = _COMMENT.sub(" ", prompt)
+    prompt = _BLOCK.sub(" ", prompt)
+    prompt = _PLACEHOLDER.sub(" ", prompt)
+    return clean_text(prompt)
+
+
+@dataclass(frozen=True)
+class Template:
+    id: str
+    name: str
+    jinja: str
+    answer_choices: str | None
+    original_task: bool | None
+    choices_in_prompt: bool | None
+    metrics: tuple[str, ...]
+
+    @property
+    def instruction(self) -> str:
+        return template_to_instruction(self.jinja)
+
+
+class _Loader(yaml.CSafeLoader if hasattr(yaml, "CSafeLoader") else yaml.SafeLoader):  # type: ignore[misc]
+    """Safe YAML loader that reads promptsource's !Template / !TemplateMetadata tags as mappings."""
+
+
+def _mapping(loader: yaml.SafeLoader, node: yaml.Node) -> dict[str, Any]:
+    return loader.construct_mapping(node, deep=True)  # type: ignore[arg-type]
+
+
+_Loader.add_constructor("!Template", _mapping)
+_Loader.add_constructor("!TemplateMetadata", _mapping)
+
+
+# ---------------------------------------------------------------- locating the templates
+
+
+def _templates_in(root: Path) -> Path | None:
+    """Find the ``templates`` folder (holding dataset folders with templates.yaml) under root."""
+    for candidate in (root, root / "templates", root / "promptsource" / "templates",
+                      root / f"promptsource-{PROMPTSOURCE_VERSION}" / "promptsource" / "templates"):
+        if candidate.is_dir() and any(candidate.glob("*/templates.yaml")) or (
+            candidate.is_dir() and any(candidate.glob("*/*/templates.yaml"))
+        ):
+            return candidate
+    return None
+
+
+def _extract_sdist(tarball: Path, dest: Path) -> Path:
+    """Extract only templates/**/templates.yaml from the sdist into dest, atomically."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".extract-", dir=dest.parent))
+    try:
+        try:
+            with tarfile.open(tarball) as tf:
+                n = 0
+                for member in tf.getmembers():
+                    parts = member.name.split("/")
+                    if not member.isfile() or parts[-1] != "templates.yaml" or "templates" not in parts:
+                        continue
+                    rel = parts[parts.index("templates") + 1:]
+                    if any(p in ("", "..") for p in rel):
+                        continue
+                    target = tmp.joinpath(*rel)
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    src = tf.extractfile(member)
+                    assert src is not None
+                    target.write_bytes(src.read())
+                    n += 1
+        except (tarfile.TarError, OSError) as exc:
+            raise InstaError(f"{tarball}: not a readable promptsource sdist ({exc}); download it again with: {PIP_COMMAND}") from None
+        if n == 0:
+            raise InstaError(f"{tarball}: no promptsource/templates/**/templates.yaml inside; is this the promptsource sdist?")
+        try:
+            os.replace(tmp, dest)
+        except OSError:
+            if not _templates_in(dest):  # another process won the race only if dest is complete
+                raise
+        return dest
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _download_sdist(into: Path) -> Path:
+    into.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--ignore-requires-python",
+           "--no-binary", ":all:", f"promptsource=={PROMPTSOURCE_VERSION}", "-d", str(into)]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        proc = None
+        reason = str(exc)
+    else:
+        reason = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["pip failed"]
+        reason = reason[0]
+    found = sorted(into.glob(f"promptsource-{PROMPTSOURCE_VERSION}.tar.gz"))
+    if proc is None or proc.returncode != 0 or not found:
+        raise InstaError(
+            f"promptsource templates are not available and could not be downloaded ({reason}); "
+            f"run '{PIP_COMMAND} -d DIR' and pass p3:...?templates=DIR/promptsource-{PROMPTSOURCE_VERSION}.tar.gz "
+            f"(or set {ENV_TEMPLATES})"
+        )
+    return found[0]
+
+
+def templates_root(location: str | os.PathLike[str] | None = None, *, download: bool = True) -> Path:
+    """The promptsource ``templates`` folder: from ``location`` (dir or sdist), ``$INSTA_PROMPTSOURCE``,
+    the user cache, or a fresh pip download into the cache."""
+    location = location or os.environ.get(ENV_TEMPLATES)
+    cached = cache_dir() / f"promptsource-{PROMPTSOURCE_VERSION}" / "templates"
+    if location:
+        path = Path(location).expanduser()
+        if not path.exists():
+            raise InstaError(f"promptsource templates: {path} does not exist; give the sdist tarball or its templates folder")
+        if path.is_file():
+            dest = cache_dir() / "promptsource-extracted" / re.sub(r"[^\w.-]", "_", str(path.resolve()))
+            return _templates_in(dest) or _extract_sdist(path, dest)
+        found = _templates_in(path)
+        if not found:
+            raise InstaError(f"promptsource templates: no */templates.yaml under {path}")
+        return found
+    if _templates_in(cached):
+        return cached
+    if not download:
+        raise InstaError(f"promptsource templates are not in the cache ({cached}); run: {PIP_COMMAND}")
+    with tempfile.TemporaryDirectory(prefix="insta-ps-") as tmp:
+        tarball = _download_sdist(Path(tmp))
+        return _extract_sdist(tarball, cached)
+
+
+# ---------------------------------------------------------------- parsing
+
+
+@lru_cache(maxsize=4)
+def _read_all(root: Path) -> dict[str, tuple[str, str | None, tuple[Template, ...]]]:
+    """key -> (dataset, subset, templates) for every templates.yaml under root."""
+    out: dict[str, tuple[str, str | None, tuple[Template, ...]]] = {}
+    for path in sorted(root.rglob("templates.yaml")):
+        key = path.parent.relative_to(root).as_posix()
+        try:
+            doc = yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader) or {}
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f"{path}:{mark.line + 1}" if mark else str(path)
+            raise InstaError(f"{where}: invalid YAML ({getattr(exc, 'problem', exc)})") from None
+        templates = []
+        for tid, tpl in sorted((doc.get("templates") or {}).items(), key=lambda kv: str(kv[0])):
+            meta = tpl.get("metadata") or {}
+            templates.append(
+                Template(
+                    id=str(tpl.get("id", tid)),
+                    name=str(tpl.get("name", tid)),
+                    jinja=str(tpl.get("jinja", "")),
+                    answer_choices=tpl.get("answer_choices"),
+                    original_task=meta.get("original_task"),
+                    choices_in_prompt=meta.get("choices_in_prompt"),
+                    metrics=tuple(meta.get("metrics") or ()),
+                )
+            )
+        out[key] = (str(doc.get("dataset", key.split("/")[0])), doc.get("subset"), tuple(templates))
+    return out
+
+
+def read_templates(location: str | os.PathLike[str] | None = None) -> dict[str, tuple[str, str | None, tuple[Template, ...]]]:
+    """All promptsource entries: key -> (dataset, subset, templates)."""
+    return _read_all(templates_root(location))
+
+
+# ---------------------------------------------------------------- the reader
+
+
+def _selection(arg: str, available: dict[str, Any]) -> tuple[list[str], dict[str, str]]:
+    """Resolve the reader argument to (keys, key -> label)."""
+    clusters = t0.cluster_of()
+    if arg in ("", "all"):
+        return sorted(available), clusters
+    if arg in t0.SELECTIONS:
+        groups = t0.SELECTIONS[arg][1]
+        keys = [k for cluster_keys in groups.values() for k in cluster_keys]
+        labels = {k: c for c, cluster_keys in groups.items() for k in cluster_keys}
+        return keys, labels
+    keys: list[str] = []
+    for part in (p.strip() for p in arg.split(",")):
+        if not part:
+            continue
+        if any(ch in part for ch in "*?["):
+            matched = [k for k in sorted(available) if fnmatch.fnmatchcase(k, part)]
+            if not matched:
+                raise InstaError(f"p3: pattern {part!r} matches no promptsource entry")
+            keys.extend(m for m in matched if m not in keys)
+        elif part in available:
+            keys.append(part)
+        elif part in t0.SELECTIONS or part == "all":
+            raise InstaError(f"p3: {part!r} is a named selection; use it alone, e.g. p3:{part}")
+        else:
+            names = list(available) + list(t0.SELECTIONS)
+            raise InstaError(
+                f"p3: unknown promptsource entry or selection {part!r}{did_you_mean(part, names)}; "
+                f"selections: {', '.join(t0.SELECTIONS)}, all"
+            )
+    return keys, clusters
+
+
+def load_p3(spec: PoolSpec) -> TaskPool:
+    entries = read_templates(spec.option("templates"))
+    keys, labels = _selection(spec.arg, entries)
+    original_only = spec.flag("original_only")
+    group = spec.option("group", "none")
+    if group not in ("none", "dataset"):
+        raise InstaError(f"pool spec {spec.text!r}: group={group!r}; use group=dataset or group=none")
+    tasks = []
+    skipped = []
+    for key in keys:
+        if key not in entries:
+            skipped.append(key)  # e.g. jigsaw_toxicity_pred has no templates in 0.2.3
+            continue
+        dataset, subset, templates = entries[key]
+        instructions = [
+            Instruction(text=tpl.instruction, raw=tpl.jinja, name=tpl.name)
+            for tpl in templates
+            if tpl.instruction and (not original_only or tpl.original_task)
+        ]
+        if not instructions:
+            skipped.append(key)
+            continue
+        tasks.append(
+            Task(
+                id=key,
+                instructions=instructions,
+                label=labels.get(key),
+                dataset=key if dataset in COLLECTIONS else dataset,
+                meta={"subset": subset, "templates": [t for t in templates if t.instruction]},
+            )
+        )
+    description = f"promptsource {PROMPTSOURCE_VERSION}: {spec.arg or 'all'}"
+    if skipped:
+        description += f" (without usable templates: {', '.join(skipped)})"
+    pool = TaskPool(tasks, name=f"p3:{spec.arg or 'all'}", description=description)
+    return pool.group_by_dataset() if group == "dataset" else pool
+
+
+register(
+    Reader(
+        kind="p3",
+        summary="P3 / promptsource 0.2.3 templates (fetched with pip into the cache on first use)",
+        arg="all | a named selection | comma-separated entries or globs (super_glue/*)",
+        options={
+            "group": "dataset: merge subsets of one dataset into one task (adversarial_qa/*); none (default)",
+            "original_only": "true: only templates of the original task (as T0's evaluation)",
+            "templates": "a promptsource sdist tarball or templates folder (default: cache, else pip download)",
+        },
+        examples=["p3:t0-train", "p3:t0-train?group=dataset", "p3:t0-eval?original_only=true", "p3:super_glue/*"],
+        load=load_p3,
+        named={name: desc for name, (desc, _) in t0.SELECTIONS.items()} | {"all": "every promptsource entry"},
+    )
+)

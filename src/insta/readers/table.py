@@ -1,0 +1,211 @@
+"""Generic table readers: JSONL, CSV and Hugging Face ``datasets`` with a field mapping.
+
+Options name the fields: ``id`` (one field, or several joined by '/', e.g. ``id=task,subtask``),
+``instruction`` (one or more fields; a list-valued field gives several instructions),
+``label`` and ``dataset``. Unset fields are guessed from common names.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from ..errors import InstaError
+from ..pools import PoolSpec, Reader, register
+from ..tasks import Instruction, Task, TaskPool, clean_text
+
+ID_GUESSES = ("id", "task_id", "name", "task")
+INSTRUCTION_GUESSES = ("instruction", "instructions", "definition", "description", "summary", "prompt")
+LABEL_GUESSES = ("label", "category", "cluster")
+
+COMMON_OPTIONS = {
+    "id": "field(s) giving the task id; several are joined by '/' (default: first of id, task_id, name, task)",
+    "instruction": "field(s) with instruction text; list values give several (default: instruction, definition, description, summary, ...)",
+    "label": "field with the task's label/category (default: label, category or cluster if present)",
+    "dataset": "field with the task's source dataset (siblings share it)",
+    "where": "keep rows matching FIELD:VALUE (comma-separated, all must hold)",
+    "skip_empty": "true: drop rows whose instruction is empty instead of failing",
+}
+
+
+def _pick(spec: PoolSpec, name: str, guesses: tuple[str, ...], fields: Iterable[str], where: str, required: bool) -> list[str]:
+    fields = list(fields)
+    wanted = spec.listing(name)
+    if wanted:
+        missing = [f for f in wanted if f not in fields]
+        if missing:
+            raise InstaError(f"{where}: mapped {name} field {missing[0]!r} is not in the data; fields: {', '.join(fields)}")
+        return wanted
+    for g in guesses:
+        if g in fields:
+            return [g]
+    if required:
+        raise InstaError(f"{where}: no {name} field found; name it with ?{name}=FIELD (fields: {', '.join(fields)})")
+    return []
+
+
+def _where(spec: PoolSpec) -> list[tuple[str, str]]:
+    out = []
+    for cond in spec.listing("where"):
+        field, sep, value = cond.partition(":")
+        if not sep:
+            raise InstaError(f"pool spec {spec.text!r}: where={cond!r} must look like FIELD:VALUE")
+        out.append((field, value))
+    return out
+
+
+def _value_text(value: Any) -> str:
+    return "" if value is None else str(value)
+
+
+def tasks_from_rows(rows: Iterator[tuple[str, dict[str, Any]]], spec: PoolSpec, source: str) -> TaskPool:
+    """Build a pool from (location, row) pairs; location is 'file:line' for messages."""
+    conditions = _where(spec)
+    skip_empty = spec.flag("skip_empty")
+    tasks: list[Task] = []
+    mapping: tuple[list[str], list[str], list[str], list[str]] | None = None
+    for where, row in rows:
+        if not isinstance(row, dict):
+            raise InstaError(f"{where}: each row must be a JSON object, got {type(row).__name__}")
+        if mapping is None:
+            mapping = (
+                _pick(spec, "id", ID_GUESSES, row, where, True),
+                _pick(spec, "instruction", INSTRUCTION_GUESSES, row, where, True),
+                _pick(spec, "label", LABEL_GUESSES, row, where, False),
+                _pick(spec, "dataset", (), row, where, False),
+            )
+        id_fields, ins_fields, label_fields, ds_fields = mapping
+        if any(_value_text(row.get(f)) != v for f, v in conditions):
+            continue
+        for f in id_fields + ins_fields:
+            if f not in row:
+                raise InstaError(f"{where}: field {f!r} is missing; every row needs the mapped fields")
+        task_id = "/".join(_value_text(row[f]) for f in id_fields if row[f] not in (None, ""))
+        if not task_id.strip():
+            raise InstaError(f"{where}: the id field ({', '.join(id_fields)}) is empty")
+        instructions = []
+        for f in ins_fields:
+            values = row[f] if isinstance(row[f], list) else [row[f]]
+            for i, v in enumerate(values):
+                text = clean_text(_value_text(v))
+                if text:
+                    name = f if len(values) == 1 else f"{f}[{i}]"
+                    instructions.append(Instruction(text=text, raw=_value_text(v), name=name))
+        if not instructions:
+            if skip_empty:
+                continue
+            raise InstaError(
+                f"{where}: task {task_id!r} has an empty instruction (field {', '.join(ins_fields)}); "
+                "fill it in, or pass skip_empty=true to drop such rows"
+            )
+        label = _value_text(row.get(label_fields[0])) or None if label_fields else None
+        dataset = _value_text(row.get(ds_fields[0])) or None if ds_fields else None
+        extra = {k: v for k, v in row.items() if k not in set(id_fields + ins_fields)}
+        tasks.append(Task(id=task_id, instructions=instructions, label=label, dataset=dataset,
+                          split=_value_text(row.get("split")) or None, meta=extra))
+    return TaskPool(tasks, name=source)
+
+
+def _existing(spec: PoolSpec) -> Path:
+    if not spec.arg:
+        raise InstaError(f"{spec.kind}: give a file path, e.g. {spec.kind}:tasks.{spec.kind}")
+    path = Path(spec.arg).expanduser()
+    if not path.is_file():
+        raise InstaError(f"{spec.kind}: file {path} does not exist")
+    return path
+
+
+def _jsonl_rows(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+    with path.open(encoding="utf-8") as fh:
+        text = fh.read()
+    stripped = text.lstrip()
+    if stripped.startswith("["):  # a JSON array of objects is accepted too
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise InstaError(f"{path}:{exc.lineno}: invalid JSON ({exc.msg})") from None
+        for i, row in enumerate(data):
+            yield f"{path}[{i}]", row
+        return
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise InstaError(f"{path}:{lineno}: malformed JSON line ({exc.msg} at column {exc.colno}); fix or remove that line") from None
+        yield f"{path}:{lineno}", row
+
+
+def load_jsonl(spec: PoolSpec) -> TaskPool:
+    path = _existing(spec)
+    return tasks_from_rows(_jsonl_rows(path), spec, str(path))
+
+
+def load_csv(spec: PoolSpec) -> TaskPool:
+    path = _existing(spec)
+    delimiter = spec.option("delimiter", ",") or ","
+    if delimiter == "tab":
+        delimiter = "\t"
+
+    def rows() -> Iterator[tuple[str, dict[str, Any]]]:
+        with path.open(encoding="utf-8", newline="") as fh:
+            reader = csv.DictReader(fh, delimiter=delimiter)
+            try:
+                for row in reader:
+                    if None in row:
+                        raise InstaError(f"{path}:{reader.line_num}: more cells than header columns")
+                    yield f"{path}:{reader.line_num}", row
+            except csv.Error as exc:
+                raise InstaError(f"{path}:{reader.line_num}: malformed CSV ({exc})") from None
+
+    return tasks_from_rows(rows(), spec, str(path))
+
+
+def load_hf(spec: PoolSpec) -> TaskPool:
+    if not spec.arg:
+        raise InstaError("hf: give a dataset name or a folder saved with save_to_disk, e.g. hf:org/tasks")
+    import datasets  # imported lazily: heavy
+
+    split = spec.option("split", "train") or "train"
+    path = Path(spec.arg).expanduser()
+    try:
+        if path.exists() and (path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists():
+            ds = datasets.load_from_disk(str(path))
+        else:
+            ds = datasets.load_dataset(spec.arg, spec.option("subset"), split=split)
+    except FileNotFoundError as exc:
+        raise InstaError(f"hf: dataset {spec.arg!r} not found ({exc}); give a hub id or a save_to_disk folder") from None
+    except Exception as exc:  # datasets raises many types for offline/unknown datasets
+        raise InstaError(f"hf: cannot load dataset {spec.arg!r}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
+    if isinstance(ds, datasets.DatasetDict):
+        if split not in ds:
+            raise InstaError(f"hf: split {split!r} not in {spec.arg}; available: {', '.join(ds)}")
+        ds = ds[split]
+    return tasks_from_rows(((f"{spec.arg}[{split}][{i}]", row) for i, row in enumerate(ds)), spec, f"hf:{spec.arg}")
+
+
+for _kind, _summary, _load, _extra in (
+    ("jsonl", "JSON Lines (or a JSON array) file, one task per row", load_jsonl, {}),
+    ("csv", "CSV file with a header row, one task per row", load_csv,
+     {"delimiter": "cell delimiter (default ','; 'tab' for TSV)"}),
+    ("hf", "Hugging Face dataset: hub id (datasets.load_dataset) or a save_to_disk folder", load_hf,
+     {"split": "split to read (default train)", "subset": "dataset config name"}),
+):
+    register(
+        Reader(
+            kind=_kind,
+            summary=_summary,
+            arg="file path" if _kind != "hf" else "dataset id or folder",
+            options=COMMON_OPTIONS | _extra,
+            examples=[
+                {"jsonl": "jsonl:niv2/tasks.jsonl?id=name&instruction=summary&label=category",
+                 "csv": "csv:my_tasks.csv?id=task&instruction=prompt",
+                 "hf": "hf:./my_tasks_saved?instruction=definition&label=category"}[_kind]
+            ],
+            load=_load,
+        )
+    )
