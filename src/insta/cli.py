@@ -11,6 +11,7 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.markup import escape
 from rich.table import Table
 
 from . import __version__
@@ -39,7 +40,7 @@ app = typer.Typer(
 out = Console(soft_wrap=False)
 if not out.is_terminal:  # piped or captured: do not squeeze tables into 80 columns
     out = Console(soft_wrap=False, width=160)
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # messages stay one line each
 
 
 def _progress(quiet: bool):
@@ -91,7 +92,7 @@ def select(
     from .api import resolve_targets, write_json_atomic
     from .encoder import Encoder
     from .pools import load_pool
-    from .select import Exclusions, InstructionSelector, check_k
+    from .select import InstructionSelector, check_k
 
     check_k(k)
     if n_instructions is not None and n_instructions <= 0:
@@ -107,10 +108,9 @@ def select(
         selector.fit(source, progress=lambda done, total: progress.update(bar, completed=done, total=total))
         progress.update(bar, description=f"embedding {len(target_list)} target(s)", completed=0, total=None)
         selections = selector.select_many(
-            target_list, k, Exclusions(exclude or (), [], exclude_label or (), exclude_siblings), n_instructions,
+            target_list, k, _exclusions(exclude or (), exclude_label or (), exclude_siblings), n_instructions,
             progress=lambda done, total: progress.update(bar, completed=done, total=total),
         )
-    # exclusions given as globs go through the same list: split them for the record
     doc = {
         "pool": pool,
         "pool_size": len(source),
@@ -133,6 +133,14 @@ def select(
         err.print(f"[dim]embeddings: {encoder.encoded} encoded, {encoder.cache.hits} from cache ({encoder.cache.path})[/]", highlight=False)
 
 
+def _exclusions(values, labels, siblings):
+    """--exclude values with glob characters are patterns, the rest exact ids."""
+    from .select import Exclusions
+
+    patterns = [v for v in values if any(ch in v for ch in "*?[")]
+    return Exclusions([v for v in values if v not in patterns], patterns, labels, siblings)
+
+
 def _short(text: str, n: int = 90) -> str:
     return text if len(text) <= n else text[: n - 1] + "…"
 
@@ -141,7 +149,8 @@ def _print_selection(s) -> None:
     title = f"top-{len(s.results)} for {s.target.id}"
     if s.target.label:
         title += f" [{s.target.label}]"
-    table = Table(title=title, caption=f"target: {_short(s.target.instructions[0], 120)}", title_justify="left", caption_justify="left")
+    table = Table(title=escape(title), caption=escape(f"target: {_short(s.target.instructions[0], 120)}"),
+                  title_justify="left", caption_justify="left")
     table.add_column("#", justify="right")
     table.add_column("task")
     table.add_column("label")
@@ -150,11 +159,11 @@ def _print_selection(s) -> None:
         table.add_column("cos", justify="right")
     table.add_column("best matching instruction")
     for r in s.results:
-        row = [str(r.rank), r.task_id, r.label or "", f"{r.score:.3f}"]
+        row = [str(r.rank), escape(r.task_id), escape(r.label or ""), f"{r.score:.3f}"]
         if s.aggregate != "max":
             row.append(f"{r.match.cosine:.3f}")
         name = f"[{r.match.source_instruction_name}] " if r.match.source_instruction_name else ""
-        row.append(_short(name + r.match.source_instruction))
+        row.append(escape(_short(name + r.match.source_instruction)))
         table.add_row(*row)
     out.print(table)
 
@@ -170,16 +179,13 @@ def pools(json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] 
                               "examples": r.examples} for k, r in regs.items()}, indent=2))
         return
     for kind, r in regs.items():
-        table = Table(title=f"{kind}: {r.summary}", title_justify="left", show_header=True)
+        table = Table(title=escape(f"{kind}: {r.summary}"), title_justify="left", show_header=True)
         table.add_column("spec part")
         table.add_column("meaning")
-        table.add_row(f"{kind}:ARG", r.arg)
-        for name, desc in r.named.items():
-            table.add_row(f"{kind}:{name}", desc)
-        for opt, desc in r.options.items():
-            table.add_row(f"?{opt}=", desc)
-        for ex in r.examples:
-            table.add_row("example", ex)
+        rows = [(f"{kind}:ARG", r.arg)] + [(f"{kind}:{n}", d) for n, d in r.named.items()]
+        rows += [(f"?{o}=", d) for o, d in r.options.items()] + [("example", ex) for ex in r.examples]
+        for part, meaning in rows:
+            table.add_row(escape(part), escape(meaning))
         out.print(table)
 
 
@@ -195,12 +201,12 @@ def tasks(
     if json_out:
         print(json.dumps({"pool": pool, "description": loaded.description, "tasks": [t.to_dict() for t in loaded]}, indent=2, ensure_ascii=False))
         return
-    table = Table(title=f"{loaded.name}: {len(loaded)} tasks, {loaded.n_instructions} instructions", title_justify="left",
-                  caption=loaded.description, caption_justify="left")
+    table = Table(title=escape(f"{loaded.name}: {len(loaded)} tasks, {loaded.n_instructions} instructions"),
+                  title_justify="left", caption=escape(loaded.description), caption_justify="left")
     for col in ("task", "label", "dataset", "instructions", "first instruction"):
         table.add_column(col)
     for t in loaded:
-        table.add_row(t.id, t.label or "", t.dataset or "", str(len(t.instructions)), _short(t.texts[0], 70))
+        table.add_row(*(escape(x) for x in (t.id, t.label or "", t.dataset or "", str(len(t.instructions)), _short(t.texts[0], 70))))
     out.print(table)
 
 
@@ -224,21 +230,10 @@ def main() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     logging.getLogger("sentence_transformers").setLevel(logging.ERROR)
     try:
-        app(standalone_mode=False)
+        app()  # standalone: usage errors print usage and exit 2
     except InstaError as exc:
-        err.print(f"error: {exc}", highlight=False, markup=False, soft_wrap=True)
+        err.print(f"error: {exc}", highlight=False, markup=False)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         err.print("interrupted", highlight=False)
         sys.exit(130)
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
-    except Exception as exc:  # click usage errors and aborts
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        if isinstance(exc, click.exceptions.Abort):
-            sys.exit(1)
-        raise

@@ -10,8 +10,10 @@ import hashlib
 import json
 import logging
 import os
+import socket
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from urllib.parse import urlparse
 
 import numpy as np
 
@@ -41,6 +43,32 @@ def resolve_model(name: str | None) -> str:
         if name in (None, "default") or not Path(name).exists():
             return default_model_path()
     return str(name)
+
+
+def _in_hf_cache(name: str) -> bool:
+    """Is this hub id already in the local Hugging Face cache?"""
+    from huggingface_hub import snapshot_download
+
+    for repo in (name, f"sentence-transformers/{name}") if "/" not in name else (name,):
+        try:
+            snapshot_download(repo, local_files_only=True)
+            return True
+        except Exception:
+            continue
+    return False
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """A quick TCP probe of the hub endpoint, so an offline machine fails at once, not after retries."""
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        return False
+    endpoint = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
+    try:
+        with socket.create_connection((endpoint.hostname or "huggingface.co", port), timeout=timeout):
+            return True
+    except OSError:
+        return False
 
 
 def _fingerprint_dir(path: Path) -> str:
@@ -93,34 +121,35 @@ class Encoder:
         return self._model
 
     def _load(self):
+        path = Path(self.model_path).expanduser()
+        looks_like_path = self.model_path.startswith((".", "/", "~")) or self.model_path.count("/") > 1
+        if not path.exists() and looks_like_path:
+            raise InstaError(f"model {self.model_path!r}: no such folder; give a sentence-transformers model folder or hub id")
+        local_only = False
+        if not path.exists():
+            # Decide before importing torch: in the local HF cache, or a reachable hub?
+            local_only = _in_hf_cache(self.model_path)
+            if not local_only and not _hub_reachable():
+                raise InstaError(
+                    f"model {self.model_name!r} is not available offline (not in the Hugging Face cache and the hub "
+                    "cannot be reached); pass a local sentence-transformers folder with --model, or omit --model "
+                    "for the packaged all-MiniLM-L6-v2"
+                )
         logging.getLogger("sentence_transformers").setLevel(logging.ERROR)
         import transformers
         from sentence_transformers import SentenceTransformer
 
         transformers.logging.set_verbosity_error()
         transformers.logging.disable_progress_bar()
-
-        path = Path(self.model_path).expanduser()
-        local = path.exists()
-        looks_like_path = self.model_path.startswith((".", "/", "~")) or self.model_path.count("/") > 1
-        if not local and looks_like_path:
-            raise InstaError(f"model {self.model_path!r}: no such folder; give a sentence-transformers model folder or hub id")
         try:
-            if local:
+            if path.exists():
                 return SentenceTransformer(str(path), device=self.device)
-            try:  # a hub id already in the local HF cache loads without network
-                return SentenceTransformer(self.model_path, device=self.device, local_files_only=True)
-            except Exception:
-                if os.environ.get("HF_HUB_OFFLINE") in ("1", "true", "True"):
-                    raise
-                return SentenceTransformer(self.model_path, device=self.device)
-        except InstaError:
-            raise
+            return SentenceTransformer(self.model_path, device=self.device, local_files_only=local_only)
         except Exception as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise InstaError(
-                f"model {self.model_name!r} is not available offline ({first[:160]}); "
-                "pass a local sentence-transformers folder with --model, or omit --model for the packaged all-MiniLM-L6-v2"
+                f"model {self.model_name!r} could not be loaded ({first[:200]}); pass a local sentence-transformers "
+                "folder with --model, or omit --model for the packaged all-MiniLM-L6-v2"
             ) from None
 
     @property

@@ -1,0 +1,120 @@
+"""Embedding cache: reuse across runs, model identity, atomic and concurrent writes."""
+
+import multiprocessing as mp
+import sqlite3
+
+import numpy as np
+import pytest
+
+from insta import EmbeddingCache, Encoder, InstructionSelector, load_pool
+from insta.cache import text_key
+
+
+def test_second_selection_is_served_from_the_cache(shared_data, tiny_model, isolated_cache):
+    pool = load_pool(f"{shared_data}/bbh/tasks.jsonl")
+    unique = len({t.texts[0] for t in pool})  # the 3 sizes of a BBH task share one description
+    assert unique == 23
+    first = Encoder(str(tiny_model))
+    InstructionSelector(first).fit(pool)
+    assert first.encoded == unique and first.cache.misses == unique
+    second = Encoder(str(tiny_model))
+    a = InstructionSelector(second).fit(pool)
+    assert second.encoded == 0 and second.cache.hits == unique
+    assert second._model is None  # everything came from disk: the model was never loaded
+    no_cache = Encoder(str(tiny_model), cache=False)
+    b = InstructionSelector(no_cache).fit(pool)
+    assert no_cache.encoded == unique
+    np.testing.assert_allclose(a._embeddings, b._embeddings, atol=1e-5)
+    assert (isolated_cache / "embeddings.sqlite").is_file()
+
+
+@pytest.mark.slow
+def test_cache_with_the_packaged_minilm(p3):
+    pool = load_pool("p3:t0-train")
+    first = Encoder()
+    InstructionSelector(first).fit(pool)
+    assert first.encoded > 200
+    second = Encoder()
+    InstructionSelector(second).fit(pool)
+    assert second.encoded == 0 and second._model is None
+
+
+def test_cache_keys_are_model_identity_and_exact_text(tiny_model, tmp_path):
+    import shutil
+
+    other = tmp_path / "other"
+    shutil.copytree(tiny_model, other)
+    (other / "config_sentence_transformers.json").write_text('{"note": "changed"}')
+    cache = EmbeddingCache(tmp_path / "c.sqlite")
+    e1, e2 = Encoder(str(tiny_model), cache=cache), Encoder(str(other), cache=cache)
+    assert e1.identity != e2.identity
+    e1.encode(["the movie review"])
+    e2.encode(["the movie review"])
+    assert e2.encoded == 1  # another model never reuses the first model's vectors
+    e1.encode(["the movie review "])  # a different exact text is a different key
+    assert e1.encoded == 2
+    assert cache.count() == 3
+
+
+def test_interrupted_write_leaves_nothing(tmp_path):
+    cache = EmbeddingCache(tmp_path / "c.sqlite")
+    cache.put_many("m", ["a"], np.ones((1, 4)))
+
+    class Boom(np.ndarray):
+        pass
+
+    vectors = np.ones((3, 4), dtype=np.float32)
+    rows_before = cache.count()
+    original = cache._connect
+
+    def failing_connect():
+        con = original()
+
+        class Wrapper:
+            def __getattr__(self, name):
+                return getattr(con, name)
+
+            def executemany(self, sql, rows):
+                rows = list(rows)
+                con.executemany(sql, rows[:2])  # half of the batch is written, then the process "dies"
+                raise sqlite3.OperationalError("disk I/O error")
+
+            def __enter__(self):
+                return self
+
+            def __exit__(self, *exc):
+                return con.__exit__(*exc)
+
+        return Wrapper()
+
+    cache._connect = failing_connect
+    with pytest.raises(Exception):
+        cache.put_many("m", ["b", "c", "d"], vectors)
+    cache._connect = original
+    assert cache.count() == rows_before
+    assert cache.get_many("m", ["b", "c"]) == {}
+
+
+def _writer(path, worker, n):
+    cache = EmbeddingCache(path)
+    rng = np.random.default_rng(worker)
+    for i in range(n):
+        texts = [f"shared {j}" for j in range(i, i + 5)] + [f"w{worker} {i}"]
+        cache.put_many("m", texts, rng.random((len(texts), 8)))
+
+
+def test_concurrent_writers(tmp_path):
+    path = tmp_path / "c.sqlite"
+    EmbeddingCache(path)
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_writer, args=(str(path), w, 40)) for w in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    assert all(p.exitcode == 0 for p in procs)
+    cache = EmbeddingCache(path)
+    assert cache.count("m") == 44 + 4 * 40  # shared texts once each, every worker's own texts
+    got = cache.get_many("m", ["shared 0", "w3 39"])
+    assert set(got) == {"shared 0", "w3 39"} and got["shared 0"].shape == (8,)
+    assert text_key("x") != text_key("x ")
