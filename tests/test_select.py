@@ -18,6 +18,9 @@ class FixedEncoder(Encoder):
     def encode(self, texts, progress=None):
         return np.stack([self.vectors[t] for t in texts])
 
+    def describe(self):
+        return {"model": "fixed vectors"}
+
 
 def pool_of(**tasks):
     return TaskPool([Task(id=k, instructions=[Instruction(t) for t in v[0]], label=v[1]) for k, v in tasks.items()])
@@ -42,7 +45,7 @@ def test_max_mean_vote_hand_computed(toy):
     by_max = InstructionSelector(enc, aggregate="max").fit(pool).select(target, k=3)
     assert by_max.ids == ["A", "B", "C"]
     assert [r.score for r in by_max.results] == pytest.approx([0.9, 0.8, 0.3], abs=1e-6)
-    assert by_max.results[0].match.source_instruction == "a1" and by_max.results[0].match.cosine == pytest.approx(0.9)
+    assert by_max.results[0].match.source_instruction == "a1" and by_max.results[0].match.similarity == pytest.approx(0.9)
 
     by_mean = InstructionSelector(enc, aggregate="mean").fit(pool).select(target, k=3)
     assert by_mean.ids == ["B", "A", "C"]  # B: (0.8+0.7)/2 = 0.75 beats A: (0.9+0.1)/2 = 0.5

@@ -76,7 +76,9 @@ def select(
     targets: Annotated[Optional[str], typer.Option("--targets", help="Pool spec holding the targets; without --target every task of it is a target (batch).")] = None,
     targets_file: Annotated[Optional[str], typer.Option("--targets-file", help="File of targets: .txt = one instruction per line; .jsonl/.csv = one task per row.")] = None,
     k: Annotated[int, typer.Option("-k", "--top-k", help="How many source tasks to select (paper: 5 for P3, 70 for NIV2).")] = 5,
-    aggregate: Annotated[str, typer.Option("--aggregate", "-a", help="Per-task aggregation of instruction cosines: max | mean | vote.")] = "max",
+    method: Annotated[str, typer.Option("--method", help="insta (default) | bm25 | random | all | samples (needs instances); NAME:AGG also works.")] = "insta",
+    aggregate: Annotated[Optional[str], typer.Option("--aggregate", "-a", help="Per-task aggregation of instruction similarities: max (default) | mean | vote.")] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed for random and samples.")] = 0,
     n_instructions: Annotated[Optional[int], typer.Option("--n-instructions", help="Use only the first N instructions of each target (default: all).")] = None,
     exclude: Annotated[Optional[list[str]], typer.Option("--exclude", "-x", help="Task id or glob (adversarial_qa/*) never to select; repeatable.")] = None,
     exclude_label: Annotated[Optional[list[str]], typer.Option("--exclude-label", help="Label (category/cluster) never to select; repeatable.")] = None,
@@ -92,7 +94,8 @@ def select(
     from .api import resolve_targets, write_json_atomic
     from .encoder import Encoder
     from .pools import load_pool
-    from .select import InstructionSelector, check_k
+    from .select import check_k
+    from .selectors import make_selector
 
     check_k(k)
     if n_instructions is not None and n_instructions <= 0:
@@ -102,9 +105,9 @@ def select(
         source, instructions=instruction or (), target_ids=target or (), targets_spec=targets, targets_file=targets_file
     )
     encoder = Encoder(model, device=device, cache=False if no_cache else None)
-    selector = InstructionSelector(encoder, aggregate=aggregate)
+    selector = make_selector(method, aggregate=aggregate, encoder=encoder, seed=seed)
     with _progress(quiet) as progress:
-        bar = progress.add_task(f"embedding {source.name} ({source.n_instructions} instructions)", total=None)
+        bar = progress.add_task(f"indexing {source.name} ({source.n_instructions} instructions)", total=None)
         selector.fit(source, progress=lambda done, total: progress.update(bar, completed=done, total=total))
         progress.update(bar, description=f"embedding {len(target_list)} target(s)", completed=0, total=None)
         selections = selector.select_many(
@@ -115,7 +118,8 @@ def select(
         "pool": pool,
         "pool_size": len(source),
         "model": encoder.describe(),
-        "aggregate": aggregate,
+        "method": selector.method,
+        "aggregate": selector.aggregate,
         "k": k,
         "selections": [s.to_dict() for s in selections],
     }
@@ -129,7 +133,7 @@ def select(
         return
     for s in selections:
         _print_selection(s)
-    if not quiet and encoder.cache is not None:
+    if not quiet and encoder.cache is not None and (encoder.encoded or encoder.cache.hits):
         err.print(f"[dim]embeddings: {encoder.encoded} encoded, {encoder.cache.hits} from cache ({encoder.cache.path})[/]", highlight=False)
 
 
@@ -155,17 +159,125 @@ def _print_selection(s) -> None:
     table.add_column("task")
     table.add_column("label")
     table.add_column("score", justify="right")
-    if s.aggregate != "max":
-        table.add_column("cos", justify="right")
+    show_sim = s.aggregate not in ("max", "")
+    if show_sim:
+        table.add_column("best pair", justify="right")
     table.add_column("best matching instruction")
     for r in s.results:
         row = [str(r.rank), escape(r.task_id), escape(r.label or ""), f"{r.score:.3f}"]
-        if s.aggregate != "max":
-            row.append(f"{r.match.cosine:.3f}")
-        name = f"[{r.match.source_instruction_name}] " if r.match.source_instruction_name else ""
-        row.append(escape(_short(name + r.match.source_instruction)))
+        if show_sim:
+            row.append(f"{r.match.similarity:.3f}" if r.match else "")
+        if r.match:
+            name = f"[{r.match.source_instruction_name}] " if r.match.source_instruction_name else ""
+            row.append(escape(_short(name + r.match.source_instruction)))
+        else:
+            row.append("")
         table.add_row(*row)
     out.print(table)
+
+
+@app.command()
+def bench(
+    suite: Annotated[Optional[str], typer.Option("--suite", "-s", help="p3 | p3-grouped | p3-extra | niv2 | niv2-files (see 'insta bench --list').")] = None,
+    pool: Annotated[Optional[str], typer.Option("--pool", "-p", help="Benchmark on your own labelled pool instead (leave-one-out, relevant = same label).")] = None,
+    methods: Annotated[Optional[str], typer.Option("--methods", help="Comma-separated methods, NAME or NAME:AGG (default: the suite's: random,bm25,insta,insta:mean,insta:vote).")] = None,
+    folds: Annotated[int, typer.Option("--folds", help="K-fold by task (siblings kept together): each target ranks only its own held-out fold. 0 = whole pool.")] = 0,
+    seed: Annotated[int, typer.Option("--seed", help="Seed for random, samples, folds and the bootstrap.")] = 0,
+    bootstrap: Annotated[int, typer.Option("--bootstrap", help="Bootstrap resamples for the 95% CIs.")] = 1000,
+    niv2: Annotated[Optional[str], typer.Option("--niv2", help="NIV2 data: a tasks.jsonl table, a folder holding one, or a natural-instructions checkout (default: $INSTA_DATA/niv2 or ../shared/data/niv2).")] = None,
+    model: Annotated[Optional[str], typer.Option("--model", "-m", help="Sentence-transformers id or folder for insta/samples (default: packaged all-MiniLM-L6-v2).")] = None,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not read or write the embedding cache.")] = False,
+    per_label: Annotated[bool, typer.Option("--per-label", help="Also print the per-label breakdown.")] = False,
+    plot: Annotated[Optional[str], typer.Option("--plot", help="Write a PNG of the figures with their CIs.")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print one JSON document instead of tables.")] = False,
+    out_file: Annotated[Optional[str], typer.Option("--out", "-o", help="Also write the JSON document (with per-target values) to this file.")] = None,
+    list_suites: Annotated[bool, typer.Option("--list", help="List the suites and methods, then exit.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
+) -> None:
+    """Benchmark selectors: does each one rank the tasks related to a target first? (P@5, P@10, MAP, nDCG@10 with 95% CIs)"""
+    from .api import write_json_atomic
+    from .bench import SUITES, build_suite, run_bench
+    from .encoder import Encoder
+    from .selectors import METHODS
+
+    if list_suites:
+        for name, (desc, _) in SUITES.items():
+            print(f"suite  {name:<12} {desc}")
+        for name, desc in METHODS.items():
+            print(f"method {name:<12} {desc}")
+        return
+    if bootstrap < 1:
+        raise InstaError(f"--bootstrap must be positive, got {bootstrap}")
+    method_list = [m.strip() for m in methods.split(",") if m.strip()] if methods else None
+    if method_list is not None and not method_list:
+        raise InstaError("--methods is empty; give e.g. --methods random,bm25,insta")
+    if method_list:
+        from .selectors import parse_method
+
+        for m in method_list:
+            parse_method(m)
+    the_suite = build_suite(suite, pool=pool, niv2=niv2)
+    encoder = Encoder(model, cache=False if no_cache else None)
+    with _progress(quiet) as progress:
+        bar = progress.add_task("benchmark", total=None)
+        result = run_bench(the_suite, method_list, encoder=encoder, folds=folds, seed=seed, n_boot=bootstrap,
+                           progress=lambda what, done, total: progress.update(bar, description=what, completed=done, total=total))
+    if plot:
+        from .bench.plot import plot_result
+
+        plot_result(result, plot)
+    if out_file:
+        write_json_atomic(out_file, result.to_dict(per_target=True))
+    if json_out:
+        print(json.dumps(result.to_dict(), indent=2))
+        return
+    _print_bench(result, per_label)
+
+
+def _print_bench(result, per_label: bool) -> None:
+    from .bench import METRICS
+
+    folds = f"; {result.folds}-fold (targets rank their own held-out fold)" if result.folds else ""
+    table = Table(title=escape(f"{result.suite}: {result.n_scored} targets scored of {result.n_targets}, "
+                               f"{result.n_tasks} tasks{folds}"),
+                  caption=escape(result.description + "".join(f"\nnote: {n}" for n in result.notes)),
+                  title_justify="left", caption_justify="left")
+    table.add_column("method")
+    for metric in METRICS:
+        table.add_column(metric, justify="right")
+    if result.reference:
+        table.add_column(f"ΔMAP vs {result.reference}", justify="right")
+    table.add_column("s", justify="right")
+    best = result.best()
+    for m in result.methods:
+        extra = [""] if result.reference else []
+        if m.skipped:
+            table.add_row(escape(m.method), *(["—"] * len(METRICS)), *extra, "")
+            continue
+        cells = [f"{m.metrics[k]:.3f} [{m.ci[k][0]:.3f}, {m.ci[k][1]:.3f}]" for k in METRICS]
+        if result.reference and m.method in result.paired:
+            d, lo, hi = result.paired[m.method]["MAP"]
+            mark = "[green]+[/]" if lo > 0 else "[red]−[/]" if hi < 0 else " "
+            extra = [f"{d:+.3f} [{lo:+.3f}, {hi:+.3f}]{mark}"]
+        name = f"[bold]{escape(m.method)}[/]" if best is not None and m is best else escape(m.method)
+        table.add_row(name, *cells, *extra, f"{m.seconds:.1f}")
+    out.print(table)
+    if result.reference:
+        out.print(f"ΔMAP: paired bootstrap over targets; + / − mark a 95% CI that excludes 0 (better / worse than {result.reference}).",
+                  highlight=False)
+    for m in result.methods:
+        if m.skipped:
+            err.print(f"[yellow]skipped[/] {m.method}: {escape(m.skipped)}")
+    if per_label:
+        done = [m for m in result.methods if m.skipped is None]
+        labels = sorted({lab for m in done for lab in m.per_label})
+        t = Table(title="MAP per label", title_justify="left")
+        t.add_column("label")
+        for m in done:
+            t.add_column(escape(m.method), justify="right")
+        for lab in labels:
+            t.add_row(escape(lab or "(none)"), *(f"{m.per_label.get(lab, {}).get('MAP', float('nan')):.3f}" for m in done))
+        out.print(t)
 
 
 @app.command()

@@ -1,10 +1,12 @@
-"""Instruction-based task selection: score every source task of a pool against a target.
+"""Task selection: score every source task of a pool against a target, keep the top-k.
 
-Lifecycle (one object, as DSIR does it): ``InstructionSelector(...)`` → ``fit(pool)``
-(encodes every instruction of the pool, served from the embedding cache when possible)
-→ ``select(target, k)`` / ``select_many(targets, k)``.
+Every selector has the same lifecycle (one object, as DSIR does it): construct →
+``fit(pool)`` (e.g. encode every instruction of the pool, served from the embedding cache)
+→ ``select(target, k)`` / ``select_many(targets, k)``, or ``score_many(targets)`` for the
+raw per-task scores the benchmark ranks by. This module holds the shared machinery and
+the INSTA selector; the baselines live in :mod:`insta.baselines`.
 
-Scores: the cosine between each target instruction and each source instruction,
+INSTA's score: the cosine between each target instruction and each source instruction,
 aggregated per source task by
 
 * ``max``  — the best-matching pair (default; the paper's effective rule),
@@ -20,8 +22,8 @@ best, and their cosine. Ties are broken deterministically (score, best cosine, t
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -41,6 +43,7 @@ class Target:
     instructions: list[str]
     label: str | None = None
     dataset: str | None = None
+    instances: list[dict[str, Any]] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         cleaned = [clean_text(t) for t in self.instructions if t is not None]
@@ -50,7 +53,7 @@ class Target:
 
     @classmethod
     def from_task(cls, task: Task) -> Target:
-        return cls(id=task.id, instructions=task.texts, label=task.label, dataset=task.dataset)
+        return cls(id=task.id, instructions=task.texts, label=task.label, dataset=task.dataset, instances=task.instances)
 
     @classmethod
     def from_text(cls, texts: str | Sequence[str], id: str = "target") -> Target:
@@ -63,12 +66,14 @@ class Target:
 
 @dataclass
 class Match:
-    """Why a task was selected: the closest (target instruction, source instruction) pair."""
+    """Why a task was selected: the closest (target text, source text) pair and their
+    similarity under the selector's measure (``cosine`` for embeddings, ``bm25``, ...)."""
 
     target_instruction: str
     source_instruction: str
     source_instruction_name: str | None
-    cosine: float
+    similarity: float
+    measure: str = "cosine"
 
 
 @dataclass
@@ -78,7 +83,7 @@ class Selected:
     label: str | None
     dataset: str | None
     score: float
-    match: Match
+    match: Match | None
 
 
 @dataclass
@@ -96,8 +101,10 @@ class Selection:
         return [r.task_id for r in self.results]
 
     def to_dict(self) -> dict[str, Any]:
+        target = asdict(self.target)
+        target.pop("instances", None)
         return {
-            "target": asdict(self.target),
+            "target": target,
             "method": self.method,
             "aggregate": self.aggregate,
             "k": self.k,
@@ -137,139 +144,160 @@ def check_k(k: int) -> None:
         raise InstaError(f"k must be a positive integer, got {k!r}")
 
 
-class InstructionSelector:
-    """Rank the tasks of a pool by instruction similarity to a target (INSTA)."""
+@dataclass
+class Scores:
+    """A selector's verdict on every task of the fitted pool for one target.
+
+    ``score`` orders the tasks (higher first); ``tiebreak`` breaks equal scores (then the
+    task id does); ``explain(i)`` gives the match behind task i's score, if the selector has one.
+    """
+
+    score: np.ndarray
+    tiebreak: np.ndarray
+    explain: Callable[[int], Match | None]
+
+
+def order_candidates(scores: Scores, ids: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+    """Candidate positions (into ``candidates``) sorted best first: score, tiebreak, id."""
+    return np.lexsort((ids[candidates], -scores.tiebreak[candidates], -scores.score[candidates]))
+
+
+def aggregate_matrix(sims: np.ndarray, starts: np.ndarray, counts: np.ndarray, owner: np.ndarray,
+                     how: str, depth: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Aggregate a (target instructions x source instructions) similarity matrix per task.
+
+    Returns (score, best pair value, flat index of the best pair) per task; source
+    instructions of one task are contiguous (``starts``/``counts``), ``owner`` maps each
+    source instruction to its task.
+    """
+    n_t, n_s = sims.shape
+    col_best = sims.max(axis=0)
+    col_arg = sims.argmax(axis=0)
+    task_best = np.maximum.reduceat(col_best, starts)
+    # the column holding each task's best value: first column (by position) that reaches it
+    order = np.lexsort((np.arange(n_s), -col_best, owner))
+    first = order[starts]  # owner-sorted blocks keep the tasks' order
+    best_flat = col_arg[first] * n_s + first
+    if how == "max":
+        score = task_best
+    elif how == "mean":
+        score = np.add.reduceat(sims.sum(axis=0), starts) / (counts * n_t)
+    elif how == "vote":
+        depth = max(1, min(depth, n_s))
+        top = np.argsort(-sims, axis=1, kind="stable")[:, :depth]
+        votes = np.bincount(owner[top.ravel()], minlength=len(starts)).astype(np.float64)
+        score = votes / (n_t * depth)
+    else:
+        raise unknown("aggregation", how, AGGREGATIONS)
+    return score.astype(np.float64), task_best.astype(np.float64), best_flat
+
+
+class Selector:
+    """Base class: subclasses implement ``fit`` and ``score_many``; selection is shared."""
+
+    method = "base"
+    aggregate: str | None = None
+
+    def __init__(self) -> None:
+        self.pool: TaskPool | None = None
+
+    def fit(self, pool: TaskPool, progress: ProgressFn | None = None) -> Selector:
+        self.pool = pool
+        return self
+
+    def score_many(self, targets: Sequence[Target], k: int = 5, progress: ProgressFn | None = None) -> list[Scores]:
+        raise NotImplementedError
+
+    def _require_fit(self) -> TaskPool:
+        if self.pool is None:
+            raise RuntimeError("call fit(pool) before selecting")
+        return self.pool
+
+    def _select_one(self, target: Target, scores: Scores, k: int, exclusions: Exclusions | None) -> Selection:
+        pool = self._require_fit()
+        keep = (exclusions or Exclusions()).mask(list(pool), target)
+        candidates = np.flatnonzero(keep)
+        if len(candidates) == 0:
+            raise InstaError(f"target {target.id!r}: every task of {pool.name} is excluded; nothing to select")
+        warnings = []
+        if k > len(candidates):
+            warnings.append(f"k={k} is larger than the {len(candidates)} candidate tasks; returning all of them")
+        ids = np.array(pool.ids)
+        order = order_candidates(scores, ids, candidates)[:k]
+        results = []
+        for rank, j in enumerate(order, start=1):
+            i = int(candidates[j])
+            task = pool[i]
+            results.append(Selected(rank, task.id, task.label, task.dataset, round(float(scores.score[i]), 6), scores.explain(i)))
+        return Selection(target, self.method, self.aggregate or "", k, len(candidates), results, warnings)
+
+    def select(self, target: Target, k: int = 5, exclusions: Exclusions | None = None,
+               n_instructions: int | None = None) -> Selection:
+        """The top-k source tasks for ``target`` with explanations."""
+        return self.select_many([target], k, exclusions, n_instructions)[0]
+
+    def select_many(self, targets: Iterable[Target], k: int = 5, exclusions: Exclusions | None = None,
+                    n_instructions: int | None = None, progress: ProgressFn | None = None) -> list[Selection]:
+        """Select for many targets (their instructions are processed in one batch)."""
+        check_k(k)
+        self._require_fit()
+        targets = [truncate(t, n_instructions) for t in targets]
+        all_scores = self.score_many(targets, k, progress=progress)
+        return [self._select_one(t, s, k, exclusions) for t, s in zip(targets, all_scores)]
+
+
+def truncate(target: Target, n_instructions: int | None) -> Target:
+    """The target with only its first ``n_instructions`` instructions (all if None)."""
+    if n_instructions is None:
+        return target
+    if n_instructions <= 0:
+        raise InstaError(f"the number of target instructions must be positive, got {n_instructions}")
+    return replace(target, instructions=target.instructions[:n_instructions])
+
+
+class InstructionSelector(Selector):
+    """INSTA: rank the tasks of a pool by instruction similarity to a target."""
 
     method = "insta"
 
-    def __init__(
-        self,
-        encoder: Encoder | None = None,
-        *,
-        aggregate: str = "max",
-        vote_depth: int | None = None,
-    ):
+    def __init__(self, encoder: Encoder | None = None, *, aggregate: str = "max", vote_depth: int | None = None):
+        super().__init__()
         if aggregate not in AGGREGATIONS:
             raise unknown("aggregation", aggregate, AGGREGATIONS)
         self.encoder = encoder or Encoder()
         self.aggregate = aggregate
         self.vote_depth = vote_depth
-        self.pool: TaskPool | None = None
 
-    # -- fit -------------------------------------------------------------------------------
     def fit(self, pool: TaskPool, progress: ProgressFn | None = None) -> InstructionSelector:
         """Embed every instruction of the pool (cached on disk by model and text)."""
-        texts = [ins.text for t in pool for ins in t.instructions]
-        self._embeddings = self.encoder.encode(texts, progress=progress)
-        counts = np.array([len(t.instructions) for t in pool])
-        self._owner = np.repeat(np.arange(len(pool)), counts)
-        self._starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
-        self._counts = counts
-        self._texts = texts
+        self._texts = [ins.text for t in pool for ins in t.instructions]
         self._names = [ins.name for t in pool for ins in t.instructions]
+        self._embeddings = self.encoder.encode(self._texts, progress=progress)
+        self._counts = np.array([len(t.instructions) for t in pool])
+        self._starts = np.concatenate([[0], np.cumsum(self._counts)[:-1]]).astype(np.int64)
+        self._owner = np.repeat(np.arange(len(pool)), self._counts)
         self.pool = pool
         return self
 
-    def _require_fit(self) -> TaskPool:
-        if self.pool is None:
-            raise RuntimeError("call fit(pool) before select()")
-        return self.pool
-
-    # -- scoring ---------------------------------------------------------------------------
-    def scores(self, target: Target, k: int = 5, target_embeddings: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Per-task (score, best cosine, flat index of the best pair) for a target."""
-        pool = self._require_fit()
-        t_emb = target_embeddings if target_embeddings is not None else self.encoder.encode(target.instructions)
-        sims = t_emb @ self._embeddings.T  # (T, N_instructions)
-        n_t = sims.shape[0]
-        best_per_instr = sims.max(axis=0)  # best target instruction for each source instruction
-        task_best = np.maximum.reduceat(best_per_instr, self._starts)
-        # flat argmax of each task's block
-        best_flat = np.empty(len(pool), dtype=np.int64)
-        for i, (s, c) in enumerate(zip(self._starts, self._counts)):
-            block = sims[:, s:s + c]
-            best_flat[i] = int(np.argmax(block))
-            r, col = divmod(best_flat[i], c)
-            best_flat[i] = r * sims.shape[1] + s + col
-        if self.aggregate == "max":
-            score = task_best
-        elif self.aggregate == "mean":
-            score = np.add.reduceat(sims.sum(axis=0), self._starts) / (self._counts * n_t)
-        else:  # vote
-            depth = min(self.vote_depth or k, sims.shape[1])
-            votes = np.zeros(len(pool))
-            top = np.argsort(-sims, axis=1, kind="stable")[:, :depth]
-            np.add.at(votes, self._owner[top.ravel()], 1.0)
-            score = votes / (n_t * depth)
-        return score.astype(np.float64), task_best.astype(np.float64), best_flat
-
-    def select(
-        self,
-        target: Target,
-        k: int = 5,
-        exclusions: Exclusions | None = None,
-        n_instructions: int | None = None,
-        _embeddings: np.ndarray | None = None,
-    ) -> Selection:
-        """The top-k source tasks for ``target`` with explanations."""
-        check_k(k)
-        pool = self._require_fit()
-        if n_instructions is not None:
-            if n_instructions <= 0:
-                raise InstaError(f"the number of target instructions must be positive, got {n_instructions}")
-            target = Target(target.id, target.instructions[:n_instructions], target.label, target.dataset)
-            if _embeddings is not None:
-                _embeddings = _embeddings[:n_instructions]
-        score, best, flat = self.scores(target, k, _embeddings)
-        keep = (exclusions or Exclusions()).mask(list(pool), target)
-        candidates = np.flatnonzero(keep)
-        warnings = []
-        if len(candidates) == 0:
-            raise InstaError(f"target {target.id!r}: every task of {pool.name} is excluded; nothing to select")
-        if k > len(candidates):
-            warnings.append(f"k={k} is larger than the {len(candidates)} candidate tasks; returning all of them")
-        ids = np.array([pool[int(i)].id for i in candidates])
-        # deterministic order: score desc, best cosine desc, id asc
-        order = np.lexsort((ids, -best[candidates], -score[candidates]))[:k]
-        n_src = self._embeddings.shape[0]
-        results = []
-        for rank, j in enumerate(order, start=1):
-            i = int(candidates[j])
-            t_idx, s_idx = divmod(int(flat[i]), n_src)
-            task = pool[i]
-            results.append(
-                Selected(
-                    rank=rank,
-                    task_id=task.id,
-                    label=task.label,
-                    dataset=task.dataset,
-                    score=round(float(score[i]), 6),
-                    match=Match(
-                        target_instruction=target.instructions[t_idx],
-                        source_instruction=self._texts[s_idx],
-                        source_instruction_name=self._names[s_idx],
-                        cosine=round(float(best[i]), 6),
-                    ),
-                )
-            )
-        return Selection(target, self.method, self.aggregate, k, len(candidates), results, warnings)
-
-    def select_many(
-        self,
-        targets: Iterable[Target],
-        k: int = 5,
-        exclusions: Exclusions | None = None,
-        n_instructions: int | None = None,
-        progress: ProgressFn | None = None,
-    ) -> list[Selection]:
-        """Select for many targets; their instructions are encoded in one batch."""
-        targets = list(targets)
-        check_k(k)
+    def score_many(self, targets: Sequence[Target], k: int = 5, progress: ProgressFn | None = None) -> list[Scores]:
+        self._require_fit()
         texts = [t for tg in targets for t in tg.instructions]
-        emb = self.encoder.encode(texts, progress=progress)
+        emb = self.encoder.encode(texts, progress=progress) if texts else np.zeros((0, 1), dtype=np.float32)
         out, pos = [], 0
         for tg in targets:
             n = len(tg.instructions)
-            out.append(self.select(tg, k, exclusions, n_instructions, _embeddings=emb[pos:pos + n]))
+            out.append(self._scores(tg, emb[pos:pos + n], k))
             pos += n
         return out
+
+    def _scores(self, target: Target, t_emb: np.ndarray, k: int) -> Scores:
+        sims = t_emb @ self._embeddings.T
+        score, best, flat = aggregate_matrix(sims, self._starts, self._counts, self._owner, self.aggregate,
+                                             self.vote_depth or k)
+        n_src = sims.shape[1]
+
+        def explain(i: int) -> Match:
+            t_idx, s_idx = divmod(int(flat[i]), n_src)
+            return Match(target.instructions[t_idx], self._texts[s_idx], self._names[s_idx], round(float(best[i]), 6))
+
+        return Scores(score, best, explain)

@@ -1,0 +1,198 @@
+"""Baseline selectors behind the same interface as INSTA (:class:`insta.select.Selector`).
+
+* ``random``  — seeded random order (the floor any selector must clear);
+* ``all``     — every task (for training comparisons; no order);
+* ``bm25``    — BM25 (bm25s) between target and source instruction texts, aggregated per
+  task like the embedding scores;
+* ``samples`` — Retrieval-of-Experts style: needs target *instances*. Embed up to 32 target
+  instances and up to 100 instances per source task; each target instance's nearest source
+  instance votes for its task; score = share of the votes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+
+import numpy as np
+
+from .encoder import Encoder, ProgressFn
+from .errors import InstaError, unknown
+from .select import AGGREGATIONS, Match, Scores, Selector, Target, aggregate_matrix
+from .tasks import TaskPool
+
+
+def _target_seed(seed: int, target_id: str) -> int:
+    """A per-target seed, stable across runs and machines."""
+    return int.from_bytes(hashlib.sha256(f"{seed}:{target_id}".encode()).digest()[:8], "little")
+
+
+def _no_match(i: int) -> None:
+    return None
+
+
+class RandomSelector(Selector):
+    """Seeded random ranking; the same seed and target give the same order everywhere."""
+
+    method = "random"
+
+    def __init__(self, seed: int = 0):
+        super().__init__()
+        self.seed = seed
+
+    def score_many(self, targets: Sequence[Target], k: int = 5, progress: ProgressFn | None = None) -> list[Scores]:
+        n = len(self._require_fit())
+        out = []
+        for t in targets:
+            rng = np.random.default_rng(_target_seed(self.seed, t.id))
+            out.append(Scores(rng.random(n), np.zeros(n), _no_match))
+        return out
+
+
+class AllSelector(Selector):
+    """Every task of the pool, in pool order: the 'train on everything' comparison."""
+
+    method = "all"
+
+    def score_many(self, targets: Sequence[Target], k: int = 5, progress: ProgressFn | None = None) -> list[Scores]:
+        n = len(self._require_fit())
+        order = -np.arange(n, dtype=np.float64)  # keeps pool order under the shared sort
+        return [Scores(np.ones(n), order, _no_match) for _ in targets]
+
+    def select_many(self, targets, k=5, exclusions=None, n_instructions=None, progress=None):
+        # k does not apply: 'all' returns every candidate
+        return super().select_many(targets, len(self._require_fit()), exclusions, n_instructions, progress)
+
+
+class BM25Selector(Selector):
+    """BM25 over instruction texts (bm25s, English stopwords), aggregated per task."""
+
+    method = "bm25"
+
+    def __init__(self, *, aggregate: str = "max", vote_depth: int | None = None, k1: float = 1.5, b: float = 0.75):
+        super().__init__()
+        if aggregate not in AGGREGATIONS:
+            raise unknown("aggregation", aggregate, AGGREGATIONS)
+        self.aggregate = aggregate
+        self.vote_depth = vote_depth
+        self.k1, self.b = k1, b
+
+    def fit(self, pool: TaskPool, progress: ProgressFn | None = None) -> BM25Selector:
+        import bm25s
+
+        self._texts = [ins.text for t in pool for ins in t.instructions]
+        self._names = [ins.name for t in pool for ins in t.instructions]
+        tokens = bm25s.tokenize(self._texts, stopwords="en", show_progress=False)
+        self._retriever = bm25s.BM25(k1=self.k1, b=self.b)
+        self._retriever.index(tokens, show_progress=False)
+        self._counts = np.array([len(t.instructions) for t in pool])
+        self._starts = np.concatenate([[0], np.cumsum(self._counts)[:-1]]).astype(np.int64)
+        self._owner = np.repeat(np.arange(len(pool)), self._counts)
+        self.pool = pool
+        return self
+
+    def _query(self, texts: list[str]) -> np.ndarray:
+        import bm25s
+
+        queries = bm25s.tokenize(texts, stopwords="en", show_progress=False, return_ids=False)
+        n = len(self._texts)
+        # a query of stopwords only has no terms: it matches nothing
+        return np.stack([np.asarray(self._retriever.get_scores(q), dtype=np.float64) if q else np.zeros(n)
+                         for q in queries])
+
+    def score_many(self, targets: Sequence[Target], k: int = 5, progress: ProgressFn | None = None) -> list[Scores]:
+        self._require_fit()
+        out = []
+        for done, tg in enumerate(targets, start=1):
+            sims = self._query(tg.instructions)
+            score, best, flat = aggregate_matrix(sims, self._starts, self._counts, self._owner, self.aggregate,
+                                                 self.vote_depth or k)
+            out.append(Scores(score, best, self._explainer(tg, best, flat, sims.shape[1])))
+            if progress:
+                progress(done, len(targets))
+        return out
+
+    def _explainer(self, target: Target, best: np.ndarray, flat: np.ndarray, n_src: int):
+        def explain(i: int) -> Match:
+            t_idx, s_idx = divmod(int(flat[i]), n_src)
+            return Match(target.instructions[t_idx], self._texts[s_idx], self._names[s_idx], round(float(best[i]), 6), "bm25")
+
+        return explain
+
+
+def instance_text(instance: dict) -> str:
+    """The text of an instance that gets embedded: its input (targets come without labels)."""
+    return " ".join(str(instance.get("input", "")).split())
+
+
+class SamplesSelector(Selector):
+    """Retrieval-of-Experts style selection from target *instances* (needs instances)."""
+
+    method = "samples"
+
+    def __init__(self, encoder: Encoder | None = None, *, per_task: int = 100, per_target: int = 32, seed: int = 0):
+        super().__init__()
+        self.encoder = encoder or Encoder()
+        self.per_task = per_task
+        self.per_target = per_target
+        self.seed = seed
+
+    def _sample(self, instances: list[dict], n: int, key: str) -> list[str]:
+        """The first n of a seeded permutation of the task's instance texts: a task's target
+        sample (32) is then a subset of its source sample (100), embedded once."""
+        texts = [t for t in (instance_text(x) for x in instances) if t]
+        order = np.random.default_rng(_target_seed(self.seed, key)).permutation(len(texts))
+        return [texts[i] for i in order[:n]]
+
+    def fit(self, pool: TaskPool, progress: ProgressFn | None = None) -> SamplesSelector:
+        with_instances = [t for t in pool if t.instances]
+        if not with_instances:
+            raise InstaError(
+                f"method 'samples' needs task instances, and no task of {pool.name} has any "
+                "(NIV2 task files do: niv2:DIR?instances=100)"
+            )
+        texts, owner = [], []
+        for i, task in enumerate(pool):
+            sample = self._sample(task.instances or [], self.per_task, task.id)
+            texts.extend(sample)
+            owner.extend([i] * len(sample))
+        self._texts = texts
+        self._owner = np.asarray(owner, dtype=np.int64)
+        self._embeddings = self.encoder.encode(texts, progress=progress)
+        self.pool = pool
+        return self
+
+    def score_many(self, targets: Sequence[Target], k: int = 5, progress: ProgressFn | None = None) -> list[Scores]:
+        pool = self._require_fit()
+        samples = []
+        for t in targets:
+            if not t.instances:
+                raise InstaError(f"method 'samples' needs instances of the target {t.id!r}; it has none")
+            samples.append(self._sample(t.instances, self.per_target, t.id))
+        emb = self.encoder.encode([x for s in samples for x in s], progress=progress)
+        own = {pool[int(i)].id for i in np.unique(self._owner)}
+        out, pos = [], 0
+        for t, sample in zip(targets, samples):
+            t_emb = emb[pos:pos + len(sample)]
+            pos += len(sample)
+            sims = t_emb @ self._embeddings.T
+            # the target's own instances never vote for the target's own task
+            if t.id in own:
+                sims[:, self._owner == pool.ids.index(t.id)] = -np.inf
+            nn = sims.argmax(axis=1)
+            nn_cos = sims[np.arange(len(sample)), nn]
+            votes = np.bincount(self._owner[nn], minlength=len(pool)).astype(np.float64)
+            best = np.full(len(pool), -1.0)
+            np.maximum.at(best, self._owner[nn], nn_cos)
+            out.append(Scores(votes / len(sample), best, self._explainer(sample, nn, nn_cos)))
+        return out
+
+    def _explainer(self, sample: list[str], nn: np.ndarray, nn_cos: np.ndarray):
+        def explain(i: int) -> Match | None:
+            hits = np.flatnonzero(self._owner[nn] == i)
+            if len(hits) == 0:
+                return None
+            j = hits[np.argmax(nn_cos[hits])]
+            return Match(sample[j], self._texts[nn[j]], "instance", round(float(nn_cos[j]), 6), "cosine (instances)")
+
+        return explain

@@ -1,0 +1,55 @@
+"""PNG plot of a benchmark: per-method bars for each metric, with bootstrap 95% CIs."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from ..errors import InstaError
+from .metrics import METRICS
+from .runner import BenchResult
+
+
+def plot_result(result: BenchResult, path: str | os.PathLike[str]) -> Path:
+    """Write the plot to ``path`` atomically (temporary file, then rename)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    out = Path(path).expanduser()
+    if out.is_dir():
+        raise InstaError(f"--plot {out} is a folder; give a .png file path")
+    methods = [m for m in result.methods if m.skipped is None]
+    metrics = list(METRICS)
+    width = 0.8 / max(1, len(methods))
+    x = np.arange(len(metrics))
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.6 * len(metrics) + 0.5 * len(methods)), 4.2))
+    for j, m in enumerate(methods):
+        means = np.array([m.metrics[k] for k in metrics])
+        lo = np.array([m.ci[k][0] for k in metrics])
+        hi = np.array([m.ci[k][1] for k in metrics])
+        ax.bar(x + (j - (len(methods) - 1) / 2) * width, means, width, label=m.method,
+               yerr=np.vstack([means - lo, hi - means]), capsize=2, error_kw={"linewidth": 0.8})
+    ax.set_xticks(x)
+    ax.set_xticklabels(metrics)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("score (95% bootstrap CI)")
+    folds = f", {result.folds} folds" if result.folds else ""
+    ax.set_title(f"insta bench: {result.suite} ({result.n_scored} targets{folds})", fontsize=10)
+    ax.legend(fontsize=8, ncol=min(3, len(methods)), loc="upper right")
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".png", dir=out.parent)
+        os.close(fd)
+        fig.savefig(tmp, dpi=120)
+        os.replace(tmp, out)
+    except OSError as exc:
+        raise InstaError(f"cannot write plot {out}: {exc.strerror}") from None
+    finally:
+        plt.close(fig)
+    return out

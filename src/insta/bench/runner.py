@@ -1,0 +1,186 @@
+"""Run selectors on a suite and score their rankings (with bootstrap CIs over targets)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from ..encoder import Encoder
+from ..errors import InstaError
+from ..select import Target, order_candidates
+from ..selectors import make_selector, method_label, parse_method
+from ..tasks import TaskPool
+from .folds import group_key, make_folds
+from .metrics import METRICS, bootstrap_ci, bootstrap_indices
+from .suites import Suite
+
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass
+class MethodResult:
+    method: str
+    metrics: dict[str, float] = field(default_factory=dict)
+    ci: dict[str, tuple[float, float]] = field(default_factory=dict)
+    per_label: dict[str, dict[str, float]] = field(default_factory=dict)
+    per_target: dict[str, dict[str, float]] = field(default_factory=dict)
+    n_targets: int = 0
+    seconds: float = 0.0
+    skipped: str | None = None
+
+
+@dataclass
+class BenchResult:
+    suite: str
+    description: str
+    n_tasks: int
+    n_targets: int
+    n_scored: int
+    folds: int
+    seed: int
+    n_boot: int
+    model: dict[str, str]
+    methods: list[MethodResult]
+    notes: list[str]
+    reference: str | None = None
+    # method -> metric -> (mean difference vs the reference, CI low, CI high), paired bootstrap over targets
+    paired: dict[str, dict[str, tuple[float, float, float]]] = field(default_factory=dict)
+
+    def to_dict(self, per_target: bool = False) -> dict:
+        d = asdict(self)
+        if not per_target:
+            for m in d["methods"]:
+                m.pop("per_target")
+        return d
+
+    def best(self, metric: str = "MAP") -> MethodResult | None:
+        done = [m for m in self.methods if m.skipped is None]
+        return max(done, key=lambda m: m.metrics[metric]) if done else None
+
+
+def _relevance(pool: TaskPool, scores, target: Target, candidates: np.ndarray) -> np.ndarray:
+    ids = np.array(pool.ids)
+    order = order_candidates(scores, ids, candidates)
+    labels = np.array([t.label for t in pool], dtype=object)
+    return labels[candidates[order]] == target.label
+
+
+def _candidates(pool: TaskPool, target: Target, exclude_siblings: bool) -> np.ndarray:
+    keep = [
+        i for i, t in enumerate(pool)
+        if t.id != target.id and not (exclude_siblings and target.dataset is not None and group_key(t) == target.dataset)
+    ]
+    return np.asarray(keep, dtype=np.int64)
+
+
+def run_bench(
+    suite: Suite,
+    methods: Sequence[str] | None = None,
+    *,
+    encoder: Encoder | None = None,
+    folds: int = 0,
+    seed: int = 0,
+    n_boot: int = 1000,
+    progress: Progress | None = None,
+) -> BenchResult:
+    """Rank the suite's pool for every target with each method; score the rankings."""
+    methods = list(methods or suite.methods)
+    for m in methods:
+        if parse_method(m)[0] == "all":
+            raise InstaError("method 'all' has no ranking (it selects every task); it is for training comparisons")
+    encoder = encoder or Encoder()
+    if folds and not suite.leave_one_out:
+        raise InstaError(f"--folds applies to leave-one-out suites; {suite.name} has external targets")
+    splits = make_folds(suite.pool, folds, seed) if folds else None
+
+    # which targets can be scored: those with at least one relevant candidate
+    def groups():
+        if splits is None:
+            yield suite.pool, suite.targets
+        else:
+            by_id = {t.id: t for t in suite.targets}
+            for fold in splits:
+                test = set(fold.test)
+                yield suite.pool.filter(lambda t: t.id in test, name=f"{suite.pool.name}[fold {fold.index}]"), \
+                    [by_id[i] for i in fold.test]
+
+    results = []
+    scored_ids: list[str] | None = None
+    for m in methods:
+        name, agg = parse_method(m)
+        label = method_label(name, agg)
+        res = MethodResult(method=label)
+        start = time.perf_counter()
+        values: dict[str, dict[str, float]] = {}
+        try:
+            for pool, targets in groups():
+                selector = make_selector(m, encoder=encoder, seed=seed)
+                if progress:
+                    progress(f"{label}: indexing {pool.name}", 0, len(targets))
+                selector.fit(pool)
+                if progress:
+                    progress(f"{label}: ranking", 0, len(targets))
+                all_scores = selector.score_many(targets, k=10)
+                for n, (target, scores) in enumerate(zip(targets, all_scores), start=1):
+                    cands = _candidates(pool, target, suite.exclude_siblings)
+                    rel = _relevance(pool, scores, target, cands)
+                    if rel.any():
+                        values[target.id] = {metric: fn(rel) for metric, fn in METRICS.items()}
+                    if progress:
+                        progress(f"{label}: ranking", n, len(targets))
+        except InstaError as exc:
+            if name != "samples":
+                raise
+            res.skipped = str(exc)
+            results.append(res)
+            continue
+        res.seconds = round(time.perf_counter() - start, 2)
+        ids = sorted(values)
+        if scored_ids is None:
+            scored_ids = ids
+        res.per_target = values
+        res.n_targets = len(ids)
+        idx = bootstrap_indices(len(ids), n_boot, seed) if ids else None
+        label_of = {t.id: t.label for t in suite.targets}
+        for metric in METRICS:
+            arr = np.array([values[i][metric] for i in ids])
+            res.metrics[metric] = float(arr.mean()) if len(arr) else float("nan")
+            res.ci[metric] = bootstrap_ci(arr, indices=idx) if len(arr) else (float("nan"), float("nan"))
+            by_label: dict[str, list[float]] = {}
+            for i in ids:
+                by_label.setdefault(label_of[i] or "", []).append(values[i][metric])
+            for lab, vals in by_label.items():
+                res.per_label.setdefault(lab, {})[metric] = float(np.mean(vals))
+        results.append(res)
+
+    reference = next((m for m in results if m.method == "bm25" and m.skipped is None), None)
+    paired: dict[str, dict[str, tuple[float, float, float]]] = {}
+    if reference is not None and scored_ids:
+        idx = bootstrap_indices(len(scored_ids), n_boot, seed)
+        for m in results:
+            if m is reference or m.skipped is not None:
+                continue
+            paired[m.method] = {}
+            for metric in METRICS:
+                diff = np.array([m.per_target[i][metric] - reference.per_target[i][metric] for i in scored_ids])
+                lo, hi = bootstrap_ci(diff, indices=idx)
+                paired[m.method][metric] = (float(diff.mean()), lo, hi)
+
+    return BenchResult(
+        reference=reference.method if reference else None,
+        paired=paired,
+        suite=suite.name,
+        description=suite.description,
+        n_tasks=len(suite.pool),
+        n_targets=len(suite.targets),
+        n_scored=len(scored_ids or []),
+        folds=folds,
+        seed=seed,
+        n_boot=n_boot,
+        model=encoder.describe() if any(parse_method(m)[0] in ("insta", "samples") for m in methods) else {},
+        methods=results,
+        notes=list(suite.notes),
+    )

@@ -1,0 +1,144 @@
+"""Benchmark suites: a pool, its targets, and label ground truth none of us wrote.
+
+Every suite ranks the pool for each target; a candidate is relevant when it has the
+target's label (T0 cluster, NIV2 category). For leave-one-out suites the targets are the
+pool's own tasks: a target never ranks itself, nor (``exclude_siblings``) tasks built on
+its own source dataset.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .. import t0
+from ..errors import InstaError, unknown
+from ..pools import load_pool
+from ..select import Target
+from ..tasks import TaskPool
+
+
+@dataclass
+class Suite:
+    name: str
+    description: str
+    pool: TaskPool
+    targets: list[Target]
+    leave_one_out: bool = True
+    exclude_siblings: bool = True
+    methods: tuple[str, ...] = ("random", "bm25", "insta", "insta:mean", "insta:vote")
+    notes: list[str] = field(default_factory=list)
+
+
+def default_data_dir() -> Path | None:
+    """``$INSTA_DATA``, else ``shared/data`` or ``../shared/data`` from the working directory."""
+    env = os.environ.get("INSTA_DATA")
+    if env:
+        return Path(env).expanduser()
+    for candidate in (Path("shared/data"), Path("../shared/data")):
+        if candidate.is_dir():
+            return candidate
+    return None
+
+
+def _data(path: str | None, sub: str, flag: str) -> Path:
+    if path:
+        p = Path(path).expanduser()
+    else:
+        root = default_data_dir()
+        if root is None:
+            raise InstaError(f"no data for this suite: pass {flag} PATH (or set INSTA_DATA to the folder holding {sub})")
+        p = root / sub
+    if not p.exists():
+        raise InstaError(f"{flag} {p} does not exist")
+    return p
+
+
+def _loo(pool: TaskPool) -> list[Target]:
+    return [Target.from_task(t) for t in pool]
+
+
+def _p3(options: dict) -> Suite:
+    spec = "p3:t0-train" + (f"?templates={options['templates']}" if options.get("templates") else "")
+    pool = load_pool(spec)
+    return Suite("p3", "P3: the 38 T0 training entries of promptsource 0.2.3, leave-one-out; relevant = same T0 cluster; "
+                 "all templates of the target are its instructions; sibling subsets are not candidates", pool, _loo(pool))
+
+
+def _p3_grouped(options: dict) -> Suite:
+    spec = "p3:t0-train?group=dataset" + (f"&templates={options['templates']}" if options.get("templates") else "")
+    pool = load_pool(spec)
+    return Suite("p3-grouped", "P3 grouped: the 35 T0 training datasets (subsets merged), leave-one-out; relevant = same T0 cluster",
+                 pool, _loo(pool))
+
+
+def _p3_extra(options: dict) -> Suite:
+    templates = f"?templates={options['templates']}" if options.get("templates") else ""
+    pool = load_pool("p3:t0-train" + templates)
+    clusters = set(pool.labels)
+    wanted = {k: c for groups in (t0.T0P_ADDITIONAL_TRAIN, t0.T0PP_ADDITIONAL_TRAIN)
+              for c, keys in groups.items() for k in keys if c in clusters}
+    extra = load_pool("p3:" + ",".join(wanted) + templates)
+    targets = [Target(t.id, t.texts, wanted[t.id], t.dataset) for t in extra]
+    return Suite("p3-extra", "P3 extra: the T0+/T0++ additional datasets whose cluster exists in T0's training mixture, "
+                 "as targets against the 38 T0 training entries; relevant = same cluster",
+                 pool, targets, leave_one_out=False, exclude_siblings=False)
+
+
+def _niv2(options: dict) -> Suite:
+    path = _data(options.get("niv2"), "niv2", "--niv2")
+    table = path if path.is_file() else path / "tasks.jsonl"
+    if table.is_file():
+        full = load_pool(f"jsonl:{table}?id=name&instruction=summary&label=category")
+        pool = full.filter(lambda t: t.meta.get("split_default") in ("train", "test"), name="niv2:default")
+        return Suite("niv2", "NIV2: the 875 English tasks of the default split (train+test), leave-one-out; "
+                     "instruction = the one-line task summary (not the full Definition); relevant = same category",
+                     pool, _loo(pool), exclude_siblings=False,
+                     notes=["summaries stand in for Definitions: figures are not comparable to the paper's"])
+    full = load_pool(f"niv2:{path}")
+    pool = full.filter(lambda t: t.split in ("train", "test"), name="niv2:default")
+    return Suite("niv2", f"NIV2 checkout {path}: the default split's tasks, leave-one-out; instruction = Definition; "
+                 "relevant = same category; tasks on the same source dataset are not candidates", pool, _loo(pool))
+
+
+def _niv2_files(options: dict) -> Suite:
+    path = _data(options.get("niv2"), "niv2", "--niv2")
+    if path.is_file():
+        path = path.parent
+    pool = load_pool(f"niv2:{path}?instances=100")
+    return Suite("niv2-files", "NIV2 task files with instances (the 92 real files beside the checkout), leave-one-out; "
+                 "instruction = Definition; relevant = same category",
+                 pool, _loo(pool), methods=("random", "bm25", "insta", "samples"),
+                 notes=["87 of the 92 shared files are Question Answering: the labels separate little; "
+                        "this suite exists to run the instance-based 'samples' baseline on real task files"])
+
+
+SUITES: dict[str, tuple[str, Callable[[dict], Suite]]] = {
+    "p3": ("38 T0 training entries, leave-one-out, T0 clusters", _p3),
+    "p3-grouped": ("35 T0 training datasets (subsets merged), leave-one-out", _p3_grouped),
+    "p3-extra": ("T0+/T0++ extra datasets as targets against the T0 training pool", _p3_extra),
+    "niv2": ("875 English NIV2 tasks (default split), leave-one-out, categories", _niv2),
+    "niv2-files": ("NIV2 task files with instances (runs 'samples')", _niv2_files),
+}
+
+
+def build_suite(name: str | None = None, *, pool: str | None = None, niv2: str | None = None,
+                templates: str | None = None) -> Suite:
+    """A named suite, or a leave-one-out suite over any labelled pool spec."""
+    if pool:
+        if name:
+            raise InstaError("give --suite or --pool, not both")
+        loaded = load_pool(pool)
+        labels = {t.label for t in loaded if t.label}
+        if len(labels) < 2:
+            raise InstaError(f"pool {pool!r} needs labels (at least two distinct) to benchmark on; map one with ?label=FIELD")
+        has_instances = any(t.instances for t in loaded)
+        return Suite("custom", f"{pool}: leave-one-out; relevant = same label", loaded, _loo(loaded),
+                     methods=("random", "bm25", "insta") + (("samples",) if has_instances else ()))
+    if not name:
+        raise InstaError(f"give --suite NAME ({', '.join(SUITES)}) or --pool SPEC")
+    if name not in SUITES:
+        raise unknown("suite", name, SUITES)
+    return SUITES[name][1]({"niv2": niv2, "templates": templates})

@@ -1,0 +1,82 @@
+"""Baselines behind the common selector interface."""
+
+import numpy as np
+import pytest
+
+from insta import Encoder, InstaError, Instruction, Target, Task, TaskPool, load_pool
+from insta.baselines import AllSelector, BM25Selector, RandomSelector, SamplesSelector
+from insta.selectors import make_selector, parse_method
+
+
+def toy_pool():
+    return TaskPool([
+        Task("sent", [Instruction("Is this movie review positive or negative?"), Instruction("Rate the review.")], label="s"),
+        Task("summ", [Instruction("Summarize the news article in one sentence.")], label="g"),
+        Task("topic", [Instruction("Which topic is this news article about?")], label="c"),
+        Task("nli", [Instruction("Does the premise entail the hypothesis?")], label="c"),
+    ])
+
+
+def test_method_registry():
+    assert parse_method("insta") == ("insta", "max")
+    assert parse_method("bm25:vote") == ("bm25", "vote")
+    assert parse_method("insta", "mean") == ("insta", "mean")
+    assert parse_method("random") == ("random", None)
+    with pytest.raises(InstaError, match="unknown method 'bm52'; available: all, bm25, insta, random, samples"):
+        parse_method("bm52")
+    with pytest.raises(InstaError, match="takes no aggregation"):
+        parse_method("random:max")
+    with pytest.raises(InstaError, match="unknown aggregation 'median'"):
+        make_selector("insta:median")
+
+
+def test_random_is_seeded_and_per_target():
+    pool = toy_pool()
+    a = RandomSelector(seed=1).fit(pool).select(Target("t", ["x"]), k=4).ids
+    assert RandomSelector(seed=1).fit(pool).select(Target("t", ["x"]), k=4).ids == a
+    orders = {tuple(RandomSelector(seed=s).fit(pool).select(Target("t", ["x"]), k=4).ids) for s in range(12)}
+    assert len(orders) > 3
+    assert sorted(a) == sorted(pool.ids)
+
+
+def test_all_returns_every_candidate_in_pool_order():
+    sel = AllSelector().fit(toy_pool()).select(Target("summ", ["x"]), k=1)
+    assert sel.ids == ["sent", "topic", "nli"]
+
+
+def test_bm25_lexical_match_and_explanation():
+    pool = toy_pool()
+    res = BM25Selector().fit(pool).select(Target("t", ["Summarize this news article."]), k=4)
+    assert res.ids[0] == "summ" and res.ids[1] == "topic"  # 'news article' is shared with topic too
+    assert res.results[0].match.measure == "bm25" and res.results[0].match.similarity > 0
+    assert res.results[-1].score == 0.0
+    # a query with only stopwords matches nothing, and still ranks deterministically
+    empty = BM25Selector().fit(pool).select(Target("t", ["is the of a"]), k=4)
+    assert [r.score for r in empty.results] == [0.0] * 4 and empty.ids == sorted(pool.ids)
+    mean = BM25Selector(aggregate="mean").fit(pool).select(Target("t", ["positive review"]), k=1)
+    assert mean.ids == ["sent"]
+
+
+def test_samples_on_real_niv2_task_files(shared_data, tiny_model):
+    pool = load_pool(f"niv2:{shared_data}/niv2?instances=40")
+    enc = Encoder(str(tiny_model))
+    sel = SamplesSelector(enc, per_task=20, per_target=8).fit(pool)
+    assert len(sel._texts) == 20 * len(pool)
+    copa = pool.get("task1393_superglue_copa_text_completion")
+    (scores,) = sel.score_many([Target.from_task(copa)])
+    assert scores.score.sum() == pytest.approx(1.0)  # each of the 8 target instances votes once
+    assert scores.score[pool.ids.index(copa.id)] == 0.0  # never its own task
+    result = sel.select(Target.from_task(copa), k=3)
+    assert copa.id not in result.ids
+    assert result.results[0].match.measure == "cosine (instances)"
+    assert result.results[0].match.source_instruction  # the nearest source instance text
+
+
+def test_samples_needs_instances(shared_data, tiny_model):
+    enc = Encoder(str(tiny_model))
+    with pytest.raises(InstaError, match="needs task instances"):
+        SamplesSelector(enc).fit(load_pool(f"niv2:{shared_data}/niv2"))
+    pool = load_pool(f"niv2:{shared_data}/niv2?instances=5")
+    sel = SamplesSelector(enc).fit(pool)
+    with pytest.raises(InstaError, match="needs instances of the target 'target'"):
+        sel.select(Target.from_text("classify"), k=3)

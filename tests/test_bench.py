@@ -1,0 +1,107 @@
+"""The benchmark end to end on real suites, and its CLI."""
+
+import json
+import sys
+
+import pytest
+
+from insta import InstaError
+from insta.bench import build_suite, run_bench
+from test_cli import fails, run
+
+
+def test_p3_suite_baselines(p3):
+    suite = build_suite("p3")
+    assert len(suite.pool) == 38 and len(suite.targets) == 38
+    result = run_bench(suite, ["random", "bm25"], n_boot=200)
+    rnd, bm25 = result.methods
+    assert result.n_scored == 38
+    assert bm25.metrics["MAP"] > rnd.metrics["MAP"] + 0.2
+    assert rnd.ci["MAP"][0] <= rnd.metrics["MAP"] <= rnd.ci["MAP"][1]
+    assert set(bm25.per_label) == set(suite.pool.labels)
+    d, lo, hi = result.paired["random"]["MAP"]
+    assert d < 0 and hi < 0  # random is worse than BM25, and the CI says so
+    again = run_bench(suite, ["random", "bm25"], n_boot=200)
+    assert again.methods[0].metrics == rnd.metrics  # deterministic given the seed
+
+
+def test_p3_extra_and_grouped_suites(p3):
+    extra = build_suite("p3-extra")
+    ids = {t.id for t in extra.targets}
+    assert {"squad_v2", "super_glue/record", "super_glue/boolq", "race/high"} <= ids
+    assert "hellaswag" not in ids and "super_glue/wic" not in ids  # their clusters are not in T0's training mixture
+    assert len(build_suite("p3-grouped").pool) == 35
+    with pytest.raises(InstaError, match="--folds applies to leave-one-out suites"):
+        run_bench(extra, ["bm25"], folds=2)
+
+
+def test_niv2_suite_bm25_far_above_random(shared_data):
+    suite = build_suite("niv2", niv2=str(shared_data / "niv2"))
+    assert len(suite.pool) == 875
+    result = run_bench(suite, ["random", "bm25"], n_boot=100)
+    rnd, bm25 = result.methods
+    assert result.n_scored > 850  # targets alone in their category have nothing relevant to find
+    assert rnd.metrics["P@10"] < 0.1 < 0.3 < bm25.metrics["P@10"]
+
+
+def test_folds_protocol_ranks_only_the_held_out_fold(p3):
+    result = run_bench(build_suite("p3"), ["bm25"], folds=3, n_boot=50)
+    assert result.folds == 3 and result.methods[0].n_targets == result.n_scored <= 38
+
+
+def test_samples_in_the_niv2_files_suite(shared_data, tiny_model):
+    from insta import Encoder
+
+    suite = build_suite("niv2-files", niv2=str(shared_data / "niv2"))
+    result = run_bench(suite, ["random", "samples"], encoder=Encoder(str(tiny_model)), n_boot=50)
+    assert [m.method for m in result.methods] == ["random", "samples"]
+    assert result.methods[1].skipped is None and result.methods[1].n_targets == result.n_scored > 80
+
+
+def test_samples_is_skipped_where_tasks_have_no_instances(p3, tiny_model):
+    from insta import Encoder
+
+    result = run_bench(build_suite("p3"), ["bm25", "samples"], encoder=Encoder(str(tiny_model)), n_boot=20)
+    assert "needs task instances" in result.methods[1].skipped
+
+
+@pytest.mark.slow
+def test_insta_on_p3_suite_with_minilm(p3):
+    result = run_bench(build_suite("p3"), ["random", "insta"], n_boot=200)
+    rnd, insta = result.methods
+    assert insta.metrics["MAP"] > 0.5 > 0.3 > rnd.metrics["MAP"]
+
+
+def test_bench_cli_json_plot_and_out(monkeypatch, capsys, p3, tmp_path):
+    plot, out_file = tmp_path / "p3.png", tmp_path / "p3.json"
+    code, out, err = run(monkeypatch, capsys, "bench", "--suite", "p3", "--methods", "random,bm25,bm25:mean",
+                         "--bootstrap", "100", "--json", "-q", "--plot", plot, "--out", out_file)
+    assert code == 0, err
+    doc = json.loads(out)
+    assert [m["method"] for m in doc["methods"]] == ["random", "bm25", "bm25:mean"]
+    assert set(doc["methods"][1]["metrics"]) == {"P@5", "P@10", "MAP", "nDCG@10"}
+    assert doc["reference"] == "bm25" and set(doc["paired"]) == {"random", "bm25:mean"}
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "per_target" in json.loads(out_file.read_text())["methods"][0]
+    code, out, _ = run(monkeypatch, capsys, "bench", "--suite", "p3", "--methods", "random,bm25", "--per-label", "-q")
+    assert code == 0 and "ΔMAP vs bm25" in out and "MAP per label" in out and "sentiment" in out
+    code, out, _ = run(monkeypatch, capsys, "bench", "--list")
+    assert "niv2-files" in out and "samples" in out
+
+
+def test_bench_cli_custom_pool(monkeypatch, capsys, shared_data):
+    spec = f"{shared_data}/niv2/tasks.jsonl?where=split_default:test"
+    code, out, err = run(monkeypatch, capsys, "bench", "--pool", spec, "--methods", "random,bm25", "--json", "-q")
+    assert code == 0, err
+    assert json.loads(out)["n_tasks"] == 119
+
+
+def test_bench_bad_inputs(monkeypatch, capsys, shared_data, p3, tmp_path):
+    fails(monkeypatch, capsys, "bench", "--suite", "p4", match="unknown suite 'p4'; available: niv2, niv2-files, p3, p3-extra, p3-grouped")
+    fails(monkeypatch, capsys, "bench", match="give --suite NAME")
+    fails(monkeypatch, capsys, "bench", "--suite", "p3", "--methods", "all", "-q", match="method 'all' has no ranking")
+    fails(monkeypatch, capsys, "bench", "--suite", "p3", "--methods", "bm25", "--bootstrap", "0", match="--bootstrap must be positive")
+    fails(monkeypatch, capsys, "bench", "--suite", "p3", "--methods", "bm25", "--folds", "1", "-q", match="folds must be at least 2")
+    fails(monkeypatch, capsys, "bench", "--suite", "niv2", "--niv2", tmp_path / "none", match="does not exist")
+    fails(monkeypatch, capsys, "bench", "--pool", f"{shared_data}/bbh/tasks.jsonl", match="needs labels")
+    fails(monkeypatch, capsys, "bench", "--suite", "p3", "--methods", "bm25", "--plot", tmp_path, "-q", match="is a folder")
