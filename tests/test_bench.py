@@ -96,6 +96,34 @@ def test_bench_cli_custom_pool(monkeypatch, capsys, shared_data):
     assert json.loads(out)["n_tasks"] == 119
 
 
+def test_bench_label_field_on_a_custom_pool(monkeypatch, capsys, shared_data):
+    spec = f"{shared_data}/niv2/tasks.jsonl?where=split_default:test"
+    code, out, err = run(monkeypatch, capsys, "bench", "--pool", spec, "--label-field", "domains", "--methods", "bm25",
+                         "--json", "-q", "--bootstrap", "50")
+    assert code == 0, err
+    assert "Wikipedia" in json.loads(out)["methods"][0]["per_label"]
+    by_domain = build_suite(pool=spec, label_field="domains")
+    assert by_domain.pool.get("task1385_anli_r1_entailment").label == "Miscellaneous"
+    fails(monkeypatch, capsys, "bench", "--pool", spec, "--label-field", "colour", match="--label-field 'colour': task")
+
+
+def test_niv2_suite_on_a_checkout_uses_definitions(shared_data, tmp_path):
+    """The same protocol on a natural-instructions checkout: Definitions, default split only."""
+    import shutil
+
+    (tmp_path / "tasks").mkdir()
+    shutil.copytree(shared_data / "niv2" / "splits", tmp_path / "splits")
+    for f in sorted((shared_data / "niv2" / "tasks").glob("task*.json"))[:30]:
+        shutil.copy(f, tmp_path / "tasks" / f.name)
+    suite = build_suite("niv2", niv2=str(tmp_path))
+    assert "Definition" in suite.description and suite.exclude_siblings
+    assert all(t.split in ("train", "test") for t in suite.pool) and len(suite.pool) <= 30
+    first = suite.pool[0]
+    assert first.instructions[0].name == "Definition"
+    result = run_bench(suite, ["random", "bm25"], n_boot=20)
+    assert result.n_tasks == len(suite.pool)
+
+
 def test_bench_bad_inputs(monkeypatch, capsys, shared_data, p3, tmp_path):
     fails(monkeypatch, capsys, "bench", "--suite", "p4", match="unknown suite 'p4'; available: niv2, niv2-files, p3, p3-extra, p3-grouped")
     fails(monkeypatch, capsys, "bench", match="give --suite NAME")

@@ -180,6 +180,7 @@ def _print_selection(s) -> None:
 def bench(
     suite: Annotated[Optional[str], typer.Option("--suite", "-s", help="p3 | p3-grouped | p3-extra | niv2 | niv2-files (see 'insta bench --list').")] = None,
     pool: Annotated[Optional[str], typer.Option("--pool", "-p", help="Benchmark on your own labelled pool instead (leave-one-out, relevant = same label).")] = None,
+    label_field: Annotated[Optional[str], typer.Option("--label-field", help="With --pool: take labels from this field of the tasks (e.g. domains, dataset).")] = None,
     methods: Annotated[Optional[str], typer.Option("--methods", help="Comma-separated methods, NAME or NAME:AGG (default: the suite's: random,bm25,insta,insta:mean,insta:vote).")] = None,
     folds: Annotated[int, typer.Option("--folds", help="K-fold by task (siblings kept together): each target ranks only its own held-out fold. 0 = whole pool.")] = 0,
     seed: Annotated[int, typer.Option("--seed", help="Seed for random, samples, folds and the bootstrap.")] = 0,
@@ -216,7 +217,7 @@ def bench(
 
         for m in method_list:
             parse_method(m)
-    the_suite = build_suite(suite, pool=pool, niv2=niv2)
+    the_suite = build_suite(suite, pool=pool, niv2=niv2, label_field=label_field)
     encoder = Encoder(model, cache=False if no_cache else None)
     with _progress(quiet) as progress:
         bar = progress.add_task("benchmark", total=None)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .. import t0
@@ -124,16 +124,39 @@ SUITES: dict[str, tuple[str, Callable[[dict], Suite]]] = {
 }
 
 
+def relabel(pool: TaskPool, field_name: str) -> TaskPool:
+    """The pool with each task's label taken from a field its reader kept (``dataset``,
+    ``split`` or any extra row field, e.g. ``domains`` of the NIV2 table)."""
+    tasks = []
+    for t in pool:
+        if field_name in ("dataset", "split"):
+            value = getattr(t, field_name)
+        elif field_name in t.meta:
+            value = t.meta[field_name]
+        else:
+            fields = sorted({"dataset", "split", *t.meta})
+            raise InstaError(f"--label-field {field_name!r}: task {t.id!r} has no such field; fields: {', '.join(fields)}")
+        if isinstance(value, list):
+            value = value[0] if value else None
+        tasks.append(replace(t, label=None if value in (None, "") else str(value)))
+    return TaskPool(tasks, pool.name, description=pool.description)
+
+
 def build_suite(name: str | None = None, *, pool: str | None = None, niv2: str | None = None,
-                templates: str | None = None) -> Suite:
+                templates: str | None = None, label_field: str | None = None) -> Suite:
     """A named suite, or a leave-one-out suite over any labelled pool spec."""
+    if label_field and not pool:
+        raise InstaError("--label-field goes with --pool (named suites have their own labels)")
     if pool:
         if name:
             raise InstaError("give --suite or --pool, not both")
         loaded = load_pool(pool)
+        if label_field:
+            loaded = relabel(loaded, label_field)
         labels = {t.label for t in loaded if t.label}
         if len(labels) < 2:
-            raise InstaError(f"pool {pool!r} needs labels (at least two distinct) to benchmark on; map one with ?label=FIELD")
+            raise InstaError(f"pool {pool!r} needs labels (at least two distinct) to benchmark on; "
+                             "map one with ?label=FIELD or --label-field FIELD")
         has_instances = any(t.instances for t in loaded)
         return Suite("custom", f"{pool}: leave-one-out; relevant = same label", loaded, _loo(loaded),
                      methods=("random", "bm25", "insta") + (("samples",) if has_instances else ()))
