@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 INSTA = str(Path(sys.executable).parent / "insta")
@@ -33,13 +31,14 @@ def run_once(args: list[str], cache: str) -> tuple[float, float]:
     env = dict(os.environ, INSTA_CACHE_DIR=cache, INSTA_PROMPTSOURCE=os.environ.get("INSTA_PROMPTSOURCE", ""))
     if not env["INSTA_PROMPTSOURCE"]:
         env.pop("INSTA_PROMPTSOURCE")
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    start = time.perf_counter()
-    subprocess.run([INSTA, "select", *args, "-i", "Is this review positive or negative?", "-k", "5", "-q", "--json"],
-                   env=env, check=True, stdout=subprocess.DEVNULL)
-    wall = time.perf_counter() - start
-    rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return wall, max(rss, before) / 1024
+    cmd = [INSTA, "select", *args, "-i", "Is this review positive or negative?", "-k", "5", "-q", "--json"]
+    # a wrapper process per run, so the peak RSS is this run's alone
+    wrapper = ("import resource, subprocess, sys, time; t = time.perf_counter(); "
+               "subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL); "
+               "print(time.perf_counter() - t, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
+    out = subprocess.run([sys.executable, "-c", wrapper, *cmd], env=env, check=True, capture_output=True, text=True)
+    wall, rss_kib = out.stdout.split()
+    return float(wall), float(rss_kib) / 1024
 
 
 def main() -> None:

@@ -45,7 +45,7 @@ def main() -> None:
         (out / f"{name}.json").write_text(json.dumps(result.to_dict(per_target=True), indent=1) + "\n")
         plot_result(result, out / f"{name}.png")
         print(f"\n### {name}: {result.n_scored} targets scored of {result.n_targets}, {result.n_tasks} tasks "
-              f"({wall:.0f} s wall from a cold cache, peak RSS {rss:.0f} MiB so far)\n")
+              f"({wall:.0f} s wall in the run, peak RSS {rss:.0f} MiB so far; one cache for all suites, cold at the start)\n")
         print("| method | " + " | ".join(METRICS) + " | ΔMAP vs bm25 | s |")
         print("|---" * (len(METRICS) + 3) + "|")
         for m in result.methods:

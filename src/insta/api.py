@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -56,17 +57,33 @@ def resolve_targets(
     return [Target.from_task(t) for t in source]
 
 
-def write_json_atomic(path: str | os.PathLike[str], doc: Any) -> None:
-    """Write JSON to ``path`` via a temporary file and rename: never half-written."""
+@contextmanager
+def atomic_path(path: str | os.PathLike[str], what: str = "--out") -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success it replaces ``path`` (normal file
+    permissions), on failure it is removed: the target is never half-written."""
     p = Path(path).expanduser()
     if p.is_dir():
-        raise InstaError(f"--out {p} is a folder; give a file path")
+        raise InstaError(f"{what} {p} is a folder; give a file path")
     try:
         p.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", dir=p.parent)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(doc, fh, indent=2, ensure_ascii=False)
-            fh.write("\n")
+        fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=p.suffix, dir=p.parent)
+        os.close(fd)
+    except OSError as exc:
+        raise InstaError(f"cannot write {p}: {exc.strerror}") from None
+    try:
+        yield Path(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, p)
     except OSError as exc:
         raise InstaError(f"cannot write {p}: {exc.strerror}") from None
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_json_atomic(path: str | os.PathLike[str], doc: Any) -> None:
+    """Write JSON to ``path`` atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

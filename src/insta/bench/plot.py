@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
-from ..errors import InstaError
+from ..api import atomic_path
 from .metrics import METRICS
 from .runner import BenchResult
 
@@ -20,8 +19,6 @@ def plot_result(result: BenchResult, path: str | os.PathLike[str]) -> Path:
     import numpy as np
 
     out = Path(path).expanduser()
-    if out.is_dir():
-        raise InstaError(f"--plot {out} is a folder; give a .png file path")
     methods = [m for m in result.methods if m.skipped is None]
     metrics = list(METRICS)
     width = 0.8 / max(1, len(methods))
@@ -43,13 +40,8 @@ def plot_result(result: BenchResult, path: str | os.PathLike[str]) -> Path:
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".png", dir=out.parent)
-        os.close(fd)
-        fig.savefig(tmp, dpi=120)
-        os.replace(tmp, out)
-    except OSError as exc:
-        raise InstaError(f"cannot write plot {out}: {exc.strerror}") from None
+        with atomic_path(out, "--plot") as tmp:
+            fig.savefig(tmp, dpi=120, format="png")
     finally:
         plt.close(fig)
     return out
