@@ -192,6 +192,7 @@ def bench(
     plot: Annotated[Optional[str], typer.Option("--plot", help="Write a PNG of the figures with their CIs.")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON document instead of tables.")] = False,
     out_file: Annotated[Optional[str], typer.Option("--out", "-o", help="Also write the JSON document (with per-target values) to this file.")] = None,
+    align_epochs: Annotated[Optional[int], typer.Option("--align-epochs", help="Epochs for insta-aligned-* (default: the recipe's).")] = None,
     list_suites: Annotated[bool, typer.Option("--list", help="List the suites and methods, then exit.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
 ) -> None:
@@ -222,6 +223,7 @@ def bench(
     with _progress(quiet) as progress:
         bar = progress.add_task("benchmark", total=None)
         result = run_bench(the_suite, method_list, encoder=encoder, folds=folds, seed=seed, n_boot=bootstrap,
+                           align_config={"epochs": align_epochs} if align_epochs else None,
                            progress=lambda what, done, total: progress.update(bar, description=what, completed=done, total=total))
     if plot:
         from .bench.plot import plot_result
@@ -279,6 +281,48 @@ def _print_bench(result, per_label: bool) -> None:
         for lab in labels:
             t.add_row(escape(lab or "(none)"), *(f"{m.per_label.get(lab, {}).get('MAP', float('nan')):.3f}" for m in done))
         out.print(t)
+
+
+@app.command()
+def align(
+    pool: Annotated[str, typer.Option("--pool", "-p", help="The pool whose instruction style to learn. " + SPEC_HELP)],
+    out_dir: Annotated[str, typer.Option("--out", "-o", help="New folder for the aligned sentence-transformers model (re-run to resume).")],
+    base: Annotated[Optional[str], typer.Option("--base", help="Model to start from (default: packaged all-MiniLM-L6-v2; the paper: sentence-transformers/bert-large-nli-stsb-mean-tokens).")] = None,
+    recipe: Annotated[str, typer.Option("--recipe", help="paper (CosineSimilarityLoss, the authors' settings) | contrastive (MultipleNegativesRankingLoss).")] = "paper",
+    epochs: Annotated[Optional[int], typer.Option("--epochs", help="Epochs (default: the recipe's: paper 5, contrastive 3).")] = None,
+    lr: Annotated[Optional[float], typer.Option("--lr", help="Learning rate (default: paper 1e-6, contrastive 2e-5).")] = None,
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Batch size (default 16).")] = None,
+    view: Annotated[str, typer.Option("--view", help="Positive pairs: auto | instructions (same task) | labels (same label) | self (definition vs its example).")] = "auto",
+    negative_threshold: Annotated[float, typer.Option("--negative-threshold", help="A negative's cosine to its anchor under the base model must be below this (paper: 0.3; raise it for models whose cosines run high).")] = 0.3,
+    seed: Annotated[int, typer.Option("--seed", help="Seed for pair sampling, the dev split and training.")] = 0,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
+) -> None:
+    """Align the embedder to a meta-dataset's instruction style; writes a sentence-transformers model folder."""
+    from dataclasses import asdict
+
+    from .align import AlignConfig
+    from .align import align as run_align
+    from .pools import load_pool
+
+    cfg = AlignConfig(recipe=recipe, base=base, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, view=view,
+                      negative_threshold=negative_threshold)
+    loaded = load_pool(pool)
+    say = (lambda msg: None) if quiet else (lambda msg: err.print(f"[dim]{escape(msg)}[/]"))
+    result = run_align(loaded, out_dir, cfg, quiet=quiet, log=say)
+    if json_out:
+        print(json.dumps(asdict(result), indent=2))
+        return
+    table = Table(title=escape(f"aligned {loaded.name} → {result.model_dir}"), title_justify="left",
+                  caption=escape(f"recipe {cfg.recipe}, views {', '.join(result.views)}, {result.n_train_examples} "
+                                 f"training examples, {result.seconds:.0f} s; kept: {result.best or 'last epoch'}"),
+                  caption_justify="left")
+    table.add_column("model")
+    table.add_column("dev cosine-Pearson (held-out tasks)", justify="right")
+    for name, value in result.dev_pearson.items():
+        table.add_row(name, f"{value:.4f}")
+    out.print(table)
+    out.print(f"use it: insta select --model {result.model_dir} ...", highlight=False)
 
 
 @app.command()

@@ -16,8 +16,11 @@ METHODS: dict[str, str] = {
     "random": "seeded random order",
     "all": "every task (for training comparisons)",
     "samples": "Retrieval-of-Experts: nearest source instances of up to 32 target instances (needs instances)",
+    "insta-aligned-paper": "insta with an embedder aligned on the training folds, paper recipe (bench --folds only)",
+    "insta-aligned-contrastive": "insta with an embedder aligned on the training folds, contrastive recipe (bench --folds only)",
 }
-AGGREGATING = {"insta", "bm25"}
+LEARNED = {"insta-aligned-paper": "paper", "insta-aligned-contrastive": "contrastive"}
+AGGREGATING = {"insta", "bm25", "insta-aligned-paper", "insta-aligned-contrastive"}
 
 
 def parse_method(spec: str, aggregate: str | None = None) -> tuple[str, str | None]:
@@ -41,6 +44,11 @@ def make_selector(spec: str, *, aggregate: str | None = None, encoder: Encoder |
                   vote_depth: int | None = None) -> Selector:
     """Build the selector a method spec names."""
     name, agg = parse_method(spec, aggregate)
+    if name in LEARNED:
+        raise InstaError(
+            f"method {name!r} learns from a pool: align first ('insta align --pool SPEC --out DIR --recipe "
+            f"{LEARNED[name]}'), then select with --model DIR; the benchmark trains it per fold (--folds K)"
+        )
     if name == "insta":
         return InstructionSelector(encoder, aggregate=agg or "max", vote_depth=vote_depth)
     if name == "bm25":

@@ -10,8 +10,8 @@ import numpy as np
 
 from ..encoder import Encoder
 from ..errors import InstaError
-from ..select import Target, order_candidates
-from ..selectors import make_selector, method_label, parse_method
+from ..select import InstructionSelector, Target, order_candidates
+from ..selectors import LEARNED, make_selector, method_label, parse_method
 from ..tasks import TaskPool
 from .folds import group_key, make_folds
 from .metrics import METRICS, bootstrap_ci, bootstrap_indices
@@ -85,8 +85,14 @@ def run_bench(
     seed: int = 0,
     n_boot: int = 1000,
     progress: Progress | None = None,
+    align_config: dict | None = None,
+    align_root: str | None = None,
 ) -> BenchResult:
-    """Rank the suite's pool for every target with each method; score the rankings."""
+    """Rank the suite's pool for every target with each method; score the rankings.
+
+    Learned methods (``insta-aligned-*``) need ``folds``: for each fold the embedder is
+    aligned on the other folds' tasks only (kept under ``align_root``, reused across runs)
+    and then ranks the held-out fold for its targets."""
     methods = list(methods or suite.methods)
     for m in methods:
         if parse_method(m)[0] == "all":
@@ -96,16 +102,36 @@ def run_bench(
         raise InstaError(f"--folds applies to leave-one-out suites; {suite.name} has external targets")
     splits = make_folds(suite.pool, folds, seed) if folds else None
 
-    # which targets can be scored: those with at least one relevant candidate
+    for m in methods:
+        if parse_method(m)[0] in LEARNED and not folds:
+            raise InstaError(f"method {m!r} is trained on the pool: benchmark it with --folds K (K >= 2), "
+                             "so it is scored only on tasks it never saw")
+
     def groups():
         if splits is None:
-            yield suite.pool, suite.targets
+            yield None, suite.pool, suite.targets
         else:
             by_id = {t.id: t for t in suite.targets}
             for fold in splits:
-                test = set(fold.test)
-                yield suite.pool.filter(lambda t: t.id in test, name=f"{suite.pool.name}[fold {fold.index}]"), \
-                    [by_id[i] for i in fold.test]
+                test, train = set(fold.test), set(fold.train)
+                yield (suite.pool.filter(lambda t: t.id in train, name=f"{suite.pool.name}[train {fold.index}]"),
+                       suite.pool.filter(lambda t: t.id in test, name=f"{suite.pool.name}[fold {fold.index}]"),
+                       [by_id[i] for i in fold.test])
+
+    def selector_for(m: str, train_pool: TaskPool | None):
+        name, agg = parse_method(m)
+        if name not in LEARNED:
+            return make_selector(m, encoder=encoder, seed=seed)
+        from ..align import AlignConfig, aligned_model
+        from ..paths import cache_dir
+
+        cfg = AlignConfig(**{"recipe": LEARNED[name], "seed": seed, "base": encoder.model_name
+                             if encoder.model_name != "all-MiniLM-L6-v2" else None, **(align_config or {})})
+        assert train_pool is not None
+        if progress:
+            progress(f"{method_label(name, agg)}: aligning on {train_pool.name} ({len(train_pool)} tasks)", 0, 0)
+        model_dir = aligned_model(train_pool, cfg, align_root or cache_dir() / "aligned")
+        return InstructionSelector(Encoder(str(model_dir), cache=encoder.cache or False), aggregate=agg or "max")
 
     results = []
     scored_ids: list[str] | None = None
@@ -116,8 +142,8 @@ def run_bench(
         start = time.perf_counter()
         values: dict[str, dict[str, float]] = {}
         try:
-            for pool, targets in groups():
-                selector = make_selector(m, encoder=encoder, seed=seed)
+            for train_pool, pool, targets in groups():
+                selector = selector_for(m, train_pool)
                 if progress:
                     progress(f"{label}: indexing {pool.name}", 0, len(targets))
                 selector.fit(pool)
@@ -180,7 +206,7 @@ def run_bench(
         folds=folds,
         seed=seed,
         n_boot=n_boot,
-        model=encoder.describe() if any(parse_method(m)[0] in ("insta", "samples") for m in methods) else {},
+        model=encoder.describe() if any(parse_method(m)[0] in ("insta", "samples", *LEARNED) for m in methods) else {},
         methods=results,
         notes=list(suite.notes),
     )

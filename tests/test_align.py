@@ -1,0 +1,168 @@
+"""Alignment on real P3 templates with a tiny locally-built model: pairs, recipes, resume, folds."""
+
+import json
+
+import numpy as np
+import pytest
+
+from insta import Encoder, InstaError, Instruction, Task, TaskPool, load_pool
+from insta.align import (AlignConfig, TaskUniqueSampler, align, build_examples, choose_views, positive_pairs,
+                         split_dev)
+from insta.bench import build_suite, run_bench
+from test_cli import fails, run
+
+SMALL = "p3:imdb,rotten_tomatoes,ag_news,dbpedia_14,trec,samsum,xsum,glue/mrpc,glue/qqp,cos_e/v1.11"
+
+
+def test_views_and_positive_pairs(p3, shared_data):
+    pool = load_pool(SMALL)
+    assert choose_views(pool, "auto") == ["instructions"]
+    pairs = positive_pairs(list(pool), ["instructions"], np.random.default_rng(0))
+    imdb = pool.ids.index("imdb")
+    n = len(set(pool.get("imdb").texts))
+    assert sum(1 for *_, i in pairs if i == imdb) == n * (n - 1) // 2  # every same-task pair
+    assert all(a in pool[i].texts and b in pool[i].texts for a, b, i in pairs)
+
+    niv2 = load_pool(f"niv2:{shared_data}/niv2")
+    assert choose_views(niv2, "auto") == ["labels", "self"]
+    with pytest.raises(InstaError, match="single instruction, but view 'instructions' needs two"):
+        choose_views(niv2, "instructions")
+    tasks = list(niv2)
+    self_pairs = positive_pairs(tasks, ["self"], np.random.default_rng(0))
+    assert self_pairs and all(a == tasks[i].texts[0] or a in tasks[i].texts[0] for a, _, i in self_pairs)
+    label_pairs = positive_pairs(tasks, ["labels"], np.random.default_rng(0), label_partners=2)
+    by_text = {t.texts[0]: t for t in tasks}
+    assert all(by_text[a].label == by_text[b].label and by_text[a].id != by_text[b].id for a, b, _ in label_pairs)
+
+
+@pytest.mark.slow
+def test_paper_pairs_follow_the_recipe(p3, minilm_encoder):
+    pool = load_pool(SMALL)
+    tasks = list(pool)
+    base = minilm_encoder
+    cfg = AlignConfig(recipe="paper")
+    rows = build_examples(tasks, cfg, ["instructions"], base, np.random.default_rng(0))
+    all_pos = positive_pairs(tasks, ["instructions"], np.random.default_rng(0))
+    pos = [r for r in rows if r["score"] == 1.0]
+    neg = [r for r in rows if r["score"] == 0.0]
+    assert len(pos) == round(0.4 * len(all_pos))
+    owners = {}
+    for t in tasks:
+        for x in t.texts:
+            owners.setdefault(x, set()).add(t.id)
+    uses: dict[str, int] = {}
+    for r in neg:
+        assert not owners[r["sentence1"]] & owners[r["sentence2"]]
+        a, b = base.encode([r["sentence1"], r["sentence2"]])
+        assert float(a @ b) < 0.3 + 1e-5
+        uses[r["sentence2"]] = uses.get(r["sentence2"], 0) + 1
+    assert len(neg) > 0.8 * len(pos) and max(uses.values()) <= 4
+    # contrastive: the hard negative is the closest clearly-unrelated text of another task
+    triples = build_examples(tasks, AlignConfig(recipe="contrastive"), ["instructions"], base, np.random.default_rng(0))
+    assert len(triples) > 0.9 * len(all_pos)
+    for r in triples[:25]:
+        a, n = base.encode([r["anchor"], r["negative"]])
+        assert float(a @ n) < 0.3 + 1e-5 and tasks[r["task"]].id not in owners[r["negative"]]
+
+
+def test_contrastive_batches_never_repeat_a_task():
+    sampler = TaskUniqueSampler([0, 0, 0, 1, 1, 2, 3, 3, 3, 3, 4])
+    batches = sampler.batches(batch_size=4, drop_last=False, seed=3)
+    assert sorted(i for b in batches for i in b) == list(range(11))
+    for b in batches:
+        tasks = [sampler.task_of_row[i] for i in b]
+        assert len(tasks) == len(set(tasks)) and len(b) <= 4
+    assert sampler.batches(4, False, 3) == batches and sampler.batches(4, False, 4) != batches
+
+
+def test_dev_split_holds_out_whole_datasets(p3):
+    pool = load_pool("p3:t0-train")
+    train, dev = split_dev(pool, 0.15, seed=0)
+    assert dev and {t.id for t in train}.isdisjoint(t.id for t in dev)
+    assert {t.dataset for t in train}.isdisjoint(t.dataset for t in dev)
+
+
+@pytest.mark.parametrize("recipe", ["paper", "contrastive"])
+def test_align_writes_a_usable_model_with_a_card(p3, tiny_model, tmp_path, recipe):
+    out = tmp_path / "aligned"
+    # the tiny random model puts every pair near cosine 0.99: a threshold it can pass
+    cfg = AlignConfig(recipe=recipe, base=str(tiny_model), epochs=2, lr=1e-4, dev_fraction=0.2, negative_threshold=0.995)
+    result = align(load_pool(SMALL), out, cfg, quiet=True)
+    assert result.best is not None and set(result.dev_pearson) == {"base", "epoch 1", "epoch 2"}
+    assert not (out / "checkpoints").exists()
+    card = (out / "README.md").read_text()
+    for word in (recipe, str(tiny_model), "imdb", "Dev figures", "epochs / lr / batch size | 2 / 0.0001 / 16"):
+        assert word in card
+    assert json.loads((out / "align.json").read_text())["status"] == "done"
+    enc = Encoder(str(out), cache=False)
+    vecs = enc.encode(["Is this review positive?", "Summarize the article."])
+    assert vecs.shape[0] == 2 and np.allclose(np.linalg.norm(vecs, axis=1), 1, atol=1e-4)
+    with pytest.raises(InstaError, match="already holds a finished alignment"):
+        align(load_pool(SMALL), out, cfg, quiet=True)
+
+
+def test_interrupted_alignment_resumes(p3, tiny_model, tmp_path):
+    from transformers import TrainerCallback
+
+    class Crash(TrainerCallback):
+        def on_save(self, args, state, control, **kw):
+            raise KeyboardInterrupt  # the machine goes down right after the first checkpoint
+
+    out = tmp_path / "aligned"
+    cfg = AlignConfig(recipe="paper", base=str(tiny_model), epochs=2, lr=1e-4, dev_fraction=0.2, negative_threshold=0.995)
+    with pytest.raises(KeyboardInterrupt):
+        align(load_pool(SMALL), out, cfg, quiet=True, callbacks=[Crash()])
+    assert json.loads((out / "align.json").read_text())["status"] == "running"
+    assert list((out / "checkpoints").glob("checkpoint-*"))
+    with pytest.raises(InstaError, match="unfinished alignment with other settings"):
+        align(load_pool(SMALL), out, AlignConfig(recipe="paper", base=str(tiny_model), epochs=3), quiet=True)
+    result = align(load_pool(SMALL), out, cfg, quiet=True)
+    assert result.resumed and "epoch 1" in result.dev_pearson and "epoch 2" in result.dev_pearson
+
+
+def test_align_bad_inputs(p3, tiny_model, tmp_path, monkeypatch, capsys):
+    with pytest.raises(InstaError, match="alignment needs at least 2 tasks"):
+        align(load_pool("p3:imdb"), tmp_path / "a", AlignConfig(base=str(tiny_model)))
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "notes.txt").write_text("mine")
+    with pytest.raises(InstaError, match="exists and holds something else"):
+        align(load_pool(SMALL), busy, AlignConfig(base=str(tiny_model)))
+    assert (busy / "notes.txt").read_text() == "mine"
+    single = TaskPool([Task("a", [Instruction("sort the words")]), Task("b", [Instruction("count the objects")])])
+    with pytest.raises(InstaError, match="needs two per task"):
+        align(single, tmp_path / "s", AlignConfig(base=str(tiny_model), view="instructions"))
+    with pytest.raises(InstaError, match="unknown recipe 'fancy'; available: contrastive, paper"):
+        AlignConfig(recipe="fancy")
+    fails(monkeypatch, capsys, "align", "-p", SMALL, "--out", busy, "--base", tiny_model, match="holds something else")
+    fails(monkeypatch, capsys, "align", "-p", SMALL, "--out", tmp_path / "x", "--epochs", "0", match="--epochs must be positive")
+    fails(monkeypatch, capsys, "align", "-p", SMALL, "--out", tmp_path / "x", "--view", "both", match="unknown view 'both'")
+
+
+def test_align_cli_then_select_with_the_model(p3, tiny_model, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "m"
+    code, stdout, err = run(monkeypatch, capsys, "align", "-p", SMALL, "--out", out, "--base", tiny_model,
+                            "--epochs", "1", "--recipe", "contrastive", "--negative-threshold", "0.995", "--json", "-q")
+    assert code == 0, err
+    assert json.loads(stdout)["model_dir"] == str(out)
+    code, stdout, err = run(monkeypatch, capsys, "select", "-p", SMALL, "-i", "review sentiment", "--model", out, "--json", "-q")
+    assert code == 0, err
+    assert len(json.loads(stdout)["selections"][0]["results"]) == 5
+
+
+def test_aligned_methods_in_the_fold_benchmark(p3, tiny_model, tmp_path):
+    suite = build_suite(pool=SMALL)
+    with pytest.raises(InstaError, match="benchmark it with --folds"):
+        run_bench(suite, ["insta-aligned-paper"], encoder=Encoder(str(tiny_model)))
+    result = run_bench(suite, ["bm25", "insta-aligned-paper"], encoder=Encoder(str(tiny_model)), folds=2, n_boot=20,
+                       align_config={"epochs": 1, "negative_threshold": 0.995}, align_root=str(tmp_path / "aligned"))
+    assert [m.method for m in result.methods] == ["bm25", "insta-aligned-paper"]
+    models = sorted((tmp_path / "aligned").iterdir())
+    assert len(models) == 2  # one aligned model per fold, each trained without its held-out fold
+    for model in models:
+        state = json.loads((model / "align.json").read_text())
+        trained = set(state["pool"])
+        assert len(trained) < len(suite.pool)
+    with pytest.raises(InstaError, match="learns from a pool"):
+        from insta.selectors import make_selector
+        make_selector("insta-aligned-contrastive")
