@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from insta import Encoder
-from insta.bench import METRICS, build_suite, run_bench
+from insta.bench import build_suite, run_bench
 from insta.bench.plot import plot_result
 
 METHODS = ["random", "bm25", "insta", "insta-aligned-paper", "insta-aligned-contrastive"]
@@ -46,13 +46,7 @@ def main() -> None:
         plot_result(result, out / f"{name}-folds.png")
         print(f"\n### {name}, {args.folds} folds: {result.n_scored} held-out targets scored of {result.n_targets} "
               f"({wall:.0f} s wall, alignment included)\n")
-        print("| method | " + " | ".join(METRICS) + " | ΔMAP vs bm25 | s |")
-        print("|---" * (len(METRICS) + 3) + "|")
-        for m in result.methods:
-            cells = [f"{m.metrics[k]:.3f} [{m.ci[k][0]:.3f}, {m.ci[k][1]:.3f}]" for k in METRICS]
-            delta = result.paired.get(m.method, {}).get("MAP")
-            d = f"{delta[0]:+.3f} [{delta[1]:+.3f}, {delta[2]:+.3f}]" if delta else "—"
-            print(f"| {m.method} | " + " | ".join(cells) + f" | {d} | {m.seconds:.0f} |")
+        print(result.to_markdown())
         sys.stdout.flush()
 
 

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from insta import Encoder, __version__
-from insta.bench import METRICS, build_suite, run_bench
+from insta.bench import build_suite, run_bench
 from insta.bench.plot import plot_result
 
 
@@ -46,16 +46,7 @@ def main() -> None:
         plot_result(result, out / f"{name}.png")
         print(f"\n### {name}: {result.n_scored} targets scored of {result.n_targets}, {result.n_tasks} tasks "
               f"({wall:.0f} s wall in the run, peak RSS {rss:.0f} MiB so far; one cache for all suites, cold at the start)\n")
-        print("| method | " + " | ".join(METRICS) + " | ΔMAP vs bm25 | s |")
-        print("|---" * (len(METRICS) + 3) + "|")
-        for m in result.methods:
-            if m.skipped:
-                print(f"| {m.method} | skipped: {m.skipped} |")
-                continue
-            cells = [f"{m.metrics[k]:.3f} [{m.ci[k][0]:.3f}, {m.ci[k][1]:.3f}]" for k in METRICS]
-            delta = result.paired.get(m.method, {}).get("MAP")
-            d = f"{delta[0]:+.3f} [{delta[1]:+.3f}, {delta[2]:+.3f}]" if delta else "—"
-            print(f"| {m.method} | " + " | ".join(cells) + f" | {d} | {m.seconds:.1f} |")
+        print(result.to_markdown())
         sys.stdout.flush()
 
 

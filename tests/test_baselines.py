@@ -1,6 +1,5 @@
 """Baselines behind the common selector interface."""
 
-import numpy as np
 import pytest
 
 from insta import Encoder, InstaError, Instruction, Target, Task, TaskPool, load_pool

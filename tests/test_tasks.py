@@ -1,7 +1,6 @@
 import pytest
 
 from insta import InstaError, Instruction, Task, TaskPool
-from insta.tasks import make_instructions
 
 
 def task(tid, *texts, label=None, dataset=None):
@@ -20,25 +19,10 @@ def test_pool_rejects_task_without_instruction_text():
         TaskPool([Task(id="c", instructions=[])])
 
 
-def test_make_instructions_rejects_blank():
-    with pytest.raises(InstaError, match="instruction 2 is empty"):
-        make_instructions(["ok", "  \n"], where="file.jsonl:3")
-    assert [i.text for i in make_instructions(["  two\n words  "], where="x")] == ["two words"]
-
-
 def test_get_suggests_close_ids():
     pool = TaskPool([task("super_glue/rte", "x"), task("super_glue/cb", "y")], "p")
     with pytest.raises(InstaError, match=r"unknown task id 'super_glue/rt'.*did you mean: super_glue/rte"):
         pool.get("super_glue/rt")
-
-
-def test_exclude_by_id_pattern_and_label():
-    pool = TaskPool([
-        task("adversarial_qa/dbert", "q", label="qa"), task("adversarial_qa/dbidaf", "q", label="qa"),
-        task("imdb", "s", label="sentiment"), task("ag_news", "t", label="topic"),
-    ])
-    assert pool.exclude(patterns=["adversarial_qa/*"]).ids == ["imdb", "ag_news"]
-    assert pool.exclude(ids=["imdb"], labels=["topic"]).ids == ["adversarial_qa/dbert", "adversarial_qa/dbidaf"]
 
 
 def test_group_by_dataset_merges_subsets_and_keeps_singletons():

@@ -248,25 +248,26 @@ def _print_bench(result, per_label: bool) -> None:
     table.add_column("method")
     for metric in METRICS:
         table.add_column(metric, justify="right")
-    if result.reference:
-        table.add_column(f"ΔMAP vs {result.reference}", justify="right")
+    refs = list(result.paired)
+    for ref in refs:
+        table.add_column(f"ΔMAP vs {ref}", justify="right")
     table.add_column("s", justify="right")
     best = result.best()
     for m in result.methods:
-        extra = [""] if result.reference else []
         if m.skipped:
-            table.add_row(escape(m.method), *(["—"] * len(METRICS)), *extra, "")
+            table.add_row(escape(m.method), *(["—"] * len(METRICS)), *([""] * len(refs)), "")
             continue
         cells = [f"{m.metrics[k]:.3f} [{m.ci[k][0]:.3f}, {m.ci[k][1]:.3f}]" for k in METRICS]
-        if result.reference and m.method in result.paired:
-            d, lo, hi = result.paired[m.method]["MAP"]
-            mark = "[green]+[/]" if lo > 0 else "[red]−[/]" if hi < 0 else " "
-            extra = [f"{d:+.3f} [{lo:+.3f}, {hi:+.3f}]{mark}"]
+        extra = []
+        for ref in refs:
+            d = result.paired[ref].get(m.method, {}).get("MAP")
+            mark = "" if d is None else "[green]+[/]" if d[1] > 0 else "[red]−[/]" if d[2] < 0 else " "
+            extra.append(escape(result.delta(ref, m.method)) + mark)
         name = f"[bold]{escape(m.method)}[/]" if best is not None and m is best else escape(m.method)
         table.add_row(name, *cells, *extra, f"{m.seconds:.1f}")
     out.print(table)
-    if result.reference:
-        out.print(f"ΔMAP: paired bootstrap over targets; + / − mark a 95% CI that excludes 0 (better / worse than {result.reference}).",
+    if refs:
+        out.print("ΔMAP: paired bootstrap over targets; + / − mark a 95% CI that excludes 0 (better / worse than the reference).",
                   highlight=False)
     for m in result.methods:
         if m.skipped:

@@ -101,8 +101,7 @@ class Selection:
         return [r.task_id for r in self.results]
 
     def to_dict(self) -> dict[str, Any]:
-        target = asdict(self.target)
-        target.pop("instances", None)
+        target = {k: v for k, v in vars(self.target).items() if k != "instances"}
         return {
             "target": target,
             "method": self.method,

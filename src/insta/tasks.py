@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import fnmatch
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -63,18 +62,6 @@ class Task:
         if with_instances and self.instances is not None:
             out["instances"] = self.instances
         return out
-
-
-def make_instructions(texts: Iterable[str], *, where: str) -> list[Instruction]:
-    """Build instructions from plain strings; empty/whitespace-only ones are an error."""
-    out = []
-    for i, t in enumerate(texts):
-        if t is None or not str(t).strip():
-            raise InstaError(f"{where}: instruction {i + 1} is empty; give non-blank instruction text")
-        out.append(Instruction(text=clean_text(t), raw=str(t)))
-    if not out:
-        raise InstaError(f"{where}: no instruction text; give at least one non-blank instruction")
-    return out
 
 
 class TaskPool(Sequence[Task]):
@@ -141,20 +128,6 @@ class TaskPool(Sequence[Task]):
     def filter(self, keep, name: str | None = None) -> TaskPool:
         """A new pool with the tasks for which ``keep(task)`` is true."""
         return TaskPool([t for t in self._tasks if keep(t)], name or self.name, description=self.description)
-
-    def exclude(
-        self,
-        ids: Iterable[str] = (),
-        patterns: Iterable[str] = (),
-        labels: Iterable[str] = (),
-    ) -> TaskPool:
-        """Drop tasks by exact id, glob pattern on the id (``adversarial_qa/*``) or label."""
-        ids, patterns, labels = set(ids), list(patterns), set(labels)
-        return self.filter(
-            lambda t: t.id not in ids
-            and not any(fnmatch.fnmatchcase(t.id, p) for p in patterns)
-            and (t.label is None or t.label not in labels)
-        )
 
     def group_by_dataset(self) -> TaskPool:
         """Merge tasks of the same source dataset into one task (id = dataset).

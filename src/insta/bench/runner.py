@@ -18,6 +18,7 @@ from .metrics import METRICS, bootstrap_ci, bootstrap_indices
 from .suites import Suite
 
 Progress = Callable[[str, int, int], None]
+REFERENCES = ("bm25", "insta")  # paired differences are reported against these, when run
 
 
 @dataclass
@@ -45,9 +46,8 @@ class BenchResult:
     model: dict[str, str]
     methods: list[MethodResult]
     notes: list[str]
-    reference: str | None = None
-    # method -> metric -> (mean difference vs the reference, CI low, CI high), paired bootstrap over targets
-    paired: dict[str, dict[str, tuple[float, float, float]]] = field(default_factory=dict)
+    # paired bootstrap over targets: reference -> method -> metric -> (mean difference, CI low, CI high)
+    paired: dict[str, dict[str, dict[str, tuple[float, float, float]]]] = field(default_factory=dict)
 
     def to_dict(self, per_target: bool = False) -> dict:
         d = asdict(self)
@@ -56,16 +56,33 @@ class BenchResult:
                 m.pop("per_target")
         return d
 
+    def delta(self, reference: str, method: str, metric: str = "MAP") -> str:
+        """'+0.041 [-0.029, +0.109]' (paired difference vs the reference), or '' if none."""
+        d = self.paired.get(reference, {}).get(method, {}).get(metric)
+        return f"{d[0]:+.3f} [{d[1]:+.3f}, {d[2]:+.3f}]" if d else ""
+
+    def to_markdown(self) -> str:
+        """The figures as a Markdown table: mean [95% CI] per metric, paired ΔMAP vs each reference."""
+        refs = list(self.paired)
+        lines = ["| method | " + " | ".join(METRICS) + "".join(f" | ΔMAP vs {r}" for r in refs) + " | s |",
+                 "|---" * (len(METRICS) + len(refs) + 2) + "|"]
+        for m in self.methods:
+            if m.skipped:
+                lines.append(f"| {m.method} | skipped: {m.skipped} |")
+                continue
+            cells = [f"{m.metrics[k]:.3f} [{m.ci[k][0]:.3f}, {m.ci[k][1]:.3f}]" for k in METRICS]
+            cells += [self.delta(r, m.method) or "—" for r in refs]
+            lines.append(f"| {m.method} | " + " | ".join(cells) + f" | {m.seconds:.1f} |")
+        return "\n".join(lines)
+
     def best(self, metric: str = "MAP") -> MethodResult | None:
         done = [m for m in self.methods if m.skipped is None]
         return max(done, key=lambda m: m.metrics[metric]) if done else None
 
 
-def _relevance(pool: TaskPool, scores, target: Target, candidates: np.ndarray) -> np.ndarray:
-    ids = np.array(pool.ids)
-    order = order_candidates(scores, ids, candidates)
-    labels = np.array([t.label for t in pool], dtype=object)
-    return labels[candidates[order]] == target.label
+def _relevance(ids: np.ndarray, labels: np.ndarray, scores, target: Target, candidates: np.ndarray) -> np.ndarray:
+    """Relevance (same label as the target) of the candidates in ranked order."""
+    return labels[candidates[order_candidates(scores, ids, candidates)]] == target.label
 
 
 def _candidates(pool: TaskPool, target: Target, exclude_siblings: bool) -> np.ndarray:
@@ -150,9 +167,11 @@ def run_bench(
                 if progress:
                     progress(f"{label}: ranking", 0, len(targets))
                 all_scores = selector.score_many(targets, k=10)
+                ids = np.array(pool.ids)
+                labels = np.array([t.label for t in pool], dtype=object)
                 for n, (target, scores) in enumerate(zip(targets, all_scores), start=1):
                     cands = _candidates(pool, target, suite.exclude_siblings)
-                    rel = _relevance(pool, scores, target, cands)
+                    rel = _relevance(ids, labels, scores, target, cands)
                     if rel.any():
                         values[target.id] = {metric: fn(rel) for metric, fn in METRICS.items()}
                     if progress:
@@ -182,21 +201,25 @@ def run_bench(
                 res.per_label.setdefault(lab, {})[metric] = float(np.mean(vals))
         results.append(res)
 
-    reference = next((m for m in results if m.method == "bm25" and m.skipped is None), None)
-    paired: dict[str, dict[str, tuple[float, float, float]]] = {}
-    if reference is not None and scored_ids:
+    paired: dict[str, dict[str, dict[str, tuple[float, float, float]]]] = {}
+    done = {m.method: m for m in results if m.skipped is None}
+    if scored_ids:
         idx = bootstrap_indices(len(scored_ids), n_boot, seed)
-        for m in results:
-            if m is reference or m.skipped is not None:
+        for ref_name in REFERENCES:
+            reference = done.get(ref_name)
+            if reference is None:
                 continue
-            paired[m.method] = {}
-            for metric in METRICS:
-                diff = np.array([m.per_target[i][metric] - reference.per_target[i][metric] for i in scored_ids])
-                lo, hi = bootstrap_ci(diff, indices=idx)
-                paired[m.method][metric] = (float(diff.mean()), lo, hi)
+            paired[ref_name] = {}
+            for m in done.values():
+                if m is reference:
+                    continue
+                paired[ref_name][m.method] = {}
+                for metric in METRICS:
+                    diff = np.array([m.per_target[i][metric] - reference.per_target[i][metric] for i in scored_ids])
+                    lo, hi = bootstrap_ci(diff, indices=idx)
+                    paired[ref_name][m.method][metric] = (float(diff.mean()), lo, hi)
 
     return BenchResult(
-        reference=reference.method if reference else None,
         paired=paired,
         suite=suite.name,
         description=suite.description,
