@@ -492,9 +492,10 @@ def _align(pool: TaskPool, out_dir: str | os.PathLike[str], cfg: AlignConfig, *,
                 history.setdefault(f"epoch {round(entry.get('epoch', 0))}", float(entry["eval_dev_pearson_cosine"]))
 
     best = None
-    if evaluator is not None and trainer.state.best_model_checkpoint:
-        step = int(Path(trainer.state.best_model_checkpoint).name.split("-")[-1])
-        best = f"epoch {round(step / max(1, steps_per_epoch))}"
+    if evaluator is not None and trainer.state.best_metric is not None:
+        # the epoch whose evaluation produced the kept checkpoint (steps per epoch vary under the task-unique sampler)
+        best = next((f"epoch {round(e.get('epoch', 0))}" for e in trainer.state.log_history
+                     if e.get("eval_dev_pearson_cosine") == trainer.state.best_metric), None)
     model.save(str(out))
     shutil.rmtree(ckpt, ignore_errors=True)
     result = AlignResult(
