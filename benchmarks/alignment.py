@@ -1,6 +1,6 @@
 """Aligned selectors on held-out targets: the fold protocol of `insta bench --folds`.
 
-    python benchmarks/alignment.py [--suites p3,niv2] [--folds 3]
+    python benchmarks/alignment.py [--suites p3,niv2] [--folds 3] [--view auto|instructions|labels|self]
 
 For each fold the embedder is aligned (paper and contrastive recipes) on the other folds'
 tasks only; each held-out target then ranks its own held-out fold, with BM25 and the
@@ -30,6 +30,8 @@ def main() -> None:
     ap.add_argument("--suites", default="p3,niv2")
     ap.add_argument("--folds", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--view", default="auto", help="alignment view (ablation); results get a -<view> suffix")
+    ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
     args = ap.parse_args()
     out = Path(args.out)
@@ -38,13 +40,15 @@ def main() -> None:
     for name in args.suites.split(","):
         start = time.perf_counter()
         suite = build_suite(name)
-        result = run_bench(suite, METHODS, encoder=Encoder(), folds=args.folds, seed=args.seed,
+        result = run_bench(suite, args.methods.split(","), encoder=Encoder(), folds=args.folds, seed=args.seed,
+                           align_config=None if args.view == "auto" else {"view": args.view},
                            progress=lambda what, done, total: print(f"  {what} {done}/{total}", file=sys.stderr)
                            if done == 0 else None)
         wall = time.perf_counter() - start
-        (out / f"{name}-folds.json").write_text(json.dumps(result.to_dict(per_target=True), indent=1) + "\n")
-        plot_result(result, out / f"{name}-folds.png")
-        print(f"\n### {name}, {args.folds} folds: {result.n_scored} held-out targets scored of {result.n_targets} "
+        stem = f"{name}-folds" + ("" if args.view == "auto" else f"-{args.view}")
+        (out / f"{stem}.json").write_text(json.dumps(result.to_dict(per_target=True), indent=1) + "\n")
+        plot_result(result, out / f"{stem}.png")
+        print(f"\n### {name}, {args.folds} folds, view {args.view}: {result.n_scored} held-out targets scored of {result.n_targets} "
               f"({wall:.0f} s wall, alignment included)\n")
         print(result.to_markdown())
         sys.stdout.flush()
