@@ -327,6 +327,144 @@ def align(
 
 
 @app.command()
+def mix(
+    selection: Annotated[str, typer.Option("--selection", "-s", help="An 'insta select --out' JSON file.")],
+    out_dir: Annotated[str, typer.Option("--out", "-o", help="New folder for the mixture (dataset/, mixture.jsonl, manifest.json).")],
+    pool: Annotated[Optional[str], typer.Option("--pool", "-p", help="Pool the tasks come from (default: the one recorded in the selection). " + SPEC_HELP)] = None,
+    target: Annotated[Optional[str], typer.Option("--target", "-t", help="Which target's selection, when the file holds several.")] = None,
+    per_task_cap: Annotated[int, typer.Option("--per-task-cap", help="At most this many examples per task (seeded sample; the paper: 5000).")] = 5000,
+    format: Annotated[str, typer.Option("--format", help="NIV2 encoding: def (Definition + input) | def+pos (plus 2 positive examples, as Tk-Instruct).")] = "def",
+    rows: Annotated[Optional[str], typer.Option("--rows", help="P3 rows from local JSONL files DIR/<entry>.jsonl instead of datasets.load_dataset.")] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed for sampling examples and templates.")] = 0,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the manifest as JSON.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
+) -> None:
+    """Build the training mixture of a selection (a Hugging Face dataset on disk, plus JSONL)."""
+    from .mix import MixConfig
+    from .pipeline import mix_selection
+
+    mixture = mix_selection(selection, out_dir, MixConfig(per_task_cap=per_task_cap, format=format, seed=seed),
+                            pool=pool, target=target, rows=rows)
+    manifest = mixture.manifest()
+    if json_out:
+        print(json.dumps(manifest, indent=2, ensure_ascii=False))
+        return
+    table = Table(title=escape(f"mixture → {out_dir}: {manifest['n_examples']} examples"), title_justify="left",
+                  caption=escape(f"format {format}, cap {per_task_cap}/task, seed {seed}; "
+                                 f"{manifest['dropped_duplicates']} exact duplicates dropped"), caption_justify="left")
+    table.add_column("task")
+    table.add_column("examples", justify="right")
+    for task_id, n in manifest["tasks"].items():
+        table.add_row(escape(task_id), str(n))
+    out.print(table)
+
+
+@app.command("train")
+def train_cmd(
+    mixture: Annotated[str, typer.Option("--mixture", "-m", help="A folder written by insta mix.")],
+    model: Annotated[str, typer.Option("--model", help="Model id or folder: a seq2seq LM (T5 family; the paper: google/t5-xl-lm-adapt) or a causal LM.")],
+    out_dir: Annotated[str, typer.Option("--out", "-o", help="New folder for the trained model (re-run to resume).")],
+    epochs: Annotated[float, typer.Option("--epochs", help="Epochs (the paper: 3).")] = 3.0,
+    lr: Annotated[Optional[float], typer.Option("--lr", help="Learning rate (default: the paper's, 1e-4 for P3 mixtures, 5e-5 for NIV2).")] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Per-device batch size.")] = 8,
+    grad_accum: Annotated[int, typer.Option("--grad-accum", help="Gradient accumulation steps.")] = 1,
+    max_steps: Annotated[int, typer.Option("--max-steps", help="Stop after this many steps (overrides --epochs when > 0).")] = -1,
+    max_input_length: Annotated[int, typer.Option("--max-input-length", help="Input tokens (the paper: 768).")] = 768,
+    max_target_length: Annotated[int, typer.Option("--max-target-length", help="Target tokens (the paper: 256).")] = 256,
+    lora: Annotated[bool, typer.Option("--lora", help="Train LoRA adapters (peft) instead of all weights; merged into the saved model.")] = False,
+    lora_r: Annotated[int, typer.Option("--lora-r", help="LoRA rank.")] = 16,
+    bf16: Annotated[Optional[bool], typer.Option("--bf16/--no-bf16", help="bf16 mixed precision (default: on where CUDA supports it).")] = None,
+    gradient_checkpointing: Annotated[Optional[bool], typer.Option("--gradient-checkpointing/--no-gradient-checkpointing", help="Default: on with CUDA.")] = None,
+    device: Annotated[str, typer.Option("--device", help="auto | cpu | cuda | cuda:N.")] = "auto",
+    seed: Annotated[int, typer.Option("--seed", help="Training seed.")] = 0,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
+) -> None:
+    """Instruction-tune a model on a mixture (full fine-tuning or LoRA; seq2seq or causal)."""
+    from dataclasses import asdict
+
+    from .train import TrainConfig, train
+
+    cfg = TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, grad_accum=grad_accum, max_steps=max_steps,
+                      max_input_length=max_input_length, max_target_length=max_target_length, lora=lora, lora_r=lora_r,
+                      bf16=bf16, gradient_checkpointing=gradient_checkpointing, device=device, seed=seed)
+    say = (lambda msg: None) if quiet else (lambda msg: err.print(f"[dim]{escape(msg)}[/]"))
+    result = train(mixture, model, out_dir, cfg, quiet=quiet, say=say)
+    if json_out:
+        print(json.dumps(asdict(result), indent=2))
+        return
+    loss = f"{result.train_loss:.4f}" if result.train_loss is not None else "n/a"
+    out.print(f"trained {result.kind} model → {result.model_dir}: {result.steps} steps on {result.n_examples} examples, "
+              f"train loss {loss}, {result.seconds:.0f} s{' (resumed)' if result.resumed else ''}", highlight=False)
+    out.print(f"evaluate it: insta eval --model {result.model_dir} --target SPEC", highlight=False)
+
+
+@app.command("eval")
+def eval_cmd(
+    model: Annotated[str, typer.Option("--model", help="A trained model folder (or any HF seq2seq/causal LM).")],
+    target: Annotated[str, typer.Option("--target", "-t", help="Pool spec holding the target tasks (NIV2 checkout, p3:..., table). " + SPEC_HELP)],
+    task: Annotated[Optional[list[str]], typer.Option("--task", help="Only these task ids of the target spec (repeatable).")] = None,
+    metric: Annotated[str, typer.Option("--metric", help="auto (rank where answer choices exist, else rouge + em) | rank | rouge | em.")] = "auto",
+    max_examples: Annotated[int, typer.Option("--max-examples", help="Examples per target task (seeded sample).")] = 100,
+    format: Annotated[str, typer.Option("--format", help="NIV2 encoding: def | def+pos (as the model was trained).")] = "def",
+    rows: Annotated[Optional[str], typer.Option("--rows", help="P3 rows from local JSONL files DIR/<entry>.jsonl.")] = None,
+    split: Annotated[str, typer.Option("--split", help="Split of P3 source datasets to evaluate on.")] = "validation",
+    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", help="Generation length for rouge/em.")] = 64,
+    device: Annotated[str, typer.Option("--device", help="auto | cpu | cuda | cuda:N.")] = "auto",
+    seed: Annotated[int, typer.Option("--seed", help="Seed for sampling examples.")] = 0,
+    json_out: Annotated[bool, typer.Option("--json", help="Print one JSON document (with per-example predictions).")] = False,
+    out_file: Annotated[Optional[str], typer.Option("--out", "-o", help="Also write the JSON document to this file.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
+) -> None:
+    """Zero-shot evaluation on target tasks: rank classification accuracy, ROUGE-L, exact match."""
+    from .api import write_json_atomic
+    from .pipeline import evaluate_model, target_tasks
+
+    tasks = target_tasks(target, task)
+    with _progress(quiet) as progress:
+        bar = progress.add_task(f"evaluating on {len(tasks)} task(s)", total=None)
+        result = evaluate_model(model, tasks, metric=metric, max_examples=max_examples, format=format, rows=rows,
+                                split=split, seed=seed, device=device, max_new_tokens=max_new_tokens,
+                                progress=lambda done, total: progress.update(bar, completed=done, total=total))
+    doc = result.to_dict(with_examples=True)
+    if out_file:
+        write_json_atomic(out_file, doc)
+    if json_out:
+        print(json.dumps(doc, indent=2, ensure_ascii=False))
+        return
+    names = list(result.average)
+    table = Table(title=escape(f"{model} on {target}"), title_justify="left")
+    table.add_column("task")
+    table.add_column("n", justify="right")
+    for n in names:
+        table.add_column(n, justify="right")
+    for t in result.tasks:
+        table.add_row(escape(t.task), str(t.n), *(f"{t.metrics[n]:.3f}" if n in t.metrics else "" for n in names))
+    table.add_row("average", str(sum(t.n for t in result.tasks)), *(f"{v:.3f}" for v in result.average.values()))
+    out.print(table)
+
+
+@app.command("run")
+def run_cmd(
+    config: Annotated[str, typer.Argument(help="YAML run config (see README: out, pool, targets, methods, k, mix, train, eval).")],
+    json_out: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
+) -> None:
+    """select → mix → train → eval for every target and method of a config; resumable."""
+    from .pipeline import load_run_config, results_markdown, run
+
+    cfg = load_run_config(config)
+    say = (lambda msg: None) if quiet else (lambda msg: err.print(f"[dim]{escape(msg)}[/]"))
+    summary = run(cfg, quiet=quiet, say=say)
+    if json_out:
+        print(json.dumps(summary, indent=2, ensure_ascii=False, default=str))
+        return
+    print(results_markdown(summary["results"]), end="")
+    if not quiet:
+        err.print(f"[dim]written: {cfg.out}/results.json, results.md[/]", highlight=False)
+
+
+@app.command()
 def pools(json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
     """List the pool readers, their options and the named pools."""
     from .pools import readers
@@ -387,6 +525,12 @@ def main() -> None:
     """Entry point: run the app; user errors become one line on stderr and exit code 2."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     logging.getLogger("sentence_transformers").setLevel(logging.ERROR)
+    try:  # rich shows our progress; keep HF datasets' own bars off the terminal
+        import datasets
+
+        datasets.disable_progress_bars()
+    except ImportError:  # pragma: no cover - datasets is a dependency
+        pass
     try:
         app()  # standalone: usage errors print usage and exit 2
     except InstaError as exc:

@@ -1,0 +1,230 @@
+"""From a selection to an evaluated specialist: the steps behind ``insta mix``, ``insta eval``
+and ``insta run`` (select → mix → train → eval for several targets and methods).
+
+A run directory holds, per target and method, ``selection.json``, ``mixture/``, ``model/``
+and ``eval.json``; ``results.json`` and ``results.md`` summarise them. Each step is skipped
+when its output is already complete, so re-running a config after an interruption resumes.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import InstaError
+from .evaluate import METRICS, EvalResult, Scorer, evaluate_examples
+from .mix import (MixConfig, Mixture, build_mixture, local_rows, pool_with_instances, read_selection, selected_tasks,
+                  write_mixture)
+from .pools import load_pool
+from .tasks import Task, TaskPool
+from .train import TrainConfig, train
+
+Say = Callable[[str], None]
+
+
+def mix_selection(selection_file: str | Path, out: str | Path, cfg: MixConfig, *, pool: str | None = None,
+                  target: str | None = None, rows: str | None = None) -> Mixture:
+    """Build and write the mixture of one selection of an ``insta select --out`` file."""
+    doc, sel = read_selection(selection_file, target)
+    spec = pool or doc.get("pool")
+    if not spec:
+        raise InstaError(f"{selection_file}: no 'pool' recorded; give the pool with --pool")
+    loaded = load_pool(pool_with_instances(spec))
+    tasks = selected_tasks(loaded, sel, str(selection_file))
+    mixture = build_mixture(tasks, cfg, rows=local_rows(rows) if rows else None)
+    mixture.source = {"selection": str(selection_file), "pool": spec, "target": sel.get("target", {}).get("id"),
+                      "method": doc.get("method"), "k": doc.get("k")}
+    write_mixture(mixture, out)
+    return mixture
+
+
+def target_tasks(spec: str, ids: list[str] | None = None) -> list[Task]:
+    """The tasks of a target spec (pool spec, NIV2 instances loaded), optionally only ``ids``."""
+    loaded = load_pool(pool_with_instances(spec))
+    return [loaded.get(i) for i in ids] if ids else list(loaded)
+
+
+def evaluate_model(model: str, tasks: list[Task], *, metric: str = "auto", max_examples: int = 100,
+                   format: str = "def", rows: str | None = None, split: str = "validation", seed: int = 0,
+                   device: str = "auto", max_new_tokens: int = 64,
+                   progress: Callable[[int, int], None] | None = None) -> EvalResult:
+    """Zero-shot metrics of ``model`` on up to ``max_examples`` examples of each target task."""
+    if metric not in METRICS:
+        raise InstaError(f"unknown metric {metric!r}; available: {', '.join(METRICS)}")
+    if max_examples <= 0:
+        raise InstaError(f"--max-examples must be positive, got {max_examples}")
+    examples = build_mixture(tasks, MixConfig(per_task_cap=max_examples, format=format, seed=seed),
+                             rows=local_rows(rows) if rows else None, split=split)
+    order = {t.id: i for i, t in enumerate(tasks)}
+    scorer = Scorer(model, device=device, max_new_tokens=max_new_tokens)
+    rows_sorted = sorted(examples.rows, key=lambda r: order[r["task"]])
+    return EvalResult(model=model, tasks=evaluate_examples(scorer, rows_sorted, metric, progress=progress))
+
+
+# ---------------------------------------------------------------- insta run CONFIG.yaml
+
+@dataclass
+class MethodSpec:
+    name: str  # how results name it
+    method: str  # a method spec of insta select
+    model: str | None = None  # embedder for insta (e.g. an aligned model folder)
+
+
+@dataclass
+class RunConfig:
+    out: str
+    pool: str
+    targets: list[str]
+    train: TrainConfig
+    base_model: str
+    target_pool: str | None = None
+    methods: list[MethodSpec] = field(default_factory=list)
+    k: int = 5
+    seed: int = 0
+    embedder: str | None = None
+    rows: str | None = None
+    mix: MixConfig = field(default_factory=MixConfig)
+    eval: dict[str, Any] = field(default_factory=dict)
+
+
+RUN_KEYS = {"out", "pool", "targets", "target_pool", "methods", "k", "seed", "embedder", "rows", "mix", "train", "eval"}
+EVAL_KEYS = {"metric", "max_examples", "format", "split", "max_new_tokens"}
+
+
+def _section(path: Path, name: str, value: Any, allowed: set[str]) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise InstaError(f"{path}: field '{name}' must be a mapping")
+    bad = sorted(set(value) - allowed)
+    if bad:
+        raise InstaError(f"{path}: unknown field '{name}.{bad[0]}'; available: {', '.join(sorted(allowed))}")
+    return dict(value)
+
+
+def load_run_config(path: str | Path) -> RunConfig:
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise InstaError(f"config {p} does not exist")
+    try:
+        doc = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        raise InstaError(f"{p}:{mark.line + 1 if mark else '?'}: invalid YAML ({getattr(exc, 'problem', exc)})") from None
+    if not isinstance(doc, dict):
+        raise InstaError(f"{p}: a run config is a YAML mapping (out, pool, targets, methods, train, ...)")
+    bad = sorted(set(doc) - RUN_KEYS)
+    if bad:
+        raise InstaError(f"{p}: unknown field '{bad[0]}'; available: {', '.join(sorted(RUN_KEYS))}")
+    for key in ("out", "pool", "targets", "train"):
+        if not doc.get(key):
+            raise InstaError(f"{p}: field '{key}' is missing")
+    targets = doc["targets"] if isinstance(doc["targets"], list) else [doc["targets"]]
+    methods = []
+    for i, m in enumerate(doc.get("methods") or ["insta", "random", "all"]):
+        if isinstance(m, str):
+            methods.append(MethodSpec(name=m, method=m))
+        elif isinstance(m, dict) and m.get("method"):
+            extra = sorted(set(m) - {"name", "method", "model"})
+            if extra:
+                raise InstaError(f"{p}: methods[{i}]: unknown field '{extra[0]}'; available: method, model, name")
+            methods.append(MethodSpec(name=str(m.get("name") or m["method"]), method=str(m["method"]), model=m.get("model")))
+        else:
+            raise InstaError(f"{p}: methods[{i}] must be a method name or a mapping with 'method'")
+    names = [m.name for m in methods]
+    if len(set(names)) != len(names):
+        raise InstaError(f"{p}: two methods share a name; give each a distinct 'name'")
+    train_section = _section(p, "train", doc["train"], {f.name for f in fields(TrainConfig)} | {"model"})
+    if not train_section.get("model"):
+        raise InstaError(f"{p}: field 'train.model' is missing (the model to instruction-tune)")
+    base_model = str(train_section.pop("model"))
+    mix_section = _section(p, "mix", doc.get("mix"), {f.name for f in fields(MixConfig)})
+    try:
+        train_cfg = TrainConfig(**train_section)
+        mix_cfg = MixConfig(**mix_section)
+    except TypeError as exc:
+        raise InstaError(f"{p}: {exc}") from None
+    return RunConfig(
+        out=str(doc["out"]), pool=str(doc["pool"]), targets=[str(t) for t in targets], train=train_cfg,
+        base_model=base_model, target_pool=doc.get("target_pool"), methods=methods, k=int(doc.get("k", 5)),
+        seed=int(doc.get("seed", 0)), embedder=doc.get("embedder"), rows=doc.get("rows"), mix=mix_cfg,
+        eval=_section(p, "eval", doc.get("eval"), EVAL_KEYS),
+    )
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "x"
+
+
+def run(cfg: RunConfig, *, quiet: bool = True, say: Say | None = None) -> dict[str, Any]:
+    """select → mix → train → eval for every target × method; returns (and writes) the results."""
+    from .api import write_json_atomic
+    from .encoder import Encoder
+    from .select import Target
+    from .selectors import make_selector
+
+    say = say or (lambda _m: None)
+    root = Path(cfg.out).expanduser()
+    root.mkdir(parents=True, exist_ok=True)
+    pool: TaskPool = load_pool(cfg.pool)
+    targets = target_tasks(cfg.target_pool or cfg.pool, cfg.targets)
+    results: list[dict[str, Any]] = []
+    for target in targets:
+        for m in cfg.methods:
+            where = root / _slug(target.id) / _slug(m.name)
+            where.mkdir(parents=True, exist_ok=True)
+            sel_file = where / "selection.json"
+            if not sel_file.is_file():
+                say(f"{target.id} / {m.name}: selecting")
+                encoder = Encoder(m.model or cfg.embedder)
+                selector = make_selector(m.method, encoder=encoder, seed=cfg.seed)
+                selector.fit(pool)
+                sel = selector.select(Target.from_task(target), min(cfg.k, len(pool) - (target.id in pool)))
+                write_json_atomic(sel_file, {"pool": cfg.pool, "method": selector.method, "k": cfg.k,
+                                             "model": encoder.describe(), "selections": [sel.to_dict()]})
+            mix_dir = where / "mixture"
+            if not (mix_dir / "manifest.json").is_file():
+                say(f"{target.id} / {m.name}: mixing")
+                mix_selection(sel_file, mix_dir, cfg.mix, pool=cfg.pool, rows=cfg.rows)
+            model_dir = where / "model"
+            state = model_dir / "train.json"
+            if not (state.is_file() and json.loads(state.read_text()).get("status") == "done"):
+                say(f"{target.id} / {m.name}: training {cfg.base_model}")
+                train(mix_dir, cfg.base_model, model_dir, cfg.train, quiet=quiet)
+            eval_file = where / "eval.json"
+            if not eval_file.is_file():
+                say(f"{target.id} / {m.name}: evaluating")
+                ev = evaluate_model(str(model_dir), [target], rows=cfg.rows, seed=cfg.seed, device=cfg.train.device,
+                                    **cfg.eval)
+                write_json_atomic(eval_file, ev.to_dict(with_examples=True))
+            ev_doc = json.loads(eval_file.read_text())
+            selected = [r["task_id"] for r in json.loads(sel_file.read_text())["selections"][0]["results"]]
+            manifest = json.loads((mix_dir / "manifest.json").read_text())
+            results.append({"target": target.id, "method": m.name, "selected": selected,
+                            "n_train_examples": manifest["n_examples"], "metrics": ev_doc["average"]})
+    summary = {"config": _config_dict(cfg), "results": results}
+    write_json_atomic(root / "results.json", summary)
+    (root / "results.md").write_text(results_markdown(results))
+    return summary
+
+
+def _config_dict(cfg: RunConfig) -> dict[str, Any]:
+    doc = asdict(cfg)
+    doc["train"] = asdict(cfg.train)
+    return doc
+
+
+def results_markdown(results: list[dict[str, Any]]) -> str:
+    metrics = sorted({k for r in results for k in r["metrics"]})
+    lines = ["| target | method | tasks | train examples | " + " | ".join(metrics) + " |",
+             "|---|---|---|---|" + "---|" * len(metrics)]
+    for r in results:
+        cells = [f"{r['metrics'][m]:.3f}" if m in r["metrics"] else "" for m in metrics]
+        lines.append(f"| {r['target']} | {r['method']} | {len(r['selected'])} | {r['n_train_examples']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"

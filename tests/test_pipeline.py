@@ -1,0 +1,158 @@
+"""select → mix → train → eval on the real NIV2 task files, with a tiny T5 and a tiny GPT-2
+built locally; resumption; bad input."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+from test_cli import fails, run
+
+from insta.errors import InstaError
+from insta.evaluate import Scorer, evaluate_examples
+from insta.mix import Mixture, MixConfig, write_mixture
+from insta.pipeline import load_run_config
+from insta.train import TrainConfig, train
+
+BOOL = "task1732_bbh_boolean_expressions"
+E2E = "task957_e2e_nlg_text_generation_generate"
+
+
+def test_run_config_chains_select_mix_train_eval_and_resumes(shared_data, tiny_lms, tmp_path, monkeypatch, capsys):
+    niv2 = f"niv2:{shared_data / 'niv2'}"
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump({
+        "out": str(tmp_path / "run"), "pool": niv2, "targets": [BOOL, E2E], "k": 3,
+        "methods": ["bm25", {"name": "random-3", "method": "random"}],
+        "mix": {"per_task_cap": 6}, "train": {"model": str(tiny_lms["t5"]), "max_steps": 2, "batch_size": 4,
+                                              "max_input_length": 128, "max_target_length": 32},
+        "eval": {"max_examples": 4, "max_new_tokens": 4},
+    }))
+    code, out, err = run(monkeypatch, capsys, "run", config, "--json", "-q")
+    assert code == 0, err
+    results = {(r["target"], r["method"]): r for r in json.loads(out)["results"]}
+    assert set(results) == {(BOOL, "bm25"), (BOOL, "random-3"), (E2E, "bm25"), (E2E, "random-3")}
+    for (target, method), r in results.items():
+        assert len(r["selected"]) == 3 and target not in r["selected"]
+        where = tmp_path / "run" / target / method
+        sel = json.loads((where / "selection.json").read_text())["selections"][0]
+        assert [x["task_id"] for x in sel["results"]] == r["selected"]
+        manifest = json.loads((where / "mixture" / "manifest.json").read_text())
+        assert set(manifest["tasks"]) == set(r["selected"]) and r["n_train_examples"] == manifest["n_examples"] <= 18
+        state = json.loads((where / "model" / "train.json").read_text())
+        assert state["status"] == "done" and state["result"]["steps"] == 2 and state["result"]["kind"] == "seq2seq"
+        # the boolean target has answer choices (rank classification); the data-to-text one is generation
+        metrics = set(r["metrics"])
+        assert metrics == ({"accuracy"} if target == BOOL else {"rougeL", "exact_match"})
+        assert all(0.0 <= v <= 1.0 for v in r["metrics"].values())
+        ev = json.loads((where / "eval.json").read_text())
+        assert ev["tasks"][0]["n"] == 4 and len(ev["tasks"][0]["examples"]) == 4
+    md = (tmp_path / "run" / "results.md").read_text()
+    assert md.startswith("| target | method | tasks | train examples | accuracy | exact_match | rougeL |")
+    # a second run finds every step done: nothing is retrained, the results are the same
+    stamp = (tmp_path / "run" / BOOL / "bm25" / "model" / "train.json").stat().st_mtime_ns
+    code, out2, err = run(monkeypatch, capsys, "run", config, "--json", "-q")
+    assert code == 0, err
+    assert json.loads(out2)["results"] == json.loads(out)["results"]
+    assert (tmp_path / "run" / BOOL / "bm25" / "model" / "train.json").stat().st_mtime_ns == stamp
+
+
+def test_cli_chain_with_a_causal_lm_and_lora(shared_data, tiny_lms, tmp_path, monkeypatch, capsys):
+    niv2 = f"niv2:{shared_data / 'niv2'}"
+    sel = tmp_path / "sel.json"
+    assert run(monkeypatch, capsys, "select", "-p", niv2, "-t", BOOL, "-k", "2", "--method", "bm25", "-o", sel, "-q")[0] == 0
+    assert run(monkeypatch, capsys, "mix", "-s", sel, "-o", tmp_path / "mix", "--per-task-cap", "5", "--format", "def+pos", "-q")[0] == 0
+    code, out, err = run(monkeypatch, capsys, "train", "-m", tmp_path / "mix", "--model", tiny_lms["gpt2"], "-o", tmp_path / "model",
+                         "--max-steps", "2", "--batch-size", "2", "--lora", "--lora-r", "4", "--max-input-length", "256", "--json", "-q")
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["kind"] == "causal" and result["lora"] and result["steps"] == 2 and result["config"]["lr"] == 5e-5
+    assert (tmp_path / "model" / "adapter" / "adapter_config.json").is_file()
+    code, out, err = run(monkeypatch, capsys, "eval", "--model", tmp_path / "model", "-t", niv2, "--task", BOOL, "--task", E2E,
+                         "--max-examples", "3", "--max-new-tokens", "4", "--format", "def+pos", "-o", tmp_path / "eval.json", "-q")
+    assert code == 0, err
+    assert BOOL in out and E2E in out and "average" in out
+    doc = json.loads((tmp_path / "eval.json").read_text())
+    assert [t["task"] for t in doc["tasks"]] == [BOOL, E2E]
+    assert set(doc["tasks"][0]["metrics"]) == {"accuracy"} and set(doc["tasks"][1]["metrics"]) == {"rougeL", "exact_match"}
+    assert "prediction" in doc["tasks"][1]["examples"][0]
+
+
+def _constant_mixture(tmp_path, answer: str):
+    rows = [{"task": "t", "input": f"Statement {i}: is it so? Answer:", "target": answer, "references": [answer],
+             "choices": ["True", "False"], "source": "niv2"} for i in range(16)]
+    return write_mixture(Mixture(rows=rows, counts={"t": 16}, config=MixConfig()), tmp_path / f"mix-{answer}")
+
+
+@pytest.mark.parametrize("kind", ["gpt2", "t5"])
+def test_training_teaches_a_known_answer(tiny_lms, tmp_path, kind):
+    """After training on a mixture whose answer is always 'False', rank classification picks it."""
+    mix = _constant_mixture(tmp_path, "False")
+    result = train(mix, str(tiny_lms[kind]), tmp_path / "m", TrainConfig(max_steps=30, batch_size=8, lr=3e-3), quiet=True)
+    assert result.history[0]["loss"] > result.history[-2]["loss"]
+    rows = [{"task": "new", "input": "Statement 99: is it so? Answer:", "target": "False", "choices": ["True", "False"]}]
+    before = evaluate_examples(Scorer(str(tiny_lms[kind])), rows, "rank")[0]
+    after = evaluate_examples(Scorer(result.model_dir), rows, "rank")[0]
+    assert after.metrics == {"accuracy": 1.0} and after.examples[0]["choice"] == "False"
+    assert before.examples[0]["choice"] in ("True", "False")
+
+
+def test_training_bad_input(tiny_lms, tmp_path, monkeypatch, capsys):
+    import torch
+
+    mix = _constant_mixture(tmp_path, "True")
+    capsys.readouterr()
+    if not torch.cuda.is_available():
+        fails(monkeypatch, capsys, "train", "-m", mix, "--model", tiny_lms["gpt2"], "-o", tmp_path / "a", "--device", "cuda",
+              match="--device cuda asked for, but torch sees no CUDA device")
+        fails(monkeypatch, capsys, "train", "-m", mix, "--model", tiny_lms["gpt2"], "-o", tmp_path / "a", "--bf16",
+              match="--bf16 needs a CUDA device")
+    fails(monkeypatch, capsys, "train", "-m", mix, "--model", tmp_path / "nowhere", "-o", tmp_path / "a",
+          match="nowhere does not exist")
+    fails(monkeypatch, capsys, "train", "-m", mix, "--model", tmp_path, "-o", tmp_path / "a",
+          match="is not a Hugging Face model folder (no config.json)")
+    fails(monkeypatch, capsys, "train", "-m", mix, "--model", "no-such-org/no-such-model", "-o", tmp_path / "a",
+          match="cannot load model 'no-such-org/no-such-model'")
+    fails(monkeypatch, capsys, "train", "-m", tmp_path, "--model", tiny_lms["gpt2"], "-o", tmp_path / "a",
+          match="is not a mixture folder")
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "notes.txt").write_text("mine")
+    fails(monkeypatch, capsys, "train", "-m", mix, "--model", tiny_lms["gpt2"], "-o", busy, match="already exists and holds something else")
+    assert (busy / "notes.txt").read_text() == "mine"
+    assert not (tmp_path / "a").exists()
+    fails(monkeypatch, capsys, "eval", "--model", tiny_lms["gpt2"], "-t", f"niv2:{tmp_path / 'none'}", match="does not exist")
+
+
+def test_resume_after_an_interruption(tiny_lms, tmp_path):
+    from transformers import TrainerCallback
+
+    class Stop(TrainerCallback):
+        def on_save(self, args, state, control, **kw):
+            raise KeyboardInterrupt
+
+    mix = _constant_mixture(tmp_path, "True")
+    out = tmp_path / "m"
+    with pytest.raises(KeyboardInterrupt):
+        train(mix, str(tiny_lms["gpt2"]), out, TrainConfig(epochs=2, batch_size=8), quiet=True, callbacks=[Stop()])
+    assert any((out / "checkpoints").glob("checkpoint-*"))
+    result = train(mix, str(tiny_lms["gpt2"]), out, TrainConfig(epochs=2, batch_size=8), quiet=True)
+    assert result.resumed and result.steps == 4
+    with pytest.raises(InstaError, match="already holds a trained model"):
+        train(mix, str(tiny_lms["gpt2"]), out, TrainConfig(epochs=2, batch_size=8), quiet=True)
+
+
+def test_run_config_errors(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    for text, match in [
+        ("out: x\npool: p\ntargets: [a]\ntrain: {model: m}\nepochs: 3\n", "unknown field 'epochs'; available: embedder, eval, k, methods"),
+        ("out: x\npool: p\ntargets: [a]\n", "field 'train' is missing"),
+        ("out: x\npool: p\ntargets: [a]\ntrain: {epochs: 1}\n", "field 'train.model' is missing"),
+        ("out: x\npool: p\ntargets: [a]\ntrain: {model: m, lr_warm: 1}\n", "unknown field 'train.lr_warm'"),
+        ("out: x\npool: p\ntargets: [a]\ntrain: {model: m}\nmethods: [insta, insta]\n", "two methods share a name"),
+        ("out: x\npool: [p\n", "bad.yaml:3: invalid YAML"),
+    ]:
+        bad.write_text(text)
+        with pytest.raises(InstaError, match=match.replace("[", "\\[")):
+            load_run_config(bad)
