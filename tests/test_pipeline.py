@@ -156,3 +156,17 @@ def test_run_config_errors(tmp_path):
         bad.write_text(text)
         with pytest.raises(InstaError, match=match.replace("[", "\\[")):
             load_run_config(bad)
+
+
+def test_shipped_deepspeed_config_is_consistent():
+    """The multi-GPU route the README documents: an accelerate config pointing at a ZeRO-2 file."""
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    acc = yaml.safe_load((repo / "configs" / "deepspeed_zero2.yaml").read_text())
+    assert acc["distributed_type"] == "DEEPSPEED" and acc["use_cpu"] is False
+    ds = json.loads((repo / acc["deepspeed_config"]["deepspeed_config_file"]).read_text())
+    assert ds["zero_optimization"]["stage"] == 2
+    # batch sizes and precision come from insta train's arguments, not from the file
+    assert ds["train_micro_batch_size_per_gpu"] == ds["gradient_accumulation_steps"] == ds["bf16"]["enabled"] == "auto"
+    assert "accelerate launch --config_file configs/deepspeed_zero2.yaml" in (repo / "README.md").read_text()

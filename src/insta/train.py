@@ -220,13 +220,18 @@ def train(mixture: str | Path, model: str, out: str | Path, cfg: TrainConfig | N
     say(f"{'resuming' if resume else 'training'} {'LoRA on ' if cfg.lora else ''}{model} "
         f"({'seq2seq' if seq2seq else 'causal'}) on {len(tokenized)} examples, lr {lr:g}, {device}{', bf16' if bf16 else ''}")
     output = trainer.train(resume_from_checkpoint=True if resume else None)
-    final = trainer.model
-    if cfg.lora:
-        final.save_pretrained(str(dest / "adapter"))
-        final = final.merge_and_unload()
-    final.save_pretrained(str(dest))
-    tokenizer.save_pretrained(str(dest))
-    shutil.rmtree(dest / "checkpoints", ignore_errors=True)
+    main_process = trainer.is_world_process_zero()  # under accelerate launch, one process writes
+    if trainer.is_deepspeed_enabled:
+        trainer.save_model(str(dest))  # gathers ZeRO-partitioned weights
+    elif main_process:
+        final = trainer.model
+        if cfg.lora:
+            final.save_pretrained(str(dest / "adapter"))
+            final = final.merge_and_unload()
+        final.save_pretrained(str(dest))
+    if main_process:
+        tokenizer.save_pretrained(str(dest))
+        shutil.rmtree(dest / "checkpoints", ignore_errors=True)
     history = [{k: float(v) for k, v in e.items() if isinstance(v, (int, float))} for e in trainer.state.log_history]
     result = TrainResult(
         model_dir=str(dest), base=model, kind="seq2seq" if seq2seq else "causal",
@@ -235,6 +240,7 @@ def train(mixture: str | Path, model: str, out: str | Path, cfg: TrainConfig | N
         train_loss=float(output.training_loss) if output.training_loss is not None else None,
         seconds=round(time.perf_counter() - start, 1), resumed=bool(resume), lora=cfg.lora, history=history,
     )
-    (dest / STATE).write_text(json.dumps({"status": "done", "mixture": str(mixture), "manifest": manifest,
-                                          "result": asdict(result)}, indent=1, ensure_ascii=False) + "\n")
+    if main_process:
+        (dest / STATE).write_text(json.dumps({"status": "done", "mixture": str(mixture), "manifest": manifest,
+                                              "result": asdict(result)}, indent=1, ensure_ascii=False) + "\n")
     return result
