@@ -89,8 +89,9 @@ def test_align_writes_a_usable_model_with_a_card(p3, tiny_model, tmp_path, recip
     cfg = AlignConfig(recipe=recipe, base=str(tiny_model), epochs=2, lr=1e-4, dev_fraction=0.2, negative_threshold=0.995)
     result = align(load_pool(SMALL), out, cfg, quiet=True)
     assert set(result.dev_pearson) == {"base", "epoch 1", "epoch 2"}
-    # the kept checkpoint is the epoch with the best dev figure
-    assert result.best == max(("epoch 1", "epoch 2"), key=lambda e: (result.dev_pearson[e], e == "epoch 1"))
+    # the kept checkpoint is the epoch with the best dev figure, or the base model when no epoch beats it
+    top = max(("epoch 1", "epoch 2"), key=lambda e: (result.dev_pearson[e], e == "epoch 1"))
+    assert result.best == ("base" if result.dev_pearson["base"] >= result.dev_pearson[top] - 1e-6 else top)
     assert not (out / "checkpoints").exists()
     card = (out / "README.md").read_text()
     for word in (recipe, str(tiny_model), "imdb", "Dev figures", "epochs / lr / batch size | 2 / 0.0001 / 16"):
@@ -101,6 +102,20 @@ def test_align_writes_a_usable_model_with_a_card(p3, tiny_model, tmp_path, recip
     assert vecs.shape[0] == 2 and np.allclose(np.linalg.norm(vecs, axis=1), 1, atol=1e-4)
     with pytest.raises(InstaError, match="already holds a finished alignment"):
         align(load_pool(SMALL), out, cfg, quiet=True)
+
+
+def test_the_base_model_is_kept_when_no_epoch_beats_it_on_dev(p3, tiny_model, tmp_path):
+    pool = load_pool(SMALL)
+    # a vanishing learning rate: the epochs cannot improve on the base model's dev figure
+    cfg = AlignConfig(recipe="paper", base=str(tiny_model), epochs=1, lr=1e-12, dev_fraction=0.2, negative_threshold=0.995)
+    result = align(pool, tmp_path / "kept", cfg, quiet=True)
+    assert result.best == "base"
+    assert "kept checkpoint | base (no epoch beat the base model on dev)" in (tmp_path / "kept" / "README.md").read_text()
+    texts = ["Is this review positive?", "Summarize the article."]
+    assert np.allclose(Encoder(str(tmp_path / "kept"), cache=False).encode(texts),
+                       Encoder(str(tiny_model), cache=False).encode(texts), atol=1e-6)
+    trained = align(pool, tmp_path / "trained", AlignConfig(**{**vars(cfg), "keep_base": False}), quiet=True)
+    assert trained.best == "epoch 1"
 
 
 def test_interrupted_alignment_resumes(p3, tiny_model, tmp_path):

@@ -296,6 +296,7 @@ def align(
     view: Annotated[str, typer.Option("--view", help="Positive pairs: auto | instructions (same task) | labels (same label) | self (definition vs its example).")] = "auto",
     negative_threshold: Annotated[float, typer.Option("--negative-threshold", help="A negative's cosine to its anchor under the base model must be below this (paper: 0.3; raise it for models whose cosines run high).")] = 0.3,
     seed: Annotated[int, typer.Option("--seed", help="Seed for pair sampling, the dev split and training.")] = 0,
+    keep_base: Annotated[bool, typer.Option("--keep-base/--no-keep-base", help="Keep the base model when no epoch beats it on the dev split (default), or always the best epoch.")] = True,
     json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
 ) -> None:
@@ -307,7 +308,7 @@ def align(
     from .pools import load_pool
 
     cfg = AlignConfig(recipe=recipe, base=base, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, view=view,
-                      negative_threshold=negative_threshold)
+                      negative_threshold=negative_threshold, keep_base=keep_base)
     loaded = load_pool(pool)
     say = (lambda msg: None) if quiet else (lambda msg: err.print(f"[dim]{escape(msg)}[/]"))
     result = run_align(loaded, out_dir, cfg, quiet=quiet, log=say)
