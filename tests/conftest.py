@@ -139,32 +139,11 @@ def minilm_encoder():
 
 
 def build_tiny_lms(dest: Path) -> dict[str, Path]:
-    """A tiny T5 (seq2seq) and a tiny GPT-2 (causal) with a byte-level BPE tokenizer trained
-    here, all built from configs (no download). Byte-level: any text encodes."""
-    import torch
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast, T5Config, T5ForConditionalGeneration
+    """A tiny T5 (seq2seq) and a tiny GPT-2 (causal) built from configs (no download)."""
+    from insta.testing import build_lms
 
-    torch.manual_seed(0)
-    bpe = Tokenizer(models.BPE(unk_token="<unk>"))
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    bpe.decoder = decoders.ByteLevel()
     corpus = [" ".join(WORDS), "Definition: Now complete the following example - Input: Output: True False yes no"]
-    bpe.train_from_iterator(corpus * 4, trainers.BpeTrainer(vocab_size=320, special_tokens=["<pad>", "</s>", "<unk>"],
-                                                            initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    tok = PreTrainedTokenizerFast(tokenizer_object=bpe, pad_token="<pad>", eos_token="</s>", unk_token="<unk>")
-    t5 = T5ForConditionalGeneration(T5Config(
-        vocab_size=len(tok), d_model=32, d_ff=64, d_kv=8, num_layers=2, num_heads=2, pad_token_id=tok.pad_token_id,
-        eos_token_id=tok.eos_token_id, decoder_start_token_id=tok.pad_token_id))
-    gpt2 = GPT2LMHeadModel(GPT2Config(
-        vocab_size=len(tok), n_embd=32, n_layer=2, n_head=2, n_positions=1024, bos_token_id=tok.eos_token_id,
-        eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id))
-    out = {}
-    for name, model in (("t5", t5), ("gpt2", gpt2)):
-        model.save_pretrained(dest / name)
-        tok.save_pretrained(dest / name)
-        out[name] = dest / name
-    return out
+    return build_lms(dest, corpus * 4, size="tiny", vocab_size=320)
 
 
 @pytest.fixture(scope="session")

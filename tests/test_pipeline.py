@@ -170,3 +170,20 @@ def test_shipped_deepspeed_config_is_consistent():
     # batch sizes and precision come from insta train's arguments, not from the file
     assert ds["train_micro_batch_size_per_gpu"] == ds["gradient_accumulation_steps"] == ds["bf16"]["enabled"] == "auto"
     assert "accelerate launch --config_file configs/deepspeed_zero2.yaml" in (repo / "README.md").read_text()
+
+
+def test_lm_builder_sizes(tmp_path):
+    from insta.testing import SIZES, build_lms
+
+    with pytest.raises(ValueError, match="unknown size 'huge'; available: tiny, small"):
+        build_lms(tmp_path, ["a b c"], size="huge")
+    assert set(SIZES) == {"tiny", "small"}
+
+
+def test_built_lms_encode_any_text(tiny_lms):
+    from transformers import AutoConfig, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_lms["t5"])
+    text = "Ünïcode — 数字 42 never seen in the BPE corpus"
+    assert tok.decode(tok(text)["input_ids"], skip_special_tokens=True) == text  # byte-level: no <unk>
+    assert AutoConfig.from_pretrained(tiny_lms["gpt2"]).n_embd == 32 and AutoConfig.from_pretrained(tiny_lms["t5"]).is_encoder_decoder

@@ -198,7 +198,7 @@ def train(mixture: str | Path, model: str, out: str | Path, cfg: TrainConfig | N
         save_strategy="steps" if cfg.max_steps > 0 else "epoch",
         save_steps=max(1, cfg.max_steps) if cfg.max_steps > 0 else 500,
         save_total_limit=2,
-        logging_steps=max(1, min(50, steps_per_epoch // 2 or 1)),
+        logging_steps=max(1, min(50, (cfg.max_steps if cfg.max_steps > 0 else steps_per_epoch) // 10)),
         logging_strategy="steps",
         report_to="none",
         seed=cfg.seed,
