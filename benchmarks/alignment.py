@@ -11,7 +11,6 @@ and .png, and prints the Markdown rows of BENCHMARKS.md.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -20,7 +19,6 @@ from pathlib import Path
 
 from insta import Encoder
 from insta.bench import build_suite, run_bench
-from insta.bench.plot import plot_result
 
 METHODS = ["random", "bm25", "insta", "insta-aligned-paper", "insta-aligned-contrastive"]
 
@@ -46,8 +44,7 @@ def main() -> None:
                            if done == 0 else None)
         wall = time.perf_counter() - start
         stem = f"{name}-folds" + ("" if args.view == "auto" else f"-{args.view}")
-        (out / f"{stem}.json").write_text(json.dumps(result.to_dict(per_target=True), indent=1) + "\n")
-        plot_result(result, out / f"{stem}.png")
+        result.save(out / stem)
         print(f"\n### {name}, {args.folds} folds, view {args.view}: {result.n_scored} held-out targets scored of {result.n_targets} "
               f"({wall:.0f} s wall, alignment included)\n")
         print(result.to_markdown())

@@ -10,7 +10,6 @@ wall seconds from a cold embedding cache, peak RSS).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import resource
@@ -21,7 +20,6 @@ from pathlib import Path
 
 from insta import Encoder, __version__
 from insta.bench import build_suite, run_bench
-from insta.bench.plot import plot_result
 
 
 def main() -> None:
@@ -42,8 +40,7 @@ def main() -> None:
         result = run_bench(suite, encoder=Encoder(), seed=args.seed)
         wall = time.perf_counter() - start
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        (out / f"{name}.json").write_text(json.dumps(result.to_dict(per_target=True), indent=1) + "\n")
-        plot_result(result, out / f"{name}.png")
+        result.save(out / name)
         print(f"\n### {name}: {result.n_scored} targets scored of {result.n_targets}, {result.n_tasks} tasks "
               f"({wall:.0f} s wall in the run, peak RSS {rss:.0f} MiB so far; one cache for all suites, cold at the start)\n")
         print(result.to_markdown())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -48,6 +49,14 @@ class BenchResult:
     notes: list[str]
     # paired bootstrap over targets: reference -> method -> metric -> (mean difference, CI low, CI high)
     paired: dict[str, dict[str, dict[str, tuple[float, float, float]]]] = field(default_factory=dict)
+
+    def save(self, stem: str | os.PathLike[str]) -> None:
+        """Write ``<stem>.json`` (with per-target values) and ``<stem>.png``, each atomically."""
+        from ..api import write_json_atomic
+        from .plot import plot_result
+
+        write_json_atomic(f"{stem}.json", self.to_dict(per_target=True))
+        plot_result(self, f"{stem}.png")
 
     def to_dict(self, per_target: bool = False) -> dict:
         d = asdict(self)
