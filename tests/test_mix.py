@@ -8,7 +8,7 @@ import pytest
 from test_cli import fails, run
 
 from insta.errors import InstaError
-from insta.mix import MixConfig, build_mixture, label_choices, load_mixture, local_rows, pool_with_instances
+from insta.mix import MixConfig, build_mixture, label_choices, load_mixture, local_rows, with_instances
 from insta.pools import load_pool
 from insta.tasks import Instruction, Task
 
@@ -18,14 +18,18 @@ BOOL = "task1732_bbh_boolean_expressions"
 
 @pytest.fixture()
 def niv2_pool(shared_data):
-    return load_pool(pool_with_instances(f"niv2:{shared_data / 'niv2'}"))
+    return load_pool(f"niv2:{shared_data / 'niv2'}?instances=all")
 
 
-def test_pool_with_instances_spec():
-    assert pool_with_instances("niv2:x") == "niv2:x?instances=all"
-    assert pool_with_instances("niv2:x?split=train") == "niv2:x?split=train&instances=all"
-    assert pool_with_instances("niv2:x?instances=3&split=test") == "niv2:x?instances=all&split=test"
-    assert pool_with_instances("p3:t0-train") == "p3:t0-train"
+def test_instances_are_read_only_for_the_tasks_used(shared_data, niv2_pool):
+    bare = load_pool(f"niv2:{shared_data / 'niv2'}")  # as selection loads it: no instances
+    assert bare.get(COPA).instances is None
+    full = with_instances(bare.get(COPA))
+    assert full.instances == niv2_pool.get(COPA).instances and len(full.instances) > 0
+    assert full.instructions == bare.get(COPA).instructions and full.split == bare.get(COPA).split
+    assert with_instances(full) is full  # already complete: not read again
+    plain = Task(id="own", instructions=[Instruction(text="Classify it.")])
+    assert with_instances(plain) is plain  # not a NIV2 file: nothing to read
 
 
 def test_niv2_encodings_follow_tk_instruct(niv2_pool):

@@ -92,8 +92,7 @@ def label_choices(task: Task) -> list[str]:
 
 def niv2_examples(task: Task, cfg: MixConfig) -> Iterable[dict[str, Any]]:
     if not task.instances:
-        raise InstaError(f"task {task.id!r} has no instances to train on (NIV2 pools need ?instances=all, "
-                         "which insta mix sets itself; is the task file empty?)")
+        raise InstaError(f"task {task.id!r} has no instances to train on; is its task file empty?")
     definition = task.instructions[0].raw or task.instructions[0].text
     positives = (task.meta.get("positive_examples") or [])[: cfg.n_positive] if cfg.format == "def+pos" else []
     choices = label_choices(task)
@@ -266,16 +265,14 @@ def read_selection(path: str | Path, target: str | None = None) -> tuple[dict[st
     return doc, sels[ids.index(target)]
 
 
-def pool_with_instances(spec: str) -> str:
-    """A NIV2 pool spec that loads every instance (mixtures need them)."""
-    from .pools import parse_spec
+def with_instances(task: Task) -> Task:
+    """``task`` with every instance: a NIV2 task loaded without them (as selection loads
+    pools) is re-read from its own file, so only the tasks a mixture uses are read in full."""
+    if task.instances or "path" not in task.meta:
+        return task
+    from .readers.niv2 import task_from_file
 
-    parsed = parse_spec(spec)
-    if parsed.kind != "niv2" or parsed.option("instances") == "all":
-        return spec
-    sep = "&" if "?" in spec else "?"
-    return f"{spec}{sep}instances=all" if parsed.option("instances") is None else spec.replace(
-        f"instances={parsed.option('instances')}", "instances=all")
+    return task_from_file(Path(task.meta["path"]), split=task.split, max_instances=None)
 
 
 def selected_tasks(pool: TaskPool, selection: dict[str, Any], where: str) -> list[Task]:
@@ -284,7 +281,7 @@ def selected_tasks(pool: TaskPool, selection: dict[str, Any], where: str) -> lis
     if missing:
         raise InstaError(f"{where}: selected task {missing[0]!r} is not in pool {pool.name}"
                          f"{f' (and {len(missing) - 1} more)' if len(missing) > 1 else ''}; give the pool it was selected from with --pool")
-    return [pool.get(i) for i in ids]
+    return [with_instances(pool.get(i)) for i in ids]
 
 
 def write_mixture(mixture: Mixture, out: str | Path) -> Path:

@@ -19,8 +19,7 @@ import yaml
 
 from .errors import InstaError
 from .evaluate import METRICS, EvalResult, Scorer, evaluate_examples
-from .mix import (MixConfig, Mixture, build_mixture, local_rows, pool_with_instances, read_selection, selected_tasks,
-                  write_mixture)
+from .mix import MixConfig, Mixture, build_mixture, local_rows, read_selection, selected_tasks, with_instances, write_mixture
 from .pools import load_pool
 from .tasks import Task, TaskPool
 from .train import TrainConfig, train
@@ -29,14 +28,14 @@ Say = Callable[[str], None]
 
 
 def mix_selection(selection_file: str | Path, out: str | Path, cfg: MixConfig, *, pool: str | None = None,
-                  target: str | None = None, rows: str | None = None) -> Mixture:
-    """Build and write the mixture of one selection of an ``insta select --out`` file."""
+                  target: str | None = None, rows: str | None = None, loaded: TaskPool | None = None) -> Mixture:
+    """Build and write the mixture of one selection of an ``insta select --out`` file.
+    ``loaded``: the pool already in memory (else the spec is loaded)."""
     doc, sel = read_selection(selection_file, target)
     spec = pool or doc.get("pool")
     if not spec:
         raise InstaError(f"{selection_file}: no 'pool' recorded; give the pool with --pool")
-    loaded = load_pool(pool_with_instances(spec))
-    tasks = selected_tasks(loaded, sel, str(selection_file))
+    tasks = selected_tasks(loaded or load_pool(spec), sel, str(selection_file))
     mixture = build_mixture(tasks, cfg, rows=local_rows(rows) if rows else None)
     mixture.source = {"selection": str(selection_file), "pool": spec, "target": sel.get("target", {}).get("id"),
                       "method": doc.get("method"), "k": doc.get("k")}
@@ -45,9 +44,9 @@ def mix_selection(selection_file: str | Path, out: str | Path, cfg: MixConfig, *
 
 
 def target_tasks(spec: str, ids: list[str] | None = None) -> list[Task]:
-    """The tasks of a target spec (pool spec, NIV2 instances loaded), optionally only ``ids``."""
-    loaded = load_pool(pool_with_instances(spec))
-    return [loaded.get(i) for i in ids] if ids else list(loaded)
+    """The tasks of a target spec with their instances, optionally only ``ids``."""
+    loaded = load_pool(spec)
+    return [with_instances(t) for t in ([loaded.get(i) for i in ids] if ids else loaded)]
 
 
 def evaluate_model(model: str, tasks: list[Task], *, metric: str = "auto", max_examples: int = 100,
@@ -175,6 +174,7 @@ def run(cfg: RunConfig, *, quiet: bool = True, say: Say | None = None) -> dict[s
     pool: TaskPool = load_pool(cfg.pool)
     targets = target_tasks(cfg.target_pool or cfg.pool, cfg.targets)
     results: list[dict[str, Any]] = []
+    selectors: dict[str, tuple[Any, Encoder]] = {}
     for target in targets:
         for m in cfg.methods:
             where = root / _slug(target.id) / _slug(m.name)
@@ -182,16 +182,17 @@ def run(cfg: RunConfig, *, quiet: bool = True, say: Say | None = None) -> dict[s
             sel_file = where / "selection.json"
             if not sel_file.is_file():
                 say(f"{target.id} / {m.name}: selecting")
-                encoder = Encoder(m.model or cfg.embedder)
-                selector = make_selector(m.method, encoder=encoder, seed=cfg.seed)
-                selector.fit(pool)
+                if m.name not in selectors:  # one fitted selector per method, shared by every target
+                    encoder = Encoder(m.model or cfg.embedder)
+                    selectors[m.name] = make_selector(m.method, encoder=encoder, seed=cfg.seed).fit(pool), encoder
+                selector, encoder = selectors[m.name]
                 sel = selector.select(Target.from_task(target), min(cfg.k, len(pool) - (target.id in pool)))
                 write_json_atomic(sel_file, {"pool": cfg.pool, "method": selector.method, "k": cfg.k,
                                              "model": encoder.describe(), "selections": [sel.to_dict()]})
             mix_dir = where / "mixture"
             if not (mix_dir / "manifest.json").is_file():
                 say(f"{target.id} / {m.name}: mixing")
-                mix_selection(sel_file, mix_dir, cfg.mix, pool=cfg.pool, rows=cfg.rows)
+                mix_selection(sel_file, mix_dir, cfg.mix, pool=cfg.pool, rows=cfg.rows, loaded=pool)
             model_dir = where / "model"
             state = model_dir / "train.json"
             if not (state.is_file() and json.loads(state.read_text()).get("status") == "done"):
