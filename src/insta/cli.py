@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Callable
 from typing import Annotated, Optional
 
 import typer
@@ -41,6 +42,11 @@ out = Console(soft_wrap=False)
 if not out.is_terminal:  # piped or captured: do not squeeze tables into 80 columns
     out = Console(soft_wrap=False, width=160)
 err = Console(stderr=True, soft_wrap=True)  # messages stay one line each
+
+
+def _say(quiet: bool) -> Callable[[str], None]:
+    """Progress messages on stderr, or nothing under --quiet."""
+    return (lambda msg: None) if quiet else (lambda msg: err.print(f"[dim]{escape(msg)}[/]"))
 
 
 def _progress(quiet: bool):
@@ -310,7 +316,7 @@ def align(
     cfg = AlignConfig(recipe=recipe, base=base, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, view=view,
                       negative_threshold=negative_threshold, keep_base=keep_base)
     loaded = load_pool(pool)
-    say = (lambda msg: None) if quiet else (lambda msg: err.print(f"[dim]{escape(msg)}[/]"))
+    say = _say(quiet)
     result = run_align(loaded, out_dir, cfg, quiet=quiet, log=say)
     if json_out:
         print(json.dumps(asdict(result), indent=2))
@@ -389,7 +395,7 @@ def train_cmd(
     cfg = TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, grad_accum=grad_accum, max_steps=max_steps,
                       max_input_length=max_input_length, max_target_length=max_target_length, lora=lora, lora_r=lora_r,
                       bf16=bf16, gradient_checkpointing=gradient_checkpointing, device=device, seed=seed)
-    say = (lambda msg: None) if quiet else (lambda msg: err.print(f"[dim]{escape(msg)}[/]"))
+    say = _say(quiet)
     result = train(mixture, model, out_dir, cfg, quiet=quiet, say=say)
     if json_out:
         print(json.dumps(asdict(result), indent=2))
@@ -455,7 +461,7 @@ def run_cmd(
     from .pipeline import load_run_config, results_markdown, run
 
     cfg = load_run_config(config)
-    say = (lambda msg: None) if quiet else (lambda msg: err.print(f"[dim]{escape(msg)}[/]"))
+    say = _say(quiet)
     summary = run(cfg, quiet=quiet, say=say)
     if json_out:
         print(json.dumps(summary, indent=2, ensure_ascii=False, default=str))
@@ -526,12 +532,9 @@ def main() -> None:
     """Entry point: run the app; user errors become one line on stderr and exit code 2."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     logging.getLogger("sentence_transformers").setLevel(logging.ERROR)
-    try:  # rich shows our progress; keep HF datasets' own bars off the terminal
-        import datasets
-
-        datasets.disable_progress_bars()
-    except ImportError:  # pragma: no cover - datasets is a dependency
-        pass
+    # rich shows our progress; keep HF datasets' own bars off the terminal (an environment
+    # variable, so that commands which never touch datasets do not pay for importing it)
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
     try:
         app()  # standalone: usage errors print usage and exit 2
     except InstaError as exc:

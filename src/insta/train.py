@@ -85,7 +85,7 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def load_model(name: str, *, for_training: bool, dtype: Any = None):
+def load_model(name: str, *, for_training: bool):
     """(model, tokenizer, is_seq2seq) for a model id or folder, offline-aware."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
@@ -101,7 +101,7 @@ def load_model(name: str, *, for_training: bool, dtype: Any = None):
         tokenizer = AutoTokenizer.from_pretrained(str(local) if local.exists() else name)
         seq2seq = bool(getattr(config, "is_encoder_decoder", False))
         cls = AutoModelForSeq2SeqLM if seq2seq else AutoModelForCausalLM
-        model = cls.from_pretrained(str(local) if local.exists() else name, **({"dtype": dtype} if dtype else {}))
+        model = cls.from_pretrained(str(local) if local.exists() else name)
     except InstaError:
         raise
     except (OSError, ValueError) as exc:
