@@ -126,7 +126,7 @@ def test_cache_command(monkeypatch, capsys, bbh, tiny_model):
 
 def test_bad_inputs(monkeypatch, capsys, bbh, tiny_model, tmp_path):
     m = ["--model", str(tiny_model)]
-    fails(monkeypatch, capsys, "select", "-p", "foo:bar", "-i", "x", match="unknown pool kind 'foo'; available: csv, hf, jsonl, niv2, p3")
+    fails(monkeypatch, capsys, "select", "-p", "foo:bar", "-i", "x", match="unknown pool kind 'foo'; available: bigbench, csv, hf, jsonl, niv2, p3")
     fails(monkeypatch, capsys, "select", "-p", f"jsonl:{tmp_path}/none.jsonl", "-i", "x", match="does not exist")
     fails(monkeypatch, capsys, "select", "-p", f"niv2:{tmp_path}/none", "-i", "x", match="does not exist")
     bad = tmp_path / "bad.jsonl"
@@ -166,7 +166,7 @@ def test_console_script_exit_code_and_no_traceback(bbh):
     exe = shutil.which("insta") or str((__import__("pathlib").Path(sys.executable).parent / "insta"))
     proc = subprocess.run([exe, "select", "-p", "nope:x", "-i", "x"], capture_output=True, text=True)
     assert proc.returncode == 2
-    assert proc.stderr.strip() == "error: unknown pool kind 'nope'; available: csv, hf, jsonl, niv2, p3"
+    assert proc.stderr.strip() == "error: unknown pool kind 'nope'; available: bigbench, csv, hf, jsonl, niv2, p3"
     proc = subprocess.run([sys.executable, "-m", "insta", "select", "-p", bbh, "-i", "x", "-k", "0"], capture_output=True, text=True)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     proc = subprocess.run([exe, "select", "--bogus"], capture_output=True, text=True)

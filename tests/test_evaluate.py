@@ -52,13 +52,16 @@ def test_rank_classification_and_generation_metrics_by_hand():
     ]
     scorer = KnownScorer({"p1": "True", "p2": "True", "p3": "True"})
     results = {r.task: r for r in evaluate_examples(scorer, rows, "auto")}
-    assert results["cls"].metrics == {"accuracy": pytest.approx(2 / 3)}  # p2 picked True, gold False
+    # p2 picked True, gold False; the gold answer's log-likelihood comes free with the ranking: 0, -5, 0
+    assert results["cls"].metrics == {"accuracy": pytest.approx(2 / 3), "gold_loglik": pytest.approx(-5 / 3)}
     assert [e["choice"] for e in results["cls"].examples] == ["True", "True", "True"]
     assert results["gen"].metrics == {"rougeL": pytest.approx((5 / 6 + 1) / 2), "exact_match": pytest.approx(0.5)}
     assert evaluate_examples(scorer, rows[3:], "em")[0].metrics == {"exact_match": 0.5}
+    # loglik alone scores the first reference only (KnownScorer: 0 for the favourite, else -5)
+    assert evaluate_examples(scorer, rows[:2], "loglik")[0].metrics == {"gold_loglik": pytest.approx(-2.5)}
     with pytest.raises(InstaError, match="task 'gen' has examples without answer choices; --metric rank needs them"):
         evaluate_examples(scorer, rows, "rank")
-    with pytest.raises(InstaError, match="unknown metric 'bleu'; available: auto, rank, rouge, em"):
+    with pytest.raises(InstaError, match="unknown metric 'bleu'; available: auto, rank, rouge, em, loglik"):
         evaluate_examples(scorer, rows, "bleu")
 
 
@@ -68,7 +71,7 @@ def test_loglik_is_the_summed_token_log_probability(tiny_lms, kind):
 
     scorer = Scorer(str(tiny_lms[kind]), device="cpu")
     tok, model = scorer.tokenizer, scorer.model
-    prompt, choices = "Is the sky blue? Answer:", ["yes", "no way"]
+    prompt, choices = "Is the sky blue? Answer:", ["yes", "no way", "perhaps it is, perhaps not"]
     got = scorer.loglik(prompt, choices)
     for choice, value in zip(choices, got):
         with torch.no_grad():

@@ -8,7 +8,7 @@ import pytest
 from test_cli import fails, run
 
 from insta.errors import InstaError
-from insta.mix import MixConfig, build_mixture, label_choices, load_mixture, local_rows, with_instances
+from insta.mix import MixConfig, build_mixture, label_choices, load_mixture, local_rows
 from insta.pools import load_pool
 from insta.tasks import Instruction, Task
 
@@ -24,12 +24,12 @@ def niv2_pool(shared_data):
 def test_instances_are_read_only_for_the_tasks_used(shared_data, niv2_pool):
     bare = load_pool(f"niv2:{shared_data / 'niv2'}")  # as selection loads it: no instances
     assert bare.get(COPA).instances is None
-    full = with_instances(bare.get(COPA))
+    full = bare.get(COPA).with_instances()
     assert full.instances == niv2_pool.get(COPA).instances and len(full.instances) > 0
     assert full.instructions == bare.get(COPA).instructions and full.split == bare.get(COPA).split
-    assert with_instances(full) is full  # already complete: not read again
+    assert full.with_instances() is full  # already complete: not read again
     plain = Task(id="own", instructions=[Instruction(text="Classify it.")])
-    assert with_instances(plain) is plain  # not a NIV2 file: nothing to read
+    assert plain.with_instances() is plain  # not a NIV2 file: nothing to read
 
 
 def test_niv2_encodings_follow_tk_instruct(niv2_pool):

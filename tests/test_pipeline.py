@@ -24,7 +24,8 @@ def test_run_config_chains_select_mix_train_eval_and_resumes(shared_data, tiny_l
     config = tmp_path / "run.yaml"
     config.write_text(yaml.safe_dump({
         "out": str(tmp_path / "run"), "pool": niv2, "targets": [BOOL, E2E], "k": 3,
-        "methods": ["bm25", {"name": "random-3", "method": "random"}],
+        "methods": ["bm25", {"name": "random-3", "method": "random"}, "base",
+                    {"name": "bm25-again", "method": "bm25"}],
         "mix": {"per_task_cap": 6}, "train": {"model": str(tiny_lms["t5"]), "max_steps": 2, "batch_size": 4,
                                               "max_input_length": 128, "max_target_length": 32},
         "eval": {"max_examples": 4, "max_new_tokens": 4},
@@ -32,30 +33,42 @@ def test_run_config_chains_select_mix_train_eval_and_resumes(shared_data, tiny_l
     code, out, err = run(monkeypatch, capsys, "run", config, "--json", "-q")
     assert code == 0, err
     results = {(r["target"], r["method"]): r for r in json.loads(out)["results"]}
-    assert set(results) == {(BOOL, "bm25"), (BOOL, "random-3"), (E2E, "bm25"), (E2E, "random-3")}
+    assert set(results) == {(t, m) for t in (BOOL, E2E) for m in ("bm25", "random-3", "base", "bm25-again")}
+    run_dir = tmp_path / "run"
     for (target, method), r in results.items():
-        assert len(r["selected"]) == 3 and target not in r["selected"]
-        where = tmp_path / "run" / target / method
-        sel = json.loads((where / "selection.json").read_text())["selections"][0]
-        assert [x["task_id"] for x in sel["results"]] == r["selected"]
-        manifest = json.loads((where / "mixture" / "manifest.json").read_text())
-        assert set(manifest["tasks"]) == set(r["selected"]) and r["n_train_examples"] == manifest["n_examples"] <= 18
-        state = json.loads((where / "model" / "train.json").read_text())
-        assert state["status"] == "done" and state["result"]["steps"] == 2 and state["result"]["kind"] == "seq2seq"
-        # the boolean target has answer choices (rank classification); the data-to-text one is generation
-        metrics = set(r["metrics"])
-        assert metrics == ({"accuracy"} if target == BOOL else {"rougeL", "exact_match"})
-        assert all(0.0 <= v <= 1.0 for v in r["metrics"].values())
-        ev = json.loads((where / "eval.json").read_text())
+        if method == "base":  # the untrained base model: nothing selected or trained
+            assert r["selected"] == [] and r["model"] == "base" and r["n_train_examples"] == 0
+            assert not (run_dir / target / "base" / "selection.json").exists()
+        else:
+            assert len(r["selected"]) == 3 and target not in r["selected"]
+            sel = json.loads((run_dir / target / method / "selection.json").read_text())["selections"][0]
+            assert [x["task_id"] for x in sel["results"]] == r["selected"]
+            manifest = json.loads((run_dir / "mixtures" / r["mixture"] / "manifest.json").read_text())
+            assert set(manifest["tasks"]) == set(r["selected"]) and r["n_train_examples"] == manifest["n_examples"] <= 18
+            state = json.loads((run_dir / "models" / r["model"] / "train.json").read_text())
+            assert state["status"] == "done" and state["result"]["steps"] == 2 and state["result"]["kind"] == "seq2seq"
+        # the boolean target has answer choices (rank classification, with the gold log-likelihood);
+        # the data-to-text one is generation
+        assert set(r["metrics"]) == ({"accuracy", "gold_loglik"} if target == BOOL else {"rougeL", "exact_match"})
+        assert all(0.0 <= v <= 1.0 for k, v in r["metrics"].items() if k != "gold_loglik")
+        ev = json.loads((run_dir / "evals" / r["model"] / f"{target}.json").read_text())
         assert ev["tasks"][0]["n"] == 4 and len(ev["tasks"][0]["examples"]) == 4
+    # the same selection under two names is mixed, trained and evaluated once
+    for target in (BOOL, E2E):
+        assert results[(target, "bm25")]["model"] == results[(target, "bm25-again")]["model"]
+        assert results[(target, "bm25")]["metrics"] == results[(target, "bm25-again")]["metrics"]
+    assert len(list((run_dir / "models").iterdir())) == len({r["model"] for r in results.values()} - {"base"}) <= 4
+    summary = json.loads((run_dir / "results.json").read_text())
+    assert summary["wall_seconds"] > 0 and summary["peak_rss_mb"] > 0
     md = (tmp_path / "run" / "results.md").read_text()
-    assert md.startswith("| target | method | tasks | train examples | accuracy | exact_match | rougeL |")
+    assert md.startswith("| target | method | tasks | train examples | accuracy | exact_match | gold_loglik | rougeL |")
     # a second run finds every step done: nothing is retrained, the results are the same
-    stamp = (tmp_path / "run" / BOOL / "bm25" / "model" / "train.json").stat().st_mtime_ns
+    state = run_dir / "models" / results[(BOOL, "bm25")]["model"] / "train.json"
+    stamp = state.stat().st_mtime_ns
     code, out2, err = run(monkeypatch, capsys, "run", config, "--json", "-q")
     assert code == 0, err
     assert json.loads(out2)["results"] == json.loads(out)["results"]
-    assert (tmp_path / "run" / BOOL / "bm25" / "model" / "train.json").stat().st_mtime_ns == stamp
+    assert state.stat().st_mtime_ns == stamp
 
 
 def test_cli_chain_with_a_causal_lm_and_lora(shared_data, tiny_lms, tmp_path, monkeypatch, capsys):
@@ -75,7 +88,7 @@ def test_cli_chain_with_a_causal_lm_and_lora(shared_data, tiny_lms, tmp_path, mo
     assert BOOL in out and E2E in out and "average" in out
     doc = json.loads((tmp_path / "eval.json").read_text())
     assert [t["task"] for t in doc["tasks"]] == [BOOL, E2E]
-    assert set(doc["tasks"][0]["metrics"]) == {"accuracy"} and set(doc["tasks"][1]["metrics"]) == {"rougeL", "exact_match"}
+    assert set(doc["tasks"][0]["metrics"]) == {"accuracy", "gold_loglik"} and set(doc["tasks"][1]["metrics"]) == {"rougeL", "exact_match"}
     assert "prediction" in doc["tasks"][1]["examples"][0]
 
 
@@ -94,7 +107,8 @@ def test_training_teaches_a_known_answer(tiny_lms, tmp_path, kind):
     rows = [{"task": "new", "input": "Statement 99: is it so? Answer:", "target": "False", "choices": ["True", "False"]}]
     before = evaluate_examples(Scorer(str(tiny_lms[kind])), rows, "rank")[0]
     after = evaluate_examples(Scorer(result.model_dir), rows, "rank")[0]
-    assert after.metrics == {"accuracy": 1.0} and after.examples[0]["choice"] == "False"
+    assert after.metrics["accuracy"] == 1.0 and after.examples[0]["choice"] == "False"
+    assert after.metrics["gold_loglik"] > before.metrics["gold_loglik"]
     assert before.examples[0]["choice"] in ("True", "False")
 
 
@@ -146,7 +160,11 @@ def test_resume_after_an_interruption(tiny_lms, tmp_path):
 def test_run_config_errors(tmp_path):
     bad = tmp_path / "bad.yaml"
     for text, match in [
-        ("out: x\npool: p\ntargets: [a]\ntrain: {model: m}\nepochs: 3\n", "unknown field 'epochs'; available: embedder, eval, k, methods"),
+        ("out: x\npool: p\ntargets: [a]\ntrain: {model: m}\nepochs: 3\n", "unknown field 'epochs'; available: embedder, eval, exclude_siblings, k, methods"),
+        ("out: x\npool: p\ntargets: [a]\ntrain: {model: m}\nmethods: [nope]\n",
+         "methods[0]: unknown method 'nope'; available: all, bm25"),
+        ("out: x\npool: p\ntargets: [a]\ntrain: {model: m}\nmethods: [{method: random, seed: x}]\n",
+         "methods[0].seed must be an integer"),
         ("out: x\npool: p\ntargets: [a]\n", "field 'train' is missing"),
         ("out: x\npool: p\ntargets: [a]\ntrain: {epochs: 1}\n", "field 'train.model' is missing"),
         ("out: x\npool: p\ntargets: [a]\ntrain: {model: m, lr_warm: 1}\n", "unknown field 'train.lr_warm'"),

@@ -19,7 +19,7 @@ def test_spec_parsing_and_bare_paths(tmp_path):
 
 
 @pytest.mark.parametrize("spec, message", [
-    ("nope:thing", "unknown pool kind 'nope'; available: csv, hf, jsonl, niv2, p3"),
+    ("nope:thing", "unknown pool kind 'nope'; available: bigbench, csv, hf, jsonl, niv2, p3"),
     ("p3:t0-train?colour=red", "unknown option 'colour' for p3; available: group, original_only, templates"),
     ("p3:t0-train?group", "unknown option|options must look like"),
     ("", "empty pool spec"),

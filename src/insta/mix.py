@@ -40,10 +40,15 @@ class MixConfig:
     format: str = "def"
     n_positive: int = 2
     seed: int = 0
+    #: at most this many examples in all, drawn evenly across the tasks (a task with fewer
+    #: examples than its share leaves the rest to the others); None: no total budget
+    total_examples: int | None = None
 
     def __post_init__(self) -> None:
         if self.per_task_cap <= 0:
             raise InstaError(f"--per-task-cap must be a positive integer, got {self.per_task_cap}")
+        if self.total_examples is not None and self.total_examples <= 0:
+            raise InstaError(f"--total-examples must be a positive integer, got {self.total_examples}")
         if self.format not in FORMATS:
             raise InstaError(f"unknown format {self.format!r}; available: {', '.join(FORMATS)}")
 
@@ -102,6 +107,17 @@ def niv2_examples(task: Task, cfg: MixConfig) -> Iterable[dict[str, Any]]:
             continue
         yield {"task": task.id, "input": niv2_prompt(definition, str(inst.get("input", "")), positives),
                "target": outs[0], "references": outs, "choices": choices, "source": "niv2"}
+
+
+# ---------------------------------------------------------------- BIG-bench (prompts as BIG-bench formats them)
+
+def bigbench_examples(task: Task) -> Iterable[dict[str, Any]]:
+    """The reader renders BIG-bench prompts (task prefix, input prefix, choices, output prefix)."""
+    if not task.instances:
+        raise InstaError(f"task {task.id!r} has no examples to use")
+    for inst in task.instances:
+        yield {"task": task.id, "input": inst["prompt"], "target": inst["output"][0], "references": list(inst["output"]),
+               "choices": list(inst.get("choices") or []), "source": "bigbench"}
 
 
 # ---------------------------------------------------------------- P3 (promptsource templates)
@@ -202,42 +218,59 @@ def p3_examples(task: Task, rows: RowSource, rng: random.Random, split: str = "t
 
 # ---------------------------------------------------------------- the mixture
 
+def _task_examples(task: Task, cfg: MixConfig, rows: RowSource | None, split: str, rng: random.Random):
+    if task.source == "p3" or "members" in task.meta:
+        return p3_examples(task, rows or hub_rows, rng, split)
+    examples = list(bigbench_examples(task) if task.source == "bigbench" else niv2_examples(task, cfg))
+    rng.shuffle(examples)
+    return examples
+
+
 def build_mixture(tasks: Sequence[Task], cfg: MixConfig, *, rows: RowSource | None = None, split: str = "train",
                   progress: Callable[[int, int], None] | None = None) -> Mixture:
     """Examples of every task, at most ``per_task_cap`` per task (seeded sample), exact
-    duplicates (same input and target) removed across the whole mixture. ``split`` is the
-    split of P3 source datasets to render (NIV2 tasks use their instances)."""
+    duplicates (same input and target) removed across the whole mixture; with
+    ``total_examples``, that many drawn round-robin across the tasks. ``split`` is the split
+    of P3 source datasets to render (NIV2 and BIG-bench tasks use their instances)."""
     if not tasks:
         raise InstaError("nothing to mix: the selection holds no tasks")
     rng = random.Random(cfg.seed)
     seen: set[tuple[str, str]] = set()
-    out: list[dict[str, Any]] = []
-    counts: dict[str, int] = {}
+    per_task: list[list[dict[str, Any]]] = []
     dropped = 0
+    cap = min(cfg.per_task_cap, cfg.total_examples or cfg.per_task_cap)
     for n, task in enumerate(tasks):
         if progress:
             progress(n, len(tasks))
-        if "templates" in task.meta or "members" in task.meta:
-            examples = p3_examples(task, rows or hub_rows, rng, split)
-        else:
-            examples = list(niv2_examples(task, cfg))
-            rng.shuffle(examples)
-        kept = 0
-        for ex in examples:
+        kept: list[dict[str, Any]] = []
+        duplicates = 0
+        for ex in _task_examples(task.with_instances(), cfg, rows, split, rng):
             key = (ex["input"], ex["target"])
             if key in seen:
-                dropped += 1
+                duplicates += 1
                 continue
             seen.add(key)
-            out.append(ex)
-            kept += 1
-            if kept >= cfg.per_task_cap:
+            kept.append(ex)
+            if len(kept) >= cap:
                 break
-        if not kept:
+        if not kept and not duplicates:
             raise InstaError(f"task {task.id!r} gave no usable examples (no instance with an output)")
-        counts[task.id] = kept
+        dropped += duplicates  # a task whose examples all repeat earlier tasks' adds nothing
+        per_task.append(kept)
     if progress:
         progress(len(tasks), len(tasks))
+    if cfg.total_examples is not None:  # round-robin: an even share each, the rest to tasks that have more
+        drawn: list[list[dict[str, Any]]] = [[] for _ in per_task]
+        budget, depth = cfg.total_examples, 0
+        while budget and any(depth < len(k) for k in per_task):
+            for i, k in enumerate(per_task):
+                if budget and depth < len(k):
+                    drawn[i].append(k[depth])
+                    budget -= 1
+            depth += 1
+        per_task = drawn
+    counts = {task.id: len(k) for task, k in zip(tasks, per_task) if k}
+    out = [ex for k in per_task for ex in k]
     rng.shuffle(out)
     return Mixture(rows=out, counts=counts, config=cfg, dropped_duplicates=dropped)
 
@@ -265,23 +298,13 @@ def read_selection(path: str | Path, target: str | None = None) -> tuple[dict[st
     return doc, sels[ids.index(target)]
 
 
-def with_instances(task: Task) -> Task:
-    """``task`` with every instance: a NIV2 task loaded without them (as selection loads
-    pools) is re-read from its own file, so only the tasks a mixture uses are read in full."""
-    if task.instances or "path" not in task.meta:
-        return task
-    from .readers.niv2 import task_from_file
-
-    return task_from_file(Path(task.meta["path"]), split=task.split, max_instances=None)
-
-
 def selected_tasks(pool: TaskPool, selection: dict[str, Any], where: str) -> list[Task]:
     ids = [r["task_id"] for r in selection.get("results", [])]
     missing = [i for i in ids if i not in pool]
     if missing:
         raise InstaError(f"{where}: selected task {missing[0]!r} is not in pool {pool.name}"
                          f"{f' (and {len(missing) - 1} more)' if len(missing) > 1 else ''}; give the pool it was selected from with --pool")
-    return [with_instances(pool.get(i)) for i in ids]
+    return [pool.get(i) for i in ids]
 
 
 def write_mixture(mixture: Mixture, out: str | Path) -> Path:

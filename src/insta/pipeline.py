@@ -1,15 +1,23 @@
 """From a selection to an evaluated specialist: the steps behind ``insta mix``, ``insta eval``
 and ``insta run`` (select → mix → train → eval for several targets and methods).
 
-A run directory holds, per target and method, ``selection.json``, ``mixture/``, ``model/``
-and ``eval.json``; ``results.json`` and ``results.md`` summarise them. Each step is skipped
-when its output is already complete, so re-running a config after an interruption resumes.
+A run directory holds ``<target>/<method>/selection.json`` per target and method, and the
+work those selections share, addressed by content: ``mixtures/<key>/`` (one per distinct set
+of selected tasks and mix settings), ``models/<key>/`` (one per mixture, base model and
+training settings) and ``evals/<model key>/<target>.json``. Two methods that select the same
+tasks, or a method whose selection does not depend on the target (``all``), train once.
+The method ``base`` evaluates the untrained base model. ``results.json`` and ``results.md``
+summarise the run (with its wall time and peak memory). Each step is skipped when its output
+is already complete, so re-running a config after an interruption resumes.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
+import resource
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -19,7 +27,7 @@ import yaml
 
 from .errors import InstaError
 from .evaluate import METRICS, EvalResult, Scorer, evaluate_examples
-from .mix import MixConfig, Mixture, build_mixture, local_rows, read_selection, selected_tasks, with_instances, write_mixture
+from .mix import MixConfig, Mixture, build_mixture, local_rows, read_selection, selected_tasks, write_mixture
 from .pools import load_pool
 from .tasks import Task, TaskPool
 from .train import TrainConfig, train
@@ -46,7 +54,7 @@ def mix_selection(selection_file: str | Path, out: str | Path, cfg: MixConfig, *
 def target_tasks(spec: str, ids: list[str] | None = None) -> list[Task]:
     """The tasks of a target spec with their instances, optionally only ``ids``."""
     loaded = load_pool(spec)
-    return [with_instances(t) for t in ([loaded.get(i) for i in ids] if ids else loaded)]
+    return [t.with_instances() for t in ([loaded.get(i) for i in ids] if ids else loaded)]
 
 
 def evaluate_model(model: str, tasks: list[Task], *, metric: str = "auto", max_examples: int = 100,
@@ -68,11 +76,15 @@ def evaluate_model(model: str, tasks: list[Task], *, metric: str = "auto", max_e
 
 # ---------------------------------------------------------------- insta run CONFIG.yaml
 
+BASE = "base"  # the method that trains nothing: the base model's own zero-shot figures
+
+
 @dataclass
 class MethodSpec:
     name: str  # how results name it
-    method: str  # a method spec of insta select
+    method: str  # a method spec of insta select, or 'base'
     model: str | None = None  # embedder for insta (e.g. an aligned model folder)
+    seed: int | None = None  # for random (several seeds = several methods); default: the run's seed
 
 
 @dataclass
@@ -88,11 +100,13 @@ class RunConfig:
     seed: int = 0
     embedder: str | None = None
     rows: str | None = None
+    exclude_siblings: bool = False
     mix: MixConfig = field(default_factory=MixConfig)
     eval: dict[str, Any] = field(default_factory=dict)
 
 
-RUN_KEYS = {"out", "pool", "targets", "target_pool", "methods", "k", "seed", "embedder", "rows", "mix", "train", "eval"}
+RUN_KEYS = {"out", "pool", "targets", "target_pool", "methods", "k", "seed", "embedder", "rows", "exclude_siblings",
+            "mix", "train", "eval"}
 EVAL_KEYS = {"metric", "max_examples", "format", "split", "max_new_tokens"}
 
 
@@ -130,12 +144,24 @@ def load_run_config(path: str | Path) -> RunConfig:
         if isinstance(m, str):
             methods.append(MethodSpec(name=m, method=m))
         elif isinstance(m, dict) and m.get("method"):
-            extra = sorted(set(m) - {"name", "method", "model"})
+            extra = sorted(set(m) - {"name", "method", "model", "seed"})
             if extra:
-                raise InstaError(f"{p}: methods[{i}]: unknown field '{extra[0]}'; available: method, model, name")
-            methods.append(MethodSpec(name=str(m.get("name") or m["method"]), method=str(m["method"]), model=m.get("model")))
+                raise InstaError(f"{p}: methods[{i}]: unknown field '{extra[0]}'; available: method, model, name, seed")
+            seed = m.get("seed")
+            if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
+                raise InstaError(f"{p}: methods[{i}].seed must be an integer")
+            methods.append(MethodSpec(name=str(m.get("name") or m["method"]), method=str(m["method"]), model=m.get("model"),
+                                      seed=seed))
         else:
             raise InstaError(f"{p}: methods[{i}] must be a method name or a mapping with 'method'")
+    from .selectors import parse_method
+
+    for i, m in enumerate(methods):
+        if m.method != BASE:
+            try:
+                parse_method(m.method)
+            except InstaError as exc:
+                raise InstaError(f"{p}: methods[{i}]: {exc} (or {BASE}: the untrained base model)") from None
     names = [m.name for m in methods]
     if len(set(names)) != len(names):
         raise InstaError(f"{p}: two methods share a name; give each a distinct 'name'")
@@ -152,7 +178,8 @@ def load_run_config(path: str | Path) -> RunConfig:
     return RunConfig(
         out=str(doc["out"]), pool=str(doc["pool"]), targets=[str(t) for t in targets], train=train_cfg,
         base_model=base_model, target_pool=doc.get("target_pool"), methods=methods, k=int(doc.get("k", 5)),
-        seed=int(doc.get("seed", 0)), embedder=doc.get("embedder"), rows=doc.get("rows"), mix=mix_cfg,
+        seed=int(doc.get("seed", 0)), embedder=doc.get("embedder"), rows=doc.get("rows"),
+        exclude_siblings=bool(doc.get("exclude_siblings", False)), mix=mix_cfg,
         eval=_section(p, "eval", doc.get("eval"), EVAL_KEYS),
     )
 
@@ -161,55 +188,91 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "x"
 
 
+def _key(doc: Any) -> str:
+    return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _done(model_dir: Path) -> bool:
+    state = model_dir / "train.json"
+    try:
+        return json.loads(state.read_text()).get("status") == "done"
+    except (OSError, ValueError):
+        return False
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process and its finished children, in MB."""
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return round(max(own, kids) / 1024, 1)  # Linux reports KiB
+
+
 def run(cfg: RunConfig, *, quiet: bool = True, say: Say | None = None) -> dict[str, Any]:
     """select → mix → train → eval for every target × method; returns (and writes) the results."""
     from .api import write_json_atomic
     from .encoder import Encoder
-    from .select import Target
+    from .select import Exclusions, Target
     from .selectors import make_selector
 
     say = say or (lambda _m: None)
+    start = time.perf_counter()
     root = Path(cfg.out).expanduser()
     root.mkdir(parents=True, exist_ok=True)
     pool: TaskPool = load_pool(cfg.pool)
     targets = target_tasks(cfg.target_pool or cfg.pool, cfg.targets)
+    exclusions = Exclusions(siblings=cfg.exclude_siblings)
     results: list[dict[str, Any]] = []
     selectors: dict[str, tuple[Any, Encoder]] = {}
+    train_doc = {"base": cfg.base_model, "train": asdict(cfg.train)}
     for target in targets:
         for m in cfg.methods:
             where = root / _slug(target.id) / _slug(m.name)
             where.mkdir(parents=True, exist_ok=True)
-            sel_file = where / "selection.json"
-            if not sel_file.is_file():
-                say(f"{target.id} / {m.name}: selecting")
-                if m.name not in selectors:  # one fitted selector per method, shared by every target
-                    encoder = Encoder(m.model or cfg.embedder)
-                    selectors[m.name] = make_selector(m.method, encoder=encoder, seed=cfg.seed).fit(pool), encoder
-                selector, encoder = selectors[m.name]
-                sel = selector.select(Target.from_task(target), min(cfg.k, len(pool) - (target.id in pool)))
-                write_json_atomic(sel_file, {"pool": cfg.pool, "method": selector.method, "k": cfg.k,
-                                             "model": encoder.describe(), "selections": [sel.to_dict()]})
-            mix_dir = where / "mixture"
-            if not (mix_dir / "manifest.json").is_file():
-                say(f"{target.id} / {m.name}: mixing")
-                mix_selection(sel_file, mix_dir, cfg.mix, pool=cfg.pool, rows=cfg.rows, loaded=pool)
-            model_dir = where / "model"
-            state = model_dir / "train.json"
-            if not (state.is_file() and json.loads(state.read_text()).get("status") == "done"):
-                say(f"{target.id} / {m.name}: training {cfg.base_model}")
-                train(mix_dir, cfg.base_model, model_dir, cfg.train, quiet=quiet)
-            eval_file = where / "eval.json"
+            selected: list[str] = []
+            mix_key = model_key = None
+            n_examples = 0
+            if m.method == BASE:
+                model_path, model_key = cfg.base_model, "base"
+            else:
+                sel_file = where / "selection.json"
+                if not sel_file.is_file():
+                    say(f"{target.id} / {m.name}: selecting")
+                    if m.name not in selectors:  # one fitted selector per method, shared by every target
+                        encoder = Encoder(m.model or cfg.embedder)
+                        seed = cfg.seed if m.seed is None else m.seed
+                        selectors[m.name] = make_selector(m.method, encoder=encoder, seed=seed).fit(pool), encoder
+                    selector, encoder = selectors[m.name]
+                    sel = selector.select(Target.from_task(target), min(cfg.k, len(pool) - (target.id in pool)),
+                                          exclusions=exclusions)
+                    write_json_atomic(sel_file, {"pool": cfg.pool, "method": selector.method, "k": cfg.k,
+                                                 "model": encoder.describe(), "selections": [sel.to_dict()]})
+                selected = [r["task_id"] for r in json.loads(sel_file.read_text())["selections"][0]["results"]]
+                mix_key = _key({"tasks": sorted(selected), "pool": cfg.pool, "mix": asdict(cfg.mix), "rows": cfg.rows})
+                mix_dir = root / "mixtures" / mix_key
+                if not (mix_dir / "manifest.json").is_file():
+                    say(f"{target.id} / {m.name}: mixing {len(selected)} tasks")
+                    mixture = build_mixture([pool.get(i) for i in sorted(selected)], cfg.mix,
+                                            rows=local_rows(cfg.rows) if cfg.rows else None)
+                    mixture.source = {"pool": cfg.pool, "tasks": sorted(selected)}
+                    write_mixture(mixture, mix_dir)
+                n_examples = json.loads((mix_dir / "manifest.json").read_text())["n_examples"]
+                model_key = _key({"mixture": mix_key} | train_doc)
+                model_dir = root / "models" / model_key
+                if not _done(model_dir):
+                    say(f"{target.id} / {m.name}: training {cfg.base_model} on {n_examples} examples")
+                    train(mix_dir, cfg.base_model, model_dir, cfg.train, quiet=quiet)
+                model_path = str(model_dir)
+            eval_file = root / "evals" / model_key / f"{_slug(target.id)}.json"
             if not eval_file.is_file():
                 say(f"{target.id} / {m.name}: evaluating")
-                ev = evaluate_model(str(model_dir), [target], rows=cfg.rows, seed=cfg.seed, device=cfg.train.device,
+                ev = evaluate_model(model_path, [target], rows=cfg.rows, seed=cfg.seed, device=cfg.train.device,
                                     **cfg.eval)
                 write_json_atomic(eval_file, ev.to_dict(with_examples=True))
             ev_doc = json.loads(eval_file.read_text())
-            selected = [r["task_id"] for r in json.loads(sel_file.read_text())["selections"][0]["results"]]
-            manifest = json.loads((mix_dir / "manifest.json").read_text())
-            results.append({"target": target.id, "method": m.name, "selected": selected,
-                            "n_train_examples": manifest["n_examples"], "metrics": ev_doc["average"]})
-    summary = {"config": _config_dict(cfg), "results": results}
+            results.append({"target": target.id, "method": m.name, "selected": selected, "mixture": mix_key,
+                            "model": model_key, "n_train_examples": n_examples, "metrics": ev_doc["average"]})
+    summary = {"config": _config_dict(cfg), "results": results,
+               "wall_seconds": round(time.perf_counter() - start, 1), "peak_rss_mb": peak_rss_mb()}
     write_json_atomic(root / "results.json", summary)
     (root / "results.md").write_text(results_markdown(results))
     return summary

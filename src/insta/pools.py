@@ -82,7 +82,7 @@ def register(reader: Reader) -> Reader:
 
 def _ensure_registered() -> None:
     # Importing the reader modules registers them.
-    from .readers import niv2, promptsource, table  # noqa: F401
+    from .readers import bigbench, niv2, promptsource, table  # noqa: F401
 
 
 def parse_spec(text: str) -> PoolSpec:

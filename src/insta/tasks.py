@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,7 +33,10 @@ class Task:
 
     ``label`` is a grouping such as the NIV2 category or the T0 cluster; ``dataset`` is the
     underlying source dataset (siblings share it); ``instances`` are optional examples
-    (dicts with at least ``input`` and ``output``).
+    (dicts with at least ``input`` and ``output``). ``source`` names the reader family that
+    made the task (``p3``, ``niv2``, ``bigbench``, ``table``): how its examples are rendered.
+    A reader that loads pools without instances (selection needs only instructions) sets
+    ``instance_loader``, and :meth:`with_instances` reads them on demand.
     """
 
     id: str
@@ -43,6 +46,17 @@ class Task:
     split: str | None = None
     instances: list[dict[str, Any]] | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    source: str | None = None
+    instance_loader: Callable[[], list[dict[str, Any]]] | None = field(default=None, repr=False, compare=False)
+
+    def with_instances(self) -> Task:
+        """This task with every instance: loaded now through the reader's loader when the
+        pool was read without them (only the tasks a mixture or evaluation uses are read)."""
+        if self.instances or self.instance_loader is None:
+            return self
+        from dataclasses import replace
+
+        return replace(self, instances=self.instance_loader())
 
     @property
     def texts(self) -> list[str]:

@@ -90,7 +90,10 @@ def load_model(name: str, *, for_training: bool):
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
+    from .models import resolve_lm
+
     hf_logging.set_verbosity_error()
+    name = resolve_lm(name)  # GGUF files and packaged short names become model folders
     local = Path(name).expanduser()
     if name.startswith((".", "/", "~")) and not local.exists():
         raise InstaError(f"model folder {local} does not exist; give a model folder or a hub id")
@@ -107,6 +110,8 @@ def load_model(name: str, *, for_training: bool):
     except (OSError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InstaError(f"cannot load model {name!r} ({first[:200]}); offline, give a local model folder") from None
+    if not seq2seq:
+        tokenizer.truncation_side = "left"  # a causal LM answers after the prompt's end: keep the end
     if tokenizer.pad_token is None:
         if tokenizer.eos_token is None:
             raise InstaError(f"model {name!r}: its tokenizer has neither a pad nor an eos token")
@@ -129,6 +134,41 @@ def _tokenize(batch: dict[str, list[Any]], tokenizer, seq2seq: bool, cfg: TrainC
         ids.append(p + t)
         labels.append([-100] * len(p) + t)  # loss on the target tokens only
     return {"input_ids": ids, "attention_mask": [[1] * len(x) for x in ids], "labels": labels}
+
+
+def supports_logits_to_keep(model) -> bool:
+    """Can the (unwrapped) causal LM project only chosen positions onto the vocabulary?"""
+    import inspect
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "logits_to_keep" in inspect.signature(base.forward).parameters
+
+
+def _target_only_trainer():
+    """A Trainer whose causal-LM loss projects only the target positions onto the vocabulary.
+
+    The output layer is most of a small LM's cost (SmolLM2: 49k tokens × 576): with the
+    answer a few tokens after a long prompt, ``logits_to_keep`` (a boolean mask of the
+    positions that predict a target token) skips the rest. Same loss as the model's own
+    (mean token cross-entropy over the target tokens of the micro-batch).
+    """
+    import torch
+    import torch.nn.functional as F
+    from transformers import Trainer
+
+    class TargetOnlyTrainer(Trainer):
+        loss_is_scaled_for_ga = False  # a per-micro-batch mean: training_step divides by the accumulation steps
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            labels = inputs["labels"]
+            keep = torch.zeros_like(labels, dtype=torch.bool)
+            keep[:, :-1] = labels[:, 1:] != -100  # position t predicts token t + 1
+            outputs = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], logits_to_keep=keep)
+            logits = outputs.logits.reshape(-1, outputs.logits.shape[-1])
+            loss = F.cross_entropy(logits.float(), labels[:, 1:][keep[:, :-1]])
+            return (loss, outputs) if return_outputs else loss
+
+    return TargetOnlyTrainer
 
 
 def _prepare_out(out: Path) -> bool:
@@ -209,8 +249,9 @@ def train(mixture: str | Path, model: str, out: str | Path, cfg: TrainConfig | N
         remove_unused_columns=False,
     )
     collator = DataCollatorForSeq2Seq(tokenizer, model=net, label_pad_token_id=-100, padding=True)
-    trainer = Trainer(model=net, args=args, train_dataset=tokenized, data_collator=collator,
-                      processing_class=tokenizer, callbacks=callbacks or [])
+    trainer_cls = Trainer if seq2seq or not supports_logits_to_keep(net) else _target_only_trainer()
+    trainer = trainer_cls(model=net, args=args, train_dataset=tokenized, data_collator=collator,
+                          processing_class=tokenizer, callbacks=callbacks or [])
     if quiet:
         from transformers.trainer_callback import PrinterCallback, ProgressCallback
 

@@ -75,6 +75,9 @@ def task_from_file(path: Path, *, split: str | None = None, max_instances: int |
         dataset=sources[0] if sources else None,
         split=split,
         instances=instances,
+        source="niv2",
+        instance_loader=None if max_instances is None else (
+            lambda: task_from_file(path, split=split, max_instances=None).instances or []),
         meta={
             "categories": categories,
             "path": str(path),

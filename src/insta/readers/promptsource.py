@@ -12,8 +12,6 @@ import fnmatch
 import os
 import re
 import shutil
-import subprocess
-import sys
 import tarfile
 import tempfile
 from dataclasses import dataclass
@@ -25,6 +23,7 @@ import yaml
 
 from .. import t0
 from ..errors import InstaError, did_you_mean
+from ..fetch import pip_download
 from ..paths import cache_dir
 from ..pools import PoolSpec, Reader, register
 from ..tasks import Instruction, Task, TaskPool, clean_text
@@ -132,25 +131,9 @@ def _extract_sdist(tarball: Path, dest: Path) -> Path:
 
 
 def _download_sdist(into: Path) -> Path:
-    into.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--ignore-requires-python",
-           "--no-binary", ":all:", f"promptsource=={PROMPTSOURCE_VERSION}", "-d", str(into)]
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        proc = None
-        reason = str(exc)
-    else:
-        reason = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["pip failed"]
-        reason = reason[0]
-    found = sorted(into.glob(f"promptsource-{PROMPTSOURCE_VERSION}.tar.gz"))
-    if proc is None or proc.returncode != 0 or not found:
-        raise InstaError(
-            f"promptsource templates are not available and could not be downloaded ({reason}); "
-            f"run '{PIP_COMMAND} -d DIR' and pass p3:...?templates=DIR/promptsource-{PROMPTSOURCE_VERSION}.tar.gz "
-            f"(or set {ENV_TEMPLATES})"
-        )
-    return found[0]
+    return pip_download(f"promptsource=={PROMPTSOURCE_VERSION}", into, pattern=f"promptsource-{PROMPTSOURCE_VERSION}.tar.gz",
+                        sdist=True, hint=f"pass p3:...?templates=DIR/promptsource-{PROMPTSOURCE_VERSION}.tar.gz "
+                                         f"(or set {ENV_TEMPLATES})")
 
 
 def templates_root(location: str | os.PathLike[str] | None = None, *, download: bool = True) -> Path:
@@ -279,6 +262,7 @@ def load_p3(spec: PoolSpec) -> TaskPool:
                 instructions=instructions,
                 label=labels.get(key),
                 dataset=key if dataset in COLLECTIONS else dataset,
+                source="p3",
                 meta={"subset": subset, "templates": [t for t in templates if t.instruction]},
             )
         )

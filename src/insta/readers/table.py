@@ -105,7 +105,7 @@ def tasks_from_rows(rows: Iterator[tuple[str, dict[str, Any]]], spec: PoolSpec, 
         dataset = _value_text(row.get(ds_fields[0])) or None if ds_fields else None
         extra = {k: v for k, v in row.items() if k not in set(id_fields + ins_fields)}
         tasks.append(Task(id=task_id, instructions=instructions, label=label, dataset=dataset,
-                          split=_value_text(row.get("split")) or None, meta=extra))
+                          split=_value_text(row.get("split")) or None, meta=extra, source="table"))
     return TaskPool(tasks, name=source)
 
 

