@@ -20,7 +20,7 @@ from .errors import InstaError
 
 SPEC_HELP = (
     "Pool spec KIND[:ARG][?OPTION=VALUE&...]: p3:t0-train, p3:t0-train?group=dataset, "
-    "niv2:DIR?split=train, jsonl:FILE?id=name&instruction=summary&label=category, csv:FILE, hf:NAME. "
+    "niv2:DIR?split=train, bigbench:t0-eval, jsonl:FILE?id=name&instruction=summary&label=category, csv:FILE, hf:NAME. "
     "See 'insta pools'."
 )
 
@@ -340,6 +340,7 @@ def mix(
     pool: Annotated[Optional[str], typer.Option("--pool", "-p", help="Pool the tasks come from (default: the one recorded in the selection). " + SPEC_HELP)] = None,
     target: Annotated[Optional[str], typer.Option("--target", "-t", help="Which target's selection, when the file holds several.")] = None,
     per_task_cap: Annotated[int, typer.Option("--per-task-cap", help="At most this many examples per task (seeded sample; the paper: 5000).")] = 5000,
+    total_examples: Annotated[Optional[int], typer.Option("--total-examples", help="At most this many examples in all, drawn evenly across the tasks (an equal budget for every selection).")] = None,
     format: Annotated[str, typer.Option("--format", help="NIV2 encoding: def (Definition + input) | def+pos (plus 2 positive examples, as Tk-Instruct).")] = "def",
     rows: Annotated[Optional[str], typer.Option("--rows", help="P3 rows from local JSONL files DIR/<entry>.jsonl instead of datasets.load_dataset.")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed for sampling examples and templates.")] = 0,
@@ -350,7 +351,8 @@ def mix(
     from .mix import MixConfig
     from .pipeline import mix_selection
 
-    mixture = mix_selection(selection, out_dir, MixConfig(per_task_cap=per_task_cap, format=format, seed=seed),
+    mixture = mix_selection(selection, out_dir, MixConfig(per_task_cap=per_task_cap, format=format, seed=seed,
+                                                          total_examples=total_examples),
                             pool=pool, target=target, rows=rows)
     manifest = mixture.manifest()
     if json_out:
@@ -369,7 +371,7 @@ def mix(
 @app.command("train")
 def train_cmd(
     mixture: Annotated[str, typer.Option("--mixture", "-m", help="A folder written by insta mix.")],
-    model: Annotated[str, typer.Option("--model", help="Model id or folder: a seq2seq LM (T5 family; the paper: google/t5-xl-lm-adapt) or a causal LM.")],
+    model: Annotated[str, typer.Option("--model", help="Model id, folder, GGUF file or short name (smollm2: the packaged SmolLM2-135M-Instruct): a seq2seq LM (T5 family; the paper: google/t5-xl-lm-adapt) or a causal LM.")],
     out_dir: Annotated[str, typer.Option("--out", "-o", help="New folder for the trained model (re-run to resume).")],
     epochs: Annotated[float, typer.Option("--epochs", help="Epochs (the paper: 3).")] = 3.0,
     lr: Annotated[Optional[float], typer.Option("--lr", help="Learning rate (default: the paper's, 1e-4 for P3 mixtures, 5e-5 for NIV2).")] = None,
@@ -408,10 +410,10 @@ def train_cmd(
 
 @app.command("eval")
 def eval_cmd(
-    model: Annotated[str, typer.Option("--model", help="A trained model folder (or any HF seq2seq/causal LM).")],
+    model: Annotated[str, typer.Option("--model", help="A trained model folder (or any HF seq2seq/causal LM, GGUF file, or smollm2).")],
     target: Annotated[str, typer.Option("--target", "-t", help="Pool spec holding the target tasks (NIV2 checkout, p3:..., table). " + SPEC_HELP)],
     task: Annotated[Optional[list[str]], typer.Option("--task", help="Only these task ids of the target spec (repeatable).")] = None,
-    metric: Annotated[str, typer.Option("--metric", help="auto (rank where answer choices exist, else rouge + em) | rank | rouge | em.")] = "auto",
+    metric: Annotated[str, typer.Option("--metric", help="auto (rank where answer choices exist, else rouge + em) | rank (accuracy and the gold answer's log-likelihood) | rouge | em | loglik.")] = "auto",
     max_examples: Annotated[int, typer.Option("--max-examples", help="Examples per target task (seeded sample).")] = 100,
     format: Annotated[str, typer.Option("--format", help="NIV2 encoding: def | def+pos (as the model was trained).")] = "def",
     rows: Annotated[Optional[str], typer.Option("--rows", help="P3 rows from local JSONL files DIR/<entry>.jsonl.")] = None,
