@@ -133,6 +133,9 @@ def test_total_example_budget_is_shared_evenly(bb_root):
     assert len(mix.rows) == 5 and mix.counts == {"winowhy": 2, "logical_deduction": 2, "emoji_guess": 1}
     mix = build_mixture(tasks, MixConfig(total_examples=100, seed=0))
     assert mix.counts == {"winowhy": 2, "logical_deduction": 3, "emoji_guess": 1}  # all there is
+    # a budget smaller than the number of tasks goes to tasks drawn at random, not the first ones
+    firsts = {tuple(sorted(build_mixture(tasks, MixConfig(total_examples=2, seed=s)).counts)) for s in range(12)}
+    assert len(firsts) == 3  # every pair of the three tasks occurs
     with pytest.raises(InstaError, match="--total-examples must be a positive integer"):
         MixConfig(total_examples=0)
 

@@ -92,6 +92,10 @@ class Scorer:
         if not self.seq2seq:
             self.tokenizer.padding_side = "left"  # generation continues from the right edge
         self.logits_to_keep = not self.seq2seq and supports_logits_to_keep(self.model)
+        # transformers >= 5.x names the key/value cache 'cache' (formerly 'past_key_values')
+        import inspect
+
+        self._cache_name = "cache" if "cache" in inspect.signature(self.model.forward).parameters else "past_key_values"
 
     def _encode(self, texts: Sequence[str]):
         return self.tokenizer(list(texts), return_tensors="pt", padding=True, truncation=True,
@@ -131,17 +135,18 @@ class Scorer:
             return scores
         out = self.model(input_ids=ids, use_cache=True, logits_to_keep=1)
         first = torch.log_softmax(out.logits[0, -1].float(), dim=-1)
+        cache_name = self._cache_name
         scores = [float(first[c[0]]) for c in conts]
         width = max(len(c) for c in conts) - 1
         if width > 0:  # the rest of each continuation, all at once over the shared prompt cache
-            cache = out.past_key_values
+            cache = getattr(out, cache_name)
             cache.batch_repeat_interleave(len(conts))
             pad = tok.pad_token_id
             rest = torch.tensor([c[:-1] + [pad] * (width + 1 - len(c)) for c in conts], device=self.device)
             att = torch.ones(len(conts), len(p_ids) + width, dtype=torch.long, device=self.device)
             for i, c in enumerate(conts):
                 att[i, len(p_ids) + len(c) - 1:] = 0
-            logits = self.model(input_ids=rest, attention_mask=att, past_key_values=cache).logits
+            logits = self.model(input_ids=rest, attention_mask=att, **{cache_name: cache}).logits
             logp = torch.log_softmax(logits.float(), dim=-1)
             for i, c in enumerate(conts):
                 for j, token in enumerate(c[1:]):

@@ -263,9 +263,11 @@ def build_mixture(tasks: Sequence[Task], cfg: MixConfig, *, rows: RowSource | No
         drawn: list[list[dict[str, Any]]] = [[] for _ in per_task]
         budget, depth = cfg.total_examples, 0
         while budget and any(depth < len(k) for k in per_task):
-            for i, k in enumerate(per_task):
-                if budget and depth < len(k):
-                    drawn[i].append(k[depth])
+            order = list(range(len(per_task)))
+            rng.shuffle(order)  # which tasks get the last, partial round is up to chance, not to task order
+            for i in order:
+                if budget and depth < len(per_task[i]):
+                    drawn[i].append(per_task[i][depth])
                     budget -= 1
             depth += 1
         per_task = drawn
