@@ -8,6 +8,7 @@ import json
 import tarfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 from test_cli import fails, run
 
@@ -47,10 +48,10 @@ TASKS: dict[str, dict] = {
         "name": "five_objects", "description": "Order five objects from clues", "keywords": ["logical reasoning"],
         "examples": [{"input": "E, D, C, B, A in reverse.", "target": "A B C D E"}],
     },
-    # choices not appended to the input (spelled as a string, as six BIG-bench 1.0.0 tasks do)
+    # choices not appended to the input
     "emoji_guess": {
         "name": "emoji_guess", "description": "Guess the movie from emoji", "keywords": ["visual reasoning"],
-        "append_choices_to_input": "false", "example_output_prefix": "\nMovie: ",
+        "append_choices_to_input": False, "example_output_prefix": "\nMovie: ",
         "examples": [{"input": "🦁👑", "target_scores": {"The Lion King": 1, "Jaws": 0, "Up": 0}}],
     },
 }
@@ -111,8 +112,10 @@ def test_examples_render_as_bigbench_prompts(bb_root):
     assert len(ex) == 2  # the example without a correct choice is dropped
     first = ex[0]
     assert first["output"] == ["correct"] and sorted(first["choices"]) == ["correct", "incorrect"]
-    shown = first["prompt"].split("\n  choice: ")[1:]
-    assert sorted(s.split("\nA:")[0] for s in shown) == ["correct", "incorrect"]  # choices appended, seeded order
+    shown = [s.split("\nA:")[0] for s in first["prompt"].split("\n  choice: ")[1:]]
+    # BIG-bench's order: the sorted choices permuted by RandomState(42), the same for every example
+    assert shown == [str(c) for c in np.random.RandomState(42).permutation(["correct", "incorrect"])]
+    assert ex[1]["prompt"].split("\n  choice: ")[1:] == first["prompt"].split("\n  choice: ")[1:]
     assert first["prompt"].startswith("Please say whether the reasoning below is correct.\n\nQ: The cup fell")
     assert first["prompt"].endswith("\nA:")  # BIG-bench's output prefix, trailing space left to the answer
     emoji = pool.get("emoji_guess").with_instances().instances[0]
@@ -124,6 +127,31 @@ def test_examples_render_as_bigbench_prompts(bb_root):
     assert {r["source"] for r in rows} == {"bigbench"} and len(rows) == 5
     row = next(r for r in rows if r["input"] == first["prompt"])
     assert row["target"] == "correct" and row["references"] == ["correct"] and row["choices"] == first["choices"]
+
+
+def test_bigbench_quirks_are_read_as_bigbench_reads_them(tmp_path):
+    """null prefixes mean BIG-bench's defaults, "" means none, and append_choices_to_input
+    spelled as the string "false" (six tasks of 1.0.0) still appends, as BIG-bench's code does."""
+    root = write_tasks(tmp_path / "bb", {"quirky": {
+        "description": "A task with odd metadata", "keywords": [], "example_input_prefix": None,
+        "example_output_prefix": "", "choice_prefix": None, "append_choices_to_input": "false",
+        "examples": [{"input": "pick", "target_scores": {"b": 0, "a": 1}}]}})
+    task = load_pool(f"bigbench:all?source={root}").get("quirky")
+    assert task.label is None
+    inst = task.with_instances().instances[0]
+    order = [str(c) for c in np.random.RandomState(42).permutation(["a", "b"])]
+    assert inst["prompt"] == "\nQ: pick" + "".join(f"\n  choice: {c}" for c in order)
+    assert inst["output"] == ["a"]
+
+
+def test_named_selection_absent_from_the_source(bb_root, tmp_path):
+    other = write_tasks(tmp_path / "other", {"lonely": {"description": "d", "examples": [{"input": "q", "target": "a"}]}})
+    with pytest.raises(InstaError, match="none of the 't0-eval' tasks is in this BIG-bench source"):
+        load_pool(f"bigbench:t0-eval?source={other}")
+    with pytest.raises(InstaError, match="bigbench exclude=: unknown task or selection 'nope'"):
+        load_pool(f"bigbench:all?source={bb_root}&exclude=nope")
+    with pytest.raises(InstaError, match="TASK/SUBTASK ids need level=subtask"):
+        load_pool(f"bigbench:logical_deduction/three_objects?source={bb_root}")
 
 
 def test_total_example_budget_is_shared_evenly(bb_root):
@@ -186,7 +214,9 @@ def test_index_of_a_folder_follows_its_files(tmp_path, isolated_cache):
     ('{"description": 3}', "field 'description' must be a string, got int"),
     ('{"description": "d", "keywords": "logic"}', "field 'keywords' must be a list of strings"),
     ('{"description": "d", "examples": {"a": 1}}', "field 'examples' must be a list, got dict"),
-    ('{"description": "d", "append_choices_to_input": "maybe"}', "'append_choices_to_input' must be true or false"),
+    ('{"description": "d", "append_choices_to_input": 0}', "'append_choices_to_input' must be true or false"),
+    ('{"description": "  ", "examples": [{"input": "q", "target": "a"}]}',
+     "no instruction text: field 'description' is missing or blank"),
 ])
 def test_malformed_task_files_name_file_and_field(tmp_path, doc, match):
     root = write_tasks(tmp_path / "bb", {"winowhy": {"description": "x"}})

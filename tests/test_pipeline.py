@@ -157,6 +157,16 @@ def test_resume_after_an_interruption(tiny_lms, tmp_path):
         train(mix, str(tiny_lms["gpt2"]), out, TrainConfig(epochs=2, batch_size=8), quiet=True)
 
 
+def test_run_config_names_seeded_methods(tmp_path):
+    good = tmp_path / "good.yaml"
+    good.write_text("out: x\npool: p\ntargets: [a]\ntrain: {model: m}\n"
+                    "methods: [base, {method: random, seed: 3}, {method: random, seed: 4}]\nmix: {total_examples: 64}\n")
+    cfg = load_run_config(good)
+    assert [(m.name, m.method, m.seed) for m in cfg.methods] == [("base", "base", None), ("random-3", "random", 3),
+                                                                ("random-4", "random", 4)]
+    assert cfg.mix.total_examples == 64
+
+
 def test_run_config_errors(tmp_path):
     bad = tmp_path / "bad.yaml"
     for text, match in [
@@ -168,7 +178,7 @@ def test_run_config_errors(tmp_path):
         ("out: x\npool: p\ntargets: [a]\n", "field 'train' is missing"),
         ("out: x\npool: p\ntargets: [a]\ntrain: {epochs: 1}\n", "field 'train.model' is missing"),
         ("out: x\npool: p\ntargets: [a]\ntrain: {model: m, lr_warm: 1}\n", "unknown field 'train.lr_warm'"),
-        ("out: x\npool: p\ntargets: [a]\ntrain: {model: m}\nmethods: [insta, insta]\n", "two methods share a name"),
+        ("out: x\npool: p\ntargets: [a]\ntrain: {model: m}\nmethods: [insta, insta]\n", "two methods share the name 'insta'"),
         ("out: x\npool: [p\n", "bad.yaml:3: invalid YAML"),
     ]:
         bad.write_text(text)

@@ -355,6 +355,8 @@ def mix(
                                                           total_examples=total_examples),
                             pool=pool, target=target, rows=rows)
     manifest = mixture.manifest()
+    for warning in manifest["warnings"]:
+        _say(quiet)(f"warning: {warning}")
     if json_out:
         print(json.dumps(manifest, indent=2, ensure_ascii=False))
         return

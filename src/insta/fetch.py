@@ -8,8 +8,10 @@ which environment variable (or option) points insta at a local copy instead.
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from .errors import InstaError
@@ -35,3 +37,17 @@ def pip_download(requirement: str, into: Path, *, pattern: str, sdist: bool = Fa
             return found[0]
     raise InstaError(f"{requirement} is not in the cache and could not be downloaded ({reason}); "
                      f"run '{manual} -d DIR' yourself{' and ' + hint if hint else ''}")
+
+
+def clean_stale(parent: Path, prefix: str, age_s: float = 3600.0) -> None:
+    """Remove ``prefix*`` work folders under ``parent`` left by a process killed mid-way
+    (older than ``age_s``: a live extraction or conversion takes minutes)."""
+    if not parent.is_dir():
+        return
+    now = time.time()
+    for path in parent.glob(f"{prefix}*"):
+        try:
+            if now - path.stat().st_mtime > age_s:
+                shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink()
+        except OSError:
+            continue

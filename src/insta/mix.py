@@ -45,6 +45,10 @@ class MixConfig:
     total_examples: int | None = None
 
     def __post_init__(self) -> None:
+        for name in ("per_task_cap", "total_examples", "seed", "n_positive"):
+            value = getattr(self, name)
+            if (value is not None or name != "total_examples") and (not isinstance(value, int) or isinstance(value, bool)):
+                raise InstaError(f"mix setting {name} (--{name.replace('_', '-')}) must be an integer, got {value!r}")
         if self.per_task_cap <= 0:
             raise InstaError(f"--per-task-cap must be a positive integer, got {self.per_task_cap}")
         if self.total_examples is not None and self.total_examples <= 0:
@@ -60,12 +64,14 @@ class Mixture:
     config: MixConfig
     dropped_duplicates: int = 0
     source: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
 
     def manifest(self) -> dict[str, Any]:
         return {
             "n_examples": len(self.rows),
             "tasks": self.counts,
             "dropped_duplicates": self.dropped_duplicates,
+            "warnings": self.warnings,
             "config": asdict(self.config),
             "source": self.source,
         }
@@ -114,7 +120,8 @@ def niv2_examples(task: Task, cfg: MixConfig) -> Iterable[dict[str, Any]]:
 def bigbench_examples(task: Task) -> Iterable[dict[str, Any]]:
     """The reader renders BIG-bench prompts (task prefix, input prefix, choices, output prefix)."""
     if not task.instances:
-        raise InstaError(f"task {task.id!r} has no examples to use")
+        raise InstaError(f"BIG-bench task {task.id!r} has no usable example: each needs a 'target', or 'target_scores' "
+                         "with one choice scored above the others")
     for inst in task.instances:
         yield {"task": task.id, "input": inst["prompt"], "target": inst["output"][0], "references": list(inst["output"]),
                "choices": list(inst.get("choices") or []), "source": "bigbench"}
@@ -274,7 +281,11 @@ def build_mixture(tasks: Sequence[Task], cfg: MixConfig, *, rows: RowSource | No
     counts = {task.id: len(k) for task, k in zip(tasks, per_task) if k}
     out = [ex for k in per_task for ex in k]
     rng.shuffle(out)
-    return Mixture(rows=out, counts=counts, config=cfg, dropped_duplicates=dropped)
+    warnings = []
+    if cfg.total_examples is not None and len(out) < cfg.total_examples:
+        warnings.append(f"the tasks hold only {len(out)} usable examples, fewer than the budget of {cfg.total_examples}: "
+                        "this mixture is smaller than the others (give every method the same steps to compare them)")
+    return Mixture(rows=out, counts=counts, config=cfg, dropped_duplicates=dropped, warnings=warnings)
 
 
 def read_selection(path: str | Path, target: str | None = None) -> tuple[dict[str, Any], dict[str, Any]]:

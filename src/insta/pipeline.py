@@ -150,8 +150,9 @@ def load_run_config(path: str | Path) -> RunConfig:
             seed = m.get("seed")
             if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
                 raise InstaError(f"{p}: methods[{i}].seed must be an integer")
-            methods.append(MethodSpec(name=str(m.get("name") or m["method"]), method=str(m["method"]), model=m.get("model"),
-                                      seed=seed))
+            default_name = f"{m['method']}-{seed}" if seed is not None else str(m["method"])
+            methods.append(MethodSpec(name=str(m.get("name") or default_name), method=str(m["method"]),
+                                      model=m.get("model"), seed=seed))
         else:
             raise InstaError(f"{p}: methods[{i}] must be a method name or a mapping with 'method'")
     from .selectors import parse_method
@@ -164,7 +165,8 @@ def load_run_config(path: str | Path) -> RunConfig:
                 raise InstaError(f"{p}: methods[{i}]: {exc} (or {BASE}: the untrained base model)") from None
     names = [m.name for m in methods]
     if len(set(names)) != len(names):
-        raise InstaError(f"{p}: two methods share a name; give each a distinct 'name'")
+        twice = sorted({n for n in names if names.count(n) > 1})
+        raise InstaError(f"{p}: two methods share the name {twice[0]!r}; give each a distinct 'name'")
     train_section = _section(p, "train", doc["train"], {f.name for f in fields(TrainConfig)} | {"model"})
     if not train_section.get("model"):
         raise InstaError(f"{p}: field 'train.model' is missing (the model to instruction-tune)")
@@ -254,6 +256,8 @@ def run(cfg: RunConfig, *, quiet: bool = True, say: Say | None = None) -> dict[s
                     mixture = build_mixture([pool.get(i) for i in sorted(selected)], cfg.mix,
                                             rows=local_rows(cfg.rows) if cfg.rows else None)
                     mixture.source = {"pool": cfg.pool, "tasks": sorted(selected)}
+                    for warning in mixture.warnings:
+                        say(f"{target.id} / {m.name}: warning: {warning}")
                     write_mixture(mixture, mix_dir)
                 n_examples = json.loads((mix_dir / "manifest.json").read_text())["n_examples"]
                 model_key = _key({"mixture": mix_key} | train_doc)

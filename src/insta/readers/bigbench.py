@@ -28,7 +28,6 @@ import fnmatch
 import hashlib
 import json
 import os
-import random
 import re
 import shutil
 import tarfile
@@ -37,8 +36,10 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ..errors import InstaError, did_you_mean
-from ..fetch import pip_download
+from ..fetch import clean_stale, pip_download
 from ..paths import cache_dir
 from ..pools import PoolSpec, Reader, register
 from ..tasks import Instruction, Task, TaskPool, clean_text
@@ -46,7 +47,7 @@ from ..tasks import Instruction, Task, TaskPool, clean_text
 BIGBENCH_VERSION = "1.0.0"
 ENV_SOURCE = "INSTA_BIGBENCH"
 INDEX = "insta-index.json"
-INDEX_VERSION = 1
+INDEX_VERSION = 2
 
 #: BIG-bench's own defaults for JSON tasks (bigbench/api/json_task.py)
 DEFAULT_INPUT_PREFIX = "\nQ: "
@@ -112,6 +113,7 @@ def _extract_sdist(tarball: Path, dest: Path) -> Path:
     """Extract the task.json files of the sdist into ``dest`` (a benchmark_tasks folder) and
     index them; atomic: ``dest`` appears complete or not at all."""
     dest.parent.mkdir(parents=True, exist_ok=True)
+    clean_stale(dest.parent, ".extract-")
     tmp = Path(tempfile.mkdtemp(prefix=".extract-", dir=dest.parent))
     try:
         records = []
@@ -143,6 +145,8 @@ def _extract_sdist(tarball: Path, dest: Path) -> Path:
         return dest
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+        if not dest.exists() and dest.parent.is_dir() and not any(dest.parent.iterdir()):
+            dest.parent.rmdir()  # nothing extracted: leave no empty folder behind
 
 
 def tasks_root(location: str | os.PathLike[str] | None = None, *, download: bool = True) -> Path:
@@ -155,7 +159,8 @@ def tasks_root(location: str | os.PathLike[str] | None = None, *, download: bool
         if not path.exists():
             raise InstaError(f"BIG-bench: {path} does not exist; give the bigbench sdist tarball or its benchmark_tasks folder")
         if path.is_file():
-            dest = cache_dir() / "bigbench-extracted" / re.sub(r"[^\w.-]", "_", str(path.resolve())) / "benchmark_tasks"
+            slug = re.sub(r"[^\w.-]", "_", str(path.resolve()))[-80:] + "-" + _fingerprint([path])
+            dest = cache_dir() / "bigbench-extracted" / slug / "benchmark_tasks"
             return dest if (dest / INDEX).is_file() else _extract_sdist(path, dest)
         found = _tasks_in(path)
         if not found:
@@ -206,22 +211,34 @@ def _index_record(path: Path, rel: tuple[str, ...], data: bytes | None = None) -
     if examples is not None and not isinstance(examples, list):
         raise InstaError(f"{path}: field 'examples' must be a list, got {type(examples).__name__}")
     append = doc.get("append_choices_to_input", True)
-    if isinstance(append, str) and append.lower() in ("true", "false"):
-        append = append.lower() == "true"  # six tasks of 1.0.0 spell it as a string
+    if isinstance(append, str):
+        # Six tasks of 1.0.0 spell it "false"; BIG-bench's own code takes any non-empty
+        # string as true and appends the choices, and so does insta (prompts as BIG-bench's).
+        append = bool(append)
     if not isinstance(append, bool):
         raise InstaError(f"{path}: field 'append_choices_to_input' must be true or false")
-    return {
+    record = {
         "rel": "/".join(rel), "task": rel[0], "subtask": rel[1] if len(rel) > 1 else None,
         "name": _text_field(path, doc, "name") or rel[-1],
         "description": _text_field(path, doc, "description") or "",
         "keywords": keywords,
+        # null means "not given": BIG-bench's defaults apply
         "task_prefix": _text_field(path, doc, "task_prefix") or "",
-        "input_prefix": _text_field(path, doc, "example_input_prefix", DEFAULT_INPUT_PREFIX),
-        "output_prefix": _text_field(path, doc, "example_output_prefix", DEFAULT_OUTPUT_PREFIX),
-        "choice_prefix": _text_field(path, doc, "choice_prefix", DEFAULT_CHOICE_PREFIX),
+        "input_prefix": _text_field(path, doc, "example_input_prefix") or _default(doc, "example_input_prefix", DEFAULT_INPUT_PREFIX),
+        "output_prefix": _text_field(path, doc, "example_output_prefix") or _default(doc, "example_output_prefix", DEFAULT_OUTPUT_PREFIX),
+        "choice_prefix": _text_field(path, doc, "choice_prefix") or _default(doc, "choice_prefix", DEFAULT_CHOICE_PREFIX),
         "append_choices": append,
         "n_examples": len(examples) if examples else 0,
     }
+    if (len(rel) == 1 or record["n_examples"]) and not _instructions([record]):
+        raise InstaError(f"{path}: no instruction text: field 'description' is missing or blank and 'task_prefix' "
+                         "holds no words; write the task's description")
+    return record
+
+
+def _default(doc: dict[str, Any], name: str, default: str) -> str:
+    """The prefix BIG-bench uses: the default when the field is absent or null, else as given ("")."""
+    return default if doc.get(name) is None else doc[name]
 
 
 def _write_index(path: Path, records: list[dict[str, Any]]) -> None:
@@ -241,26 +258,28 @@ def _fingerprint(files: Iterable[Path]) -> str:
 
 def read_index(root: Path) -> list[dict[str, Any]]:
     """The metadata of every task.json under ``root`` (a benchmark_tasks folder); built once
-    and kept beside the files (extracted sdists) or in the cache (a folder of the user's)."""
+    and kept beside the files (extracted sdists) or in the cache (a folder of the user's);
+    rebuilt when an older insta wrote it."""
     own = root / INDEX
     if own.is_file():
         index_path = own
     else:
-        files = sorted(p for p in root.glob("*/task.json")) + sorted(root.glob("*/*/task.json"))
         slug = re.sub(r"[^\w.-]", "_", str(root.resolve()))[-80:]
-        index_path = cache_dir() / "bigbench-index" / f"{slug}-{_fingerprint(files)}.json"
-        if not index_path.is_file():
-            records = [_index_record(f, tuple(f.parent.relative_to(root).parts)) for f in files]
-            index_path.parent.mkdir(parents=True, exist_ok=True)
-            _write_index(index_path, records)
+        index_path = cache_dir() / "bigbench-index" / f"{slug}-{_fingerprint(_task_files(root))}.json"
     try:
-        doc = json.loads(index_path.read_text(encoding="utf-8"))
-        if doc.get("version") != INDEX_VERSION:
-            raise ValueError("old version")
-        return list(doc["records"])
-    except (ValueError, KeyError, TypeError, OSError, UnicodeDecodeError):
-        raise InstaError(f"{index_path}: damaged BIG-bench index; delete it (and its folder, if it is in the cache) "
-                         "and run again") from None
+        doc = json.loads(index_path.read_text(encoding="utf-8")) if index_path.is_file() else {}
+        if doc.get("version") == INDEX_VERSION:
+            return list(doc["records"])
+    except (ValueError, KeyError, TypeError, AttributeError, OSError, UnicodeDecodeError):
+        pass  # damaged or unreadable: rebuilt from the task files below
+    records = [_index_record(f, tuple(f.parent.relative_to(root).parts)) for f in _task_files(root)]
+    index_path.parent.mkdir(parents=True, exist_ok=True)
+    _write_index(index_path, records)
+    return records
+
+
+def _task_files(root: Path) -> list[Path]:
+    return sorted(root.glob("*/task.json")) + sorted(root.glob("*/*/task.json"))
 
 
 # ---------------------------------------------------------------- examples
@@ -306,8 +325,8 @@ def render_examples(path: Path, record: dict[str, Any], task_id: str) -> list[di
             continue
         text = ex["input"]
         if choices and record["append_choices"]:
-            shown = choices[:]
-            random.Random(f"{record['rel']}:{i}").shuffle(shown)  # BIG-bench permutes them too
+            # BIG-bench's order: the sorted choices permuted by a fresh RandomState(42) per example
+            shown = [str(c) for c in np.random.RandomState(seed=42).permutation(sorted(choices))]
             text += record["choice_prefix"] + record["choice_prefix"].join(shown)
         prompt = (record["task_prefix"] + record["input_prefix"] + text + record["output_prefix"]).rstrip(" ")
         out.append({"id": f"{task_id}:{record['subtask'] or record['task']}:{i}", "input": ex["input"],
@@ -340,7 +359,7 @@ def _instructions(records: list[dict[str, Any]]) -> list[Instruction]:
     return out
 
 
-def _names(arg: str, candidates: list[str], level: str) -> list[str]:
+def _names(arg: str, candidates: list[str], level: str, option: str = "") -> list[str]:
     """Resolve the reader argument (all, a named selection, names or globs) to task ids."""
     if arg in ("", "all"):
         return candidates
@@ -350,6 +369,9 @@ def _names(arg: str, candidates: list[str], level: str) -> list[str]:
             continue
         if part in SELECTIONS:
             names = SELECTIONS[part][1]
+            if not any(c.split("/")[0] in names for c in candidates):
+                raise InstaError(f"bigbench: none of the {part!r} tasks is in this BIG-bench source "
+                                 f"(e.g. {names[0]}); point source= or ${ENV_SOURCE} at the full bigbench sdist")
             if part == "bbh" and level == "subtask":
                 picked: list[str] = []
                 for t, subs in BBH.items():
@@ -368,8 +390,11 @@ def _names(arg: str, candidates: list[str], level: str) -> list[str]:
                 wanted.append(part)
         else:
             hint = " (at level=subtask ids are TASK/SUBTASK)" if level == "subtask" else ""
-            raise InstaError(f"bigbench: unknown task or selection {part!r}{did_you_mean(part, candidates + list(SELECTIONS))}"
-                             f"{hint}; selections: {', '.join(SELECTIONS)}, all")
+            if level == "task" and any(c.startswith(part.split("/")[0] + "/") or c == part.split("/")[0] for c in candidates) \
+                    and "/" in part:
+                hint = " (TASK/SUBTASK ids need level=subtask)"
+            raise InstaError(f"bigbench{option}: unknown task or selection {part!r}"
+                             f"{did_you_mean(part, candidates + list(SELECTIONS))}{hint}; selections: {', '.join(SELECTIONS)}, all")
     return wanted
 
 
@@ -395,7 +420,7 @@ def load_bigbench(spec: PoolSpec) -> TaskPool:
         groups = {(f"{r['task']}/{r['subtask']}" if r["subtask"] else r["task"]): [r] for r in records if r["n_examples"]}
     candidates = sorted(groups)
     keep = _names(spec.arg, candidates, level)
-    drop = set(_names(",".join(spec.listing("exclude")), candidates, level)) if spec.listing("exclude") else set()
+    drop = set(_names(",".join(spec.listing("exclude")), candidates, level, " exclude=")) if spec.listing("exclude") else set()
     want_keywords = set(spec.listing("keywords"))
     tasks = []
     for task_id in keep:
