@@ -539,6 +539,8 @@ def main() -> None:
     # rich shows our progress; keep HF datasets' own bars off the terminal (an environment
     # variable, so that commands which never touch datasets do not pay for importing it)
     os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+    if {"-q", "--quiet"} & set(sys.argv[1:]):  # also the hub's and transformers' bars (loading, saving weights)
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     try:
         app()  # standalone: usage errors print usage and exit 2
     except InstaError as exc:

@@ -189,7 +189,7 @@ def evaluate_examples(scorer: Scorer, rows: Sequence[dict[str, Any]], metric: st
         preds = scorer.generate([r["input"] for r in items]) if use & {"rouge", "em"} else [None] * len(items)
         for r, pred in zip(items, preds):
             refs = list(r.get("references") or [r["target"]])
-            ex: dict[str, Any] = {"target": r["target"]}
+            ex: dict[str, Any] = {"input": r["input"], "target": r["target"]}
             if "rank" in use:
                 scores = scorer.loglik(r["input"], r["choices"])
                 choice = r["choices"][max(range(len(scores)), key=scores.__getitem__)]
@@ -198,9 +198,12 @@ def evaluate_examples(scorer: Scorer, rows: Sequence[dict[str, Any]], metric: st
                 gold_scores = [sc for c, sc in zip(r["choices"], scores) if normalize_answer(c) in gold]
                 if gold_scores:
                     metrics.setdefault("loglik", []).append(max(gold_scores))
+                    ex["gold_loglik"] = max(gold_scores)
                 ex["choice"] = choice
+                ex["scores"] = dict(zip(r["choices"], scores))
             elif "loglik" in use:
                 metrics["loglik"].append(scorer.loglik(r["input"], [refs[0]])[0])
+                ex["gold_loglik"] = metrics["loglik"][-1]
             if pred is not None:
                 ex["prediction"] = pred
                 if "rouge" in use:

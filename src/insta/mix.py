@@ -328,7 +328,9 @@ def write_mixture(mixture: Mixture, out: str | Path) -> Path:
     import datasets
 
     dest = Path(out).expanduser()
-    if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
+    if dest.exists() and not dest.is_dir():
+        raise InstaError(f"--out {dest} is a file; give a new folder")
+    if dest.exists() and any(dest.iterdir()):
         raise InstaError(f"--out {dest} already exists and is not empty; give a new folder")
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
