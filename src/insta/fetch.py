@@ -11,7 +11,10 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+import tarfile
+import tempfile
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from .errors import InstaError
@@ -51,3 +54,50 @@ def clean_stale(parent: Path, prefix: str, age_s: float = 3600.0) -> None:
                 shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink()
         except OSError:
             continue
+
+
+def extract_atomically(tarball: Path, dest: Path, select: Callable[[str], Sequence[str] | None], *, what: str,
+                       redownload: str, complete: Callable[[Path], bool],
+                       on_member: Callable[[Path, Sequence[str], bytes], None] | None = None,
+                       finish: Callable[[Path], None] | None = None) -> Path:
+    """Extract the members ``select`` maps to a relative path (others: None) into ``dest``.
+
+    Work happens in a hidden sibling folder renamed into place at the end, so ``dest`` appears
+    complete or not at all, whoever is killed when; ``complete(dest)`` says whether a racing
+    process already finished it. ``on_member(where, rel, data)`` sees each file (to index it),
+    ``finish(folder)`` may add files before the rename."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    clean_stale(dest.parent, ".extract-")
+    tmp = Path(tempfile.mkdtemp(prefix=".extract-", dir=dest.parent))
+    try:
+        n = 0
+        try:
+            with tarfile.open(tarball) as tf:
+                for member in tf:
+                    rel = select(member.name) if member.isfile() else None
+                    src = tf.extractfile(member) if rel else None
+                    if src is None:
+                        continue
+                    data = src.read()
+                    target = tmp.joinpath(*rel)
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    target.write_bytes(data)
+                    if on_member:
+                        on_member(Path(f"{tarball}:{member.name}"), rel, data)
+                    n += 1
+        except (tarfile.TarError, OSError, EOFError) as exc:
+            raise InstaError(f"{tarball}: not a readable {what} ({exc}); download it again with: {redownload}") from None
+        if n == 0:
+            raise InstaError(f"{tarball}: none of the expected files inside; is this the {what}?")
+        if finish:
+            finish(tmp)
+        try:
+            tmp.replace(dest)
+        except OSError:
+            if not complete(dest):  # another process won the race only if dest is complete
+                raise
+        return dest
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not dest.exists() and dest.parent.is_dir() and not any(dest.parent.iterdir()):
+            dest.parent.rmdir()  # nothing extracted: leave no empty folder behind

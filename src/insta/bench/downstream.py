@@ -118,7 +118,7 @@ def plot(summary: dict[str, Any], path: str | os.PathLike[str], title: str = "")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from ..api import atomic_path
+    from .plot import save_figure
 
     targets = summary["targets"]
     methods = [f for f in summary["methods"] if f != BASE]
@@ -144,10 +144,4 @@ def plot(summary: dict[str, Any], path: str | os.PathLike[str], title: str = "")
     axes[1].set_ylim(0, 1)
     fig.suptitle(title or f"downstream: {len(targets)} BIG-bench targets", fontsize=9)
     fig.tight_layout()
-    out = Path(path).expanduser()
-    try:
-        with atomic_path(out, "--plot") as tmp:
-            fig.savefig(tmp, dpi=120, format="png")
-    finally:
-        plt.close(fig)
-    return out
+    return save_figure(fig, path)

@@ -39,6 +39,14 @@ def plot_result(result: BenchResult, path: str | os.PathLike[str]) -> Path:
     ax.legend(fontsize=8, ncol=min(3, len(methods)), loc="upper right")
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
+    return save_figure(fig, out)
+
+
+def save_figure(fig, path: str | os.PathLike[str]) -> Path:
+    """Write a matplotlib figure as PNG to ``path`` atomically, and close it."""
+    import matplotlib.pyplot as plt
+
+    out = Path(path).expanduser()
     try:
         with atomic_path(out, "--plot") as tmp:
             fig.savefig(tmp, dpi=120, format="png")

@@ -29,8 +29,6 @@ import hashlib
 import json
 import os
 import re
-import shutil
-import tarfile
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
@@ -39,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InstaError, did_you_mean
-from ..fetch import clean_stale, pip_download
+from ..fetch import extract_atomically, pip_download
 from ..paths import cache_dir
 from ..pools import PoolSpec, Reader, register
 from ..tasks import Instruction, Task, TaskPool, clean_text
@@ -112,41 +110,17 @@ def _member_path(name: str) -> tuple[str, ...] | None:
 def _extract_sdist(tarball: Path, dest: Path) -> Path:
     """Extract the task.json files of the sdist into ``dest`` (a benchmark_tasks folder) and
     index them; atomic: ``dest`` appears complete or not at all."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    clean_stale(dest.parent, ".extract-")
-    tmp = Path(tempfile.mkdtemp(prefix=".extract-", dir=dest.parent))
-    try:
-        records = []
-        try:
-            with tarfile.open(tarball) as tf:
-                for member in tf:
-                    rel = _member_path(member.name) if member.isfile() else None
-                    if rel is None:
-                        continue
-                    src = tf.extractfile(member)
-                    if src is None:
-                        continue
-                    data = src.read()
-                    target = tmp.joinpath(*rel, "task.json")
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    target.write_bytes(data)
-                    records.append(_index_record(Path(f"{tarball}:{member.name}"), rel, data))
-        except (tarfile.TarError, OSError, EOFError) as exc:
-            raise InstaError(f"{tarball}: not a readable BIG-bench sdist ({exc}); "
-                             f"download it again with: pip download --no-deps bigbench=={BIGBENCH_VERSION}") from None
-        if not records:
-            raise InstaError(f"{tarball}: no bigbench/benchmark_tasks/**/task.json inside; is this the BIG-bench sdist?")
-        _write_index(tmp / INDEX, records)
-        try:
-            os.replace(tmp, dest)
-        except OSError:
-            if not (dest / INDEX).is_file():  # another process won the race only if dest is complete
-                raise
-        return dest
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if not dest.exists() and dest.parent.is_dir() and not any(dest.parent.iterdir()):
-            dest.parent.rmdir()  # nothing extracted: leave no empty folder behind
+    records: list[dict[str, Any]] = []
+
+    def select(name: str) -> tuple[str, ...] | None:
+        rel = _member_path(name)
+        return rel + ("task.json",) if rel else None
+
+    return extract_atomically(
+        tarball, dest, select, what="BIG-bench sdist", redownload=f"pip download --no-deps bigbench=={BIGBENCH_VERSION}",
+        complete=lambda d: (d / INDEX).is_file(),
+        on_member=lambda where, rel, data: records.append(_index_record(where, tuple(rel[:-1]), data)),
+        finish=lambda folder: _write_index(folder / INDEX, records))
 
 
 def tasks_root(location: str | os.PathLike[str] | None = None, *, download: bool = True) -> Path:

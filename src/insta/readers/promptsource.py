@@ -11,8 +11,6 @@ from __future__ import annotations
 import fnmatch
 import os
 import re
-import shutil
-import tarfile
 import tempfile
 from dataclasses import dataclass
 from functools import lru_cache
@@ -23,7 +21,7 @@ import yaml
 
 from .. import t0
 from ..errors import InstaError, did_you_mean
-from ..fetch import pip_download
+from ..fetch import extract_atomically, pip_download
 from ..paths import cache_dir
 from ..pools import PoolSpec, Reader, register
 from ..tasks import Instruction, Task, TaskPool, clean_text
@@ -95,39 +93,18 @@ def _templates_in(root: Path) -> Path | None:
     return None
 
 
+def _template_member(name: str) -> tuple[str, ...] | None:
+    parts = name.split("/")
+    if parts[-1] != "templates.yaml" or "templates" not in parts:
+        return None
+    rel = tuple(parts[parts.index("templates") + 1:])
+    return None if any(p in ("", "..") for p in rel) else rel
+
+
 def _extract_sdist(tarball: Path, dest: Path) -> Path:
     """Extract only templates/**/templates.yaml from the sdist into dest, atomically."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".extract-", dir=dest.parent))
-    try:
-        try:
-            with tarfile.open(tarball) as tf:
-                n = 0
-                for member in tf.getmembers():
-                    parts = member.name.split("/")
-                    if not member.isfile() or parts[-1] != "templates.yaml" or "templates" not in parts:
-                        continue
-                    rel = parts[parts.index("templates") + 1:]
-                    if any(p in ("", "..") for p in rel):
-                        continue
-                    target = tmp.joinpath(*rel)
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    src = tf.extractfile(member)
-                    assert src is not None
-                    target.write_bytes(src.read())
-                    n += 1
-        except (tarfile.TarError, OSError) as exc:
-            raise InstaError(f"{tarball}: not a readable promptsource sdist ({exc}); download it again with: {PIP_COMMAND}") from None
-        if n == 0:
-            raise InstaError(f"{tarball}: no promptsource/templates/**/templates.yaml inside; is this the promptsource sdist?")
-        try:
-            os.replace(tmp, dest)
-        except OSError:
-            if not _templates_in(dest):  # another process won the race only if dest is complete
-                raise
-        return dest
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    return extract_atomically(tarball, dest, _template_member, what="promptsource sdist", redownload=PIP_COMMAND,
+                              complete=lambda d: _templates_in(d) is not None)
 
 
 def _download_sdist(into: Path) -> Path:
