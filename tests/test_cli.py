@@ -104,10 +104,10 @@ def test_demo_selection_p3_nli(monkeypatch, capsys, p3):
 def test_pools_and_tasks_listing(monkeypatch, capsys, bbh):
     code, out, _ = run(monkeypatch, capsys, "pools")
     assert code == 0
-    for word in ("p3:t0-train", "p3:t0-eval", "niv2", "jsonl", "csv", "hf", "group", "exclude_categories"):
+    for word in ("p3:t0-train", "p3:t0-eval", "niv2", "bigbench:t0-eval", "jsonl", "csv", "hf", "group", "exclude_categories"):
         assert word in out
     code, out, _ = run(monkeypatch, capsys, "pools", "--json")
-    assert set(json.loads(out)) == {"p3", "niv2", "jsonl", "csv", "hf"}
+    assert set(json.loads(out)) == {"p3", "niv2", "bigbench", "jsonl", "csv", "hf"}
     code, out, _ = run(monkeypatch, capsys, "tasks", "-p", bbh, "--json")
     assert len(json.loads(out)["tasks"]) == 27
     code, out, _ = run(monkeypatch, capsys, "--version")
