@@ -25,7 +25,7 @@ from pathlib import Path
 
 from insta.api import write_json_atomic
 from insta.bench.downstream import CPU_TARGETS, downstream_config, markdown, plot, summarize
-from insta.pipeline import run
+from insta.pipeline import collect_results, run
 from insta.readers.bigbench import T0_EVAL
 
 HERE = Path(__file__).resolve().parent
@@ -45,6 +45,8 @@ def main() -> None:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--label", default="cpu")
     ap.add_argument("--run", default=None, help="run folder (default: benchmarks/runs/downstream-<label>)")
+    ap.add_argument("--report-only", action="store_true",
+                    help="summarise what the run folder holds so far (an interrupted run) without running anything")
     args = ap.parse_args()
 
     targets = {"cpu": list(CPU_TARGETS), "all": list(T0_EVAL)}.get(args.targets) or args.targets.split(",")
@@ -52,7 +54,10 @@ def main() -> None:
     cfg = downstream_config(run_dir, targets=targets, model=args.model, k=args.k, budget=args.budget, steps=args.steps,
                             batch_size=args.batch_size, lr=args.lr, lora=args.lora, max_examples=args.max_examples,
                             device=args.device)
-    result = run(cfg, quiet=True, say=lambda msg: print(msg, file=sys.stderr, flush=True))
+    if args.report_only:
+        result = {"results": collect_results(cfg), "wall_seconds": None, "peak_rss_mb": None}
+    else:
+        result = run(cfg, quiet=True, say=lambda msg: print(msg, file=sys.stderr, flush=True))
     summary = summarize(result["results"])
     import torch
 

@@ -60,6 +60,10 @@ def test_run_config_chains_select_mix_train_eval_and_resumes(shared_data, tiny_l
     assert len(list((run_dir / "models").iterdir())) == len({r["model"] for r in results.values()} - {"base"}) <= 4
     summary = json.loads((run_dir / "results.json").read_text())
     assert summary["wall_seconds"] > 0 and summary["peak_rss_mb"] > 0
+    # a report on the folder, without running anything, finds the same results
+    from insta.pipeline import collect_results
+
+    assert collect_results(load_run_config(config)) == json.loads(out)["results"]
     md = (tmp_path / "run" / "results.md").read_text()
     assert md.startswith("| target | method | tasks | train examples | accuracy | exact_match | gold_loglik | rougeL |")
     # a second run finds every step done: nothing is retrained, the results are the same

@@ -202,6 +202,37 @@ def _done(model_dir: Path) -> bool:
         return False
 
 
+def _keys(cfg: RunConfig, selected: list[str]) -> tuple[str, str]:
+    """(mixture key, model key) of a selection: the content that decides each."""
+    mix_key = _key({"tasks": sorted(selected), "pool": cfg.pool, "mix": asdict(cfg.mix), "rows": cfg.rows})
+    return mix_key, _key({"mixture": mix_key, "base": cfg.base_model, "train": asdict(cfg.train)})
+
+
+def collect_results(cfg: RunConfig) -> list[dict[str, Any]]:
+    """The results a run folder already holds (target × method pairs evaluated so far), read
+    without selecting, training or evaluating anything: a report on an unfinished run."""
+    root = Path(cfg.out).expanduser()
+    out = []
+    for target in cfg.targets:
+        for m in cfg.methods:
+            selected: list[str] = []
+            mix_key = None
+            model_key = "base"
+            if m.method != BASE:
+                sel_file = root / _slug(target) / _slug(m.name) / "selection.json"
+                if not sel_file.is_file():
+                    continue
+                selected = [r["task_id"] for r in json.loads(sel_file.read_text())["selections"][0]["results"]]
+                mix_key, model_key = _keys(cfg, selected)
+            eval_file = root / "evals" / model_key / f"{_slug(target)}.json"
+            if eval_file.is_file():
+                manifest = root / "mixtures" / str(mix_key) / "manifest.json"
+                n = json.loads(manifest.read_text())["n_examples"] if manifest.is_file() else 0
+                out.append({"target": target, "method": m.name, "selected": selected, "mixture": mix_key, "model": model_key,
+                            "n_train_examples": n, "metrics": json.loads(eval_file.read_text())["average"]})
+    return out
+
+
 def peak_rss_mb() -> float:
     """Peak resident memory of this process and its finished children, in MB."""
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -225,7 +256,6 @@ def run(cfg: RunConfig, *, quiet: bool = True, say: Say | None = None) -> dict[s
     exclusions = Exclusions(siblings=cfg.exclude_siblings)
     results: list[dict[str, Any]] = []
     selectors: dict[str, tuple[Any, Encoder]] = {}
-    train_doc = {"base": cfg.base_model, "train": asdict(cfg.train)}
     for target in targets:
         for m in cfg.methods:
             where = root / _slug(target.id) / _slug(m.name)
@@ -249,7 +279,7 @@ def run(cfg: RunConfig, *, quiet: bool = True, say: Say | None = None) -> dict[s
                     write_json_atomic(sel_file, {"pool": cfg.pool, "method": selector.method, "k": cfg.k,
                                                  "model": encoder.describe(), "selections": [sel.to_dict()]})
                 selected = [r["task_id"] for r in json.loads(sel_file.read_text())["selections"][0]["results"]]
-                mix_key = _key({"tasks": sorted(selected), "pool": cfg.pool, "mix": asdict(cfg.mix), "rows": cfg.rows})
+                mix_key, model_key = _keys(cfg, selected)
                 mix_dir = root / "mixtures" / mix_key
                 if not (mix_dir / "manifest.json").is_file():
                     say(f"{target.id} / {m.name}: mixing {len(selected)} tasks")
@@ -260,7 +290,6 @@ def run(cfg: RunConfig, *, quiet: bool = True, say: Say | None = None) -> dict[s
                         say(f"{target.id} / {m.name}: warning: {warning}")
                     write_mixture(mixture, mix_dir)
                 n_examples = json.loads((mix_dir / "manifest.json").read_text())["n_examples"]
-                model_key = _key({"mixture": mix_key} | train_doc)
                 model_dir = root / "models" / model_key
                 if not _done(model_dir):
                     say(f"{target.id} / {m.name}: training {cfg.base_model} on {n_examples} examples")
