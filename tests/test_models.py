@@ -130,3 +130,26 @@ def test_target_only_loss_equals_the_models_own_loss(tiny_lms):
     got = trainer.compute_loss(model, {"input_ids": ids, "attention_mask": att, "labels": labels})
     want = model(input_ids=ids, attention_mask=att, labels=labels).loss
     assert got.item() == pytest.approx(want.item(), rel=1e-5)
+
+
+def test_json_output_is_only_json_even_with_progress(tiny_lms, tmp_path, monkeypatch, capsys):
+    """Without -q the Trainer logs and prints; with --json none of it may reach stdout."""
+    from insta.mix import Mixture, MixConfig, write_mixture
+
+    rows = [{"task": "t", "input": f"Statement {i}: is it so? Answer:", "target": "True", "references": ["True"],
+             "choices": ["True", "False"], "source": "niv2"} for i in range(8)]
+    write_mixture(Mixture(rows=rows, counts={"t": 8}, config=MixConfig()), tmp_path / "mix")
+    code, out, err = run(monkeypatch, capsys, "train", "-m", tmp_path / "mix", "--model", tiny_lms["gpt2"],
+                         "-o", tmp_path / "m", "--max-steps", "2", "--batch-size", "4", "--json")
+    assert code == 0, err
+    assert json.loads(out)["steps"] == 2  # the whole of stdout is one JSON document
+    assert "loss" in err  # the Trainer's log went to stderr
+
+
+def test_the_readers_subpackage_does_not_shadow_the_registry():
+    import insta
+
+    insta.load_pool  # noqa: B018
+    from insta.readers import bigbench  # noqa: F401  (importing a reader binds insta.readers to the subpackage)
+
+    assert "bigbench" in insta.available_readers() and "p3" in insta.available_readers()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -42,6 +43,17 @@ out = Console(soft_wrap=False)
 if not out.is_terminal:  # piped or captured: do not squeeze tables into 80 columns
     out = Console(soft_wrap=False, width=160)
 err = Console(stderr=True, soft_wrap=True)  # messages stay one line each
+
+
+#: where --json documents go: the real standard output, while everything else that a command
+#: (or a library under it, such as the Trainer's log lines) prints is sent to stderr
+_json_stream = None
+
+
+def _print_json(doc) -> None:
+    stream = _json_stream or sys.stdout
+    stream.write(json.dumps(doc, indent=2, ensure_ascii=False, default=str) + "\n")
+    stream.flush()
 
 
 def _say(quiet: bool) -> Callable[[str], None]:
@@ -135,7 +147,7 @@ def select(
         for w in s.warnings:
             err.print(f"[yellow]warning:[/] target {s.target.id}: {w}", highlight=False)
     if json_out:
-        print(json.dumps(doc, indent=2, ensure_ascii=False))
+        _print_json(doc)
         return
     for s in selections:
         _print_selection(s)
@@ -238,7 +250,7 @@ def bench(
     if out_file:
         write_json_atomic(out_file, result.to_dict(per_target=True))
     if json_out:
-        print(json.dumps(result.to_dict(), indent=2))
+        _print_json(result.to_dict())
         return
     _print_bench(result, per_label)
 
@@ -319,7 +331,7 @@ def align(
     say = _say(quiet)
     result = run_align(loaded, out_dir, cfg, quiet=quiet, log=say)
     if json_out:
-        print(json.dumps(asdict(result), indent=2))
+        _print_json(asdict(result))
         return
     table = Table(title=escape(f"aligned {loaded.name} → {result.model_dir}"), title_justify="left",
                   caption=escape(f"recipe {cfg.recipe}, views {', '.join(result.views)}, {result.n_train_examples} "
@@ -358,7 +370,7 @@ def mix(
     for warning in manifest["warnings"]:
         _say(quiet)(f"warning: {warning}")
     if json_out:
-        print(json.dumps(manifest, indent=2, ensure_ascii=False))
+        _print_json(manifest)
         return
     table = Table(title=escape(f"mixture → {out_dir}: {manifest['n_examples']} examples"), title_justify="left",
                   caption=escape(f"format {format}, cap {per_task_cap}/task, seed {seed}; "
@@ -402,7 +414,7 @@ def train_cmd(
     say = _say(quiet)
     result = train(mixture, model, out_dir, cfg, quiet=quiet, say=say)
     if json_out:
-        print(json.dumps(asdict(result), indent=2))
+        _print_json(asdict(result))
         return
     loss = f"{result.train_loss:.4f}" if result.train_loss is not None else "n/a"
     out.print(f"trained {result.kind} model → {result.model_dir}: {result.steps} steps on {result.n_examples} examples, "
@@ -441,7 +453,7 @@ def eval_cmd(
     if out_file:
         write_json_atomic(out_file, doc)
     if json_out:
-        print(json.dumps(doc, indent=2, ensure_ascii=False))
+        _print_json(doc)
         return
     names = list(result.average)
     table = Table(title=escape(f"{model} on {target}"), title_justify="left")
@@ -468,7 +480,7 @@ def run_cmd(
     say = _say(quiet)
     summary = run(cfg, quiet=quiet, say=say)
     if json_out:
-        print(json.dumps(summary, indent=2, ensure_ascii=False, default=str))
+        _print_json(summary)
         return
     print(results_markdown(summary["results"]), end="")
     if not quiet:
@@ -482,8 +494,8 @@ def pools(json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] 
 
     regs = readers()
     if json_out:
-        print(json.dumps({k: {"summary": r.summary, "arg": r.arg, "options": r.options, "named": r.named,
-                              "examples": r.examples} for k, r in regs.items()}, indent=2))
+        _print_json({k: {"summary": r.summary, "arg": r.arg, "options": r.options, "named": r.named,
+                              "examples": r.examples} for k, r in regs.items()})
         return
     for kind, r in regs.items():
         table = Table(title=escape(f"{kind}: {r.summary}"), title_justify="left", show_header=True)
@@ -506,7 +518,7 @@ def tasks(
 
     loaded = load_pool(pool)
     if json_out:
-        print(json.dumps({"pool": pool, "description": loaded.description, "tasks": [t.to_dict() for t in loaded]}, indent=2, ensure_ascii=False))
+        _print_json({"pool": pool, "description": loaded.description, "tasks": [t.to_dict() for t in loaded]})
         return
     table = Table(title=escape(f"{loaded.name}: {len(loaded)} tasks, {loaded.n_instructions} instructions"),
                   title_justify="left", caption=escape(loaded.description), caption_justify="left")
@@ -541,8 +553,15 @@ def main() -> None:
     os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
     if {"-q", "--quiet"} & set(sys.argv[1:]):  # also the hub's and transformers' bars (loading, saving weights)
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    global _json_stream
     try:
-        app()  # standalone: usage errors print usage and exit 2
+        if "--json" in sys.argv[1:]:  # stdout carries the JSON document and nothing else
+            _json_stream = sys.stdout
+            with contextlib.redirect_stdout(sys.stderr):
+                app()
+        else:
+            _json_stream = None
+            app()  # standalone: usage errors print usage and exit 2
     except InstaError as exc:
         err.print(f"error: {exc}", highlight=False, markup=False)
         sys.exit(exc.exit_code)
