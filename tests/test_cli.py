@@ -4,6 +4,7 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -180,3 +181,19 @@ def test_table_output_keeps_bracketed_text(monkeypatch, capsys, tmp_path, tiny_m
     code, out, err = run(monkeypatch, capsys, "select", "-p", f, "-i", "count", "--model", tiny_model, "-q")
     assert code == 0, err
     assert "[x]" in out and "[summary] [bold]count[/bold] the words" in out and "[red]" in out
+
+
+def test_out_never_replaces_what_is_not_a_regular_file(monkeypatch, capsys, tmp_path, bbh, tiny_model):
+    import os
+
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    real = tmp_path / "real.json"
+    real.write_text("keep me")
+    link = tmp_path / "link.json"
+    link.symlink_to(real)
+    args = ("select", "-p", bbh, "-i", "Count the objects.", "--model", tiny_model, "--no-cache", "-q")
+    for target, kind in ((fifo, "a FIFO"), (link, "a symbolic link"), (Path("/dev/null"), "a device or special file")):
+        fails(monkeypatch, capsys, *args, "--out", target, match=f"is {kind}, not a regular file")
+    assert fifo.exists() and not fifo.is_file() and link.is_symlink() and real.read_text() == "keep me"
+    assert Path("/dev/null").exists() and not Path("/dev/null").is_file()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -57,13 +58,25 @@ def resolve_targets(
     return [Target.from_task(t) for t in source]
 
 
+def check_out(path: str | os.PathLike[str], what: str = "--out") -> Path:
+    """``path`` as a place for a new regular file, or a one-line error: never a folder, and
+    never a FIFO, device or symbolic link (replacing one by a regular file would destroy it;
+    writing through it would not be atomic). Commands call it before they start working."""
+    p = Path(path).expanduser()
+    if p.is_dir():
+        raise InstaError(f"{what} {p} is a folder; give a file path")
+    if p.is_symlink() or (p.exists() and not p.is_file()):
+        kind = ("a symbolic link" if p.is_symlink() else "a FIFO" if stat.S_ISFIFO(p.stat().st_mode)
+                else "a device or special file")
+        raise InstaError(f"{what} {p} is {kind}, not a regular file; give the path of a regular file")
+    return p
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike[str], what: str = "--out") -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it replaces ``path`` (normal file
     permissions), on failure it is removed: the target is never half-written."""
-    p = Path(path).expanduser()
-    if p.is_dir():
-        raise InstaError(f"{what} {p} is a folder; give a file path")
+    p = check_out(path, what)
     try:
         p.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=p.suffix, dir=p.parent)

@@ -109,13 +109,15 @@ def select(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
 ) -> None:
     """Select the top-k source tasks of a pool for one or more target tasks."""
-    from .api import resolve_targets, write_json_atomic
+    from .api import check_out, resolve_targets, write_json_atomic
     from .encoder import Encoder
     from .pools import load_pool
     from .select import check_k
     from .selectors import make_selector
 
     check_k(k)
+    if out_file:
+        check_out(out_file)
     if n_instructions is not None and n_instructions <= 0:
         raise InstaError(f"--n-instructions must be positive, got {n_instructions}")
     source = load_pool(pool)
@@ -215,10 +217,14 @@ def bench(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
 ) -> None:
     """Benchmark selectors: does each one rank the tasks related to a target first? (P@5, P@10, MAP, nDCG@10 with 95% CIs)"""
-    from .api import write_json_atomic
+    from .api import check_out, write_json_atomic
     from .bench import SUITES, build_suite, run_bench
     from .encoder import Encoder
     from .selectors import METHODS
+
+    for path, what in ((out_file, "--out"), (plot, "--plot")):
+        if path:
+            check_out(path, what)
 
     if list_suites:
         for name, (desc, _) in SUITES.items():
@@ -440,9 +446,11 @@ def eval_cmd(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
 ) -> None:
     """Zero-shot evaluation on target tasks: rank classification accuracy, ROUGE-L, exact match."""
-    from .api import write_json_atomic
+    from .api import check_out, write_json_atomic
     from .pipeline import evaluate_model, target_tasks
 
+    if out_file:
+        check_out(out_file)
     tasks = target_tasks(target, task)
     with _progress(quiet) as progress:
         bar = progress.add_task(f"evaluating on {len(tasks)} task(s)", total=None)
