@@ -224,13 +224,19 @@ def collect_results(cfg: RunConfig) -> list[dict[str, Any]]:
                     continue
                 selected = [r["task_id"] for r in json.loads(sel_file.read_text())["selections"][0]["results"]]
                 mix_key, model_key = _keys(cfg, selected)
-            eval_file = root / "evals" / model_key / f"{_slug(target)}.json"
-            if eval_file.is_file():
-                manifest = root / "mixtures" / str(mix_key) / "manifest.json"
-                n = json.loads(manifest.read_text())["n_examples"] if manifest.is_file() else 0
-                out.append({"target": target, "method": m.name, "selected": selected, "mixture": mix_key, "model": model_key,
-                            "n_train_examples": n, "metrics": json.loads(eval_file.read_text())["average"]})
+            if (root / "evals" / model_key / f"{_slug(target)}.json").is_file():
+                out.append(_result_row(root, target, m.name, selected, mix_key, model_key))
     return out
+
+
+def _result_row(root: Path, target: str, method: str, selected: list[str], mix_key: str | None,
+                model_key: str) -> dict[str, Any]:
+    """One line of results.json, from the files a finished target × method left in the run folder."""
+    manifest = root / "mixtures" / str(mix_key) / "manifest.json"
+    n = json.loads(manifest.read_text())["n_examples"] if mix_key and manifest.is_file() else 0
+    metrics = json.loads((root / "evals" / model_key / f"{_slug(target)}.json").read_text())["average"]
+    return {"target": target, "method": method, "selected": selected, "mixture": mix_key, "model": model_key,
+            "n_train_examples": n, "metrics": metrics}
 
 
 def peak_rss_mb() -> float:
@@ -262,7 +268,6 @@ def run(cfg: RunConfig, *, quiet: bool = True, say: Say | None = None) -> dict[s
             where.mkdir(parents=True, exist_ok=True)
             selected: list[str] = []
             mix_key = model_key = None
-            n_examples = 0
             if m.method == BASE:
                 model_path, model_key = cfg.base_model, "base"
             else:
@@ -301,9 +306,7 @@ def run(cfg: RunConfig, *, quiet: bool = True, say: Say | None = None) -> dict[s
                 ev = evaluate_model(model_path, [target], rows=cfg.rows, seed=cfg.seed, device=cfg.train.device,
                                     **cfg.eval)
                 write_json_atomic(eval_file, ev.to_dict(with_examples=True))
-            ev_doc = json.loads(eval_file.read_text())
-            results.append({"target": target.id, "method": m.name, "selected": selected, "mixture": mix_key,
-                            "model": model_key, "n_train_examples": n_examples, "metrics": ev_doc["average"]})
+            results.append(_result_row(root, target.id, m.name, selected, mix_key, model_key))
     summary = {"config": _config_dict(cfg), "results": results,
                "wall_seconds": round(time.perf_counter() - start, 1), "peak_rss_mb": peak_rss_mb()}
     write_json_atomic(root / "results.json", summary)
