@@ -23,7 +23,7 @@ import platform
 import sys
 from pathlib import Path
 
-from insta.api import write_json_atomic
+from insta.io import write_json_atomic
 from insta.bench.downstream import CPU_TARGETS, downstream_config, markdown, plot, summarize
 from insta.pipeline import collect_results, run
 from insta.readers.bigbench import T0_EVAL

@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from insta.api import write_json_atomic
+from insta.io import write_json_atomic
 from insta.evaluate import Scorer, evaluate_examples
 from insta.mix import Mixture, MixConfig, build_mixture, write_mixture
 from insta.pools import load_pool

@@ -27,7 +27,7 @@ from pathlib import Path
 from safetensors import safe_open
 
 from insta import Encoder
-from insta.api import write_json_atomic
+from insta.io import write_json_atomic
 from insta.mix import MixConfig, load_mixture
 from insta.pipeline import evaluate_model, mix_selection, target_tasks
 from insta.pools import load_pool

@@ -152,7 +152,7 @@ def test_align_bad_inputs(p3, tiny_model, tmp_path, monkeypatch, capsys):
     with pytest.raises(InstaError, match="unknown recipe 'fancy'; available: contrastive, paper"):
         AlignConfig(recipe="fancy")
     fails(monkeypatch, capsys, "align", "-p", SMALL, "--out", busy, "--base", tiny_model, match="holds something else")
-    fails(monkeypatch, capsys, "align", "-p", SMALL, "--out", tmp_path / "x", "--epochs", "0", match="--epochs must be positive")
+    fails(monkeypatch, capsys, "align", "-p", SMALL, "--out", tmp_path / "x", "--epochs", "0", match="align.epochs (--epochs) must be at least 1, got 0")
     fails(monkeypatch, capsys, "align", "-p", SMALL, "--out", tmp_path / "x", "--view", "both", match="unknown view 'both'")
 
 

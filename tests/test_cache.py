@@ -6,7 +6,7 @@ import sqlite3
 import numpy as np
 import pytest
 
-from insta import EmbeddingCache, Encoder, InstructionSelector, load_pool
+from insta import EmbeddingCache, Encoder, InstaError, InstructionSelector, load_pool
 from insta.cache import text_key
 
 
@@ -88,11 +88,34 @@ def test_interrupted_write_leaves_nothing(tmp_path):
         return Wrapper()
 
     cache._connect = failing_connect
-    with pytest.raises(Exception):
-        cache.put_many("m", ["b", "c", "d"], vectors)
-    cache._connect = original
-    assert cache.count() == rows_before
-    assert cache.get_many("m", ["b", "c"]) == {}
+    cache.put_many("m", ["b", "c", "d"], vectors)  # a cache failure never fails the command: it is switched off
+    assert cache.disabled and "disk I/O error" in cache.disabled
+    fresh = EmbeddingCache(tmp_path / "c.sqlite")
+    assert fresh.count() == rows_before  # the half-written batch was rolled back
+    assert fresh.get_many("m", ["b", "c"]) == {}
+
+
+def test_a_damaged_cache_is_a_warning_and_clear_deletes_it(tmp_path, caplog):
+    path = tmp_path / "c.sqlite"
+    cache = EmbeddingCache(path)
+    cache.put_many("m", [f"t{i}" for i in range(300)], np.ones((300, 64)))
+    del cache
+    with sqlite3.connect(path) as con:
+        con.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # everything into the main file
+    data = bytearray(path.read_bytes())
+    data[4096:] = b"\xab" * (len(data) - 4096)  # header intact, every data page garbage
+    path.write_bytes(bytes(data))
+    damaged = EmbeddingCache(path)
+    assert damaged.get_many("m", ["t1"]) == {}  # no exception: embeddings are computed without it
+    damaged.put_many("m", ["new"], np.ones((1, 64)))
+    assert damaged.disabled
+    assert any("damaged" in r.getMessage() and "insta cache --clear" in r.getMessage() for r in caplog.records)
+    with pytest.raises(InstaError, match="cannot be read .*insta cache --clear"):
+        damaged.count()
+    from insta.cache import delete_cache
+
+    assert delete_cache(path) is None and not path.exists()
+    assert EmbeddingCache(path).count() == 0  # a fresh cache in its place
 
 
 def _writer(path, worker, n):

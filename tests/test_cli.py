@@ -120,7 +120,7 @@ def test_cache_command(monkeypatch, capsys, bbh, tiny_model):
     code, out, _ = run(monkeypatch, capsys, "cache")
     assert code == 0 and ": 24 embeddings" in out
     code, out, _ = run(monkeypatch, capsys, "cache", "--clear")
-    assert "removed 24" in out
+    assert "(24 embeddings)" in out
 
 
 # ------------------------------------------------------------------ bad input
@@ -145,8 +145,8 @@ def test_bad_inputs(monkeypatch, capsys, bbh, tiny_model, tmp_path):
     fails(monkeypatch, capsys, "select", "-p", bbh, "-i", "x", "-k", "-2", *m, match="k must be a positive integer")
     fails(monkeypatch, capsys, "select", "-p", bbh, *m, match="no target: give --instruction")
     fails(monkeypatch, capsys, "select", "-p", bbh, "-i", "x", "-t", "navigate", *m, match="give only one of")
-    fails(monkeypatch, capsys, "select", "-p", bbh, "-i", "x", "-a", "median", *m, match="unknown aggregation 'median'; available: max, mean, vote")
-    fails(monkeypatch, capsys, "select", "-p", bbh, "-i", "x", "--method", "bm52", *m, match="unknown method 'bm52'; available: all, bm25, insta, insta-aligned-contrastive, insta-aligned-paper, random, samples")
+    fails(monkeypatch, capsys, "select", "-p", bbh, "-i", "x", "-a", "median", *m, match="unknown aggregation 'median' (did you mean: mean?); available: max, mean, vote")
+    fails(monkeypatch, capsys, "select", "-p", bbh, "-i", "x", "--method", "bm52", *m, match="unknown method 'bm52' (did you mean: bm25?); available: all, bm25, insta, insta-aligned-contrastive, insta-aligned-paper, random, samples")
     fails(monkeypatch, capsys, "select", "-p", bbh, "-i", "x", "--method", "samples", *m, match="method 'samples' needs task instances")
     fails(monkeypatch, capsys, "select", "-p", bbh, "-i", "x", "--targets-file", tmp_path / "no.txt", match="give only one of")
     fails(monkeypatch, capsys, "select", "-p", bbh, "--targets-file", tmp_path / "no.txt", match="targets file")

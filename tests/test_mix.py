@@ -42,7 +42,7 @@ def test_niv2_encodings_follow_tk_instruct(niv2_pool):
         assert row["input"].endswith("Output:") and "Positive Example" not in row["input"]
         assert row["choices"] == ["A", "B"] and row["target"] in ("A", "B")
     pos = build_mixture([copa], MixConfig(per_task_cap=5, format="def+pos", seed=1)).rows
-    example = copa.meta["positive_examples"][0]
+    example = copa.demonstrations[0]
     assert "Positive Example 1 -\nInput: " + example["input"].strip() in pos[0]["input"]
     assert "Positive Example 2 -" in pos[0]["input"] and "Positive Example 3 -" not in pos[0]["input"]
     # every row is a real instance: its input is in the prompt and its target is the first output
@@ -73,9 +73,9 @@ def test_cap_seed_and_exact_duplicates(niv2_pool):
     assert [r["references"] for r in m.rows if r["target"] == "y"] == [["y", "why"]]
     with pytest.raises(InstaError, match="task 'empty' has no instances"):
         build_mixture([Task(id="empty", instructions=[Instruction("x")], instances=[])], MixConfig())
-    with pytest.raises(InstaError, match="--per-task-cap must be a positive integer"):
+    with pytest.raises(InstaError, match="mix.per_task_cap \\(--per-task-cap\\) must be at least 1"):
         MixConfig(per_task_cap=0)
-    with pytest.raises(InstaError, match="unknown format 'tk'; available: def, def\\+pos"):
+    with pytest.raises(InstaError, match="mix.format \\(--format\\) must be one of def, def\\+pos; got 'tk'"):
         MixConfig(format="tk")
 
 
@@ -98,7 +98,7 @@ def test_p3_templates_render_over_local_rows(p3, tmp_path):
     assert "The cat sat on the mat." in rte["input"] and rte["target"] in ("Yes", "yes", "True", "true")
     with pytest.raises(InstaError, match="no rows for P3 entry ag_news"):
         build_mixture(list(load_pool("p3:ag_news")), MixConfig(), rows=local_rows(tmp_path))
-    with pytest.raises(InstaError, match="not a single promptsource entry"):
+    with pytest.raises(InstaError, match="merges 2 tasks \\(group=dataset\\)"):
         build_mixture(list(load_pool("p3:adversarial_qa/dbidaf,adversarial_qa/dbert?group=dataset")), MixConfig(), rows=local_rows(tmp_path))
 
 

@@ -59,7 +59,7 @@ def test_p3_grouping_merges_subsets_not_collections(p3):
     assert len(pool) == 35
     assert "adversarial_qa" in pool and "adversarial_qa/dbert" not in pool
     assert "glue/mrpc" in pool and "glue/qqp" in pool  # a benchmark collection's subsets stay apart
-    assert pool.get("duorc").meta["members"] == ["duorc/SelfRC", "duorc/ParaphraseRC"]
+    assert pool.get("duorc").members == ("duorc/SelfRC", "duorc/ParaphraseRC")
 
 
 def test_p3_eval_selection_and_original_only(p3):

@@ -4,22 +4,28 @@ import numpy as np
 import pytest
 
 from insta import Exclusions, InstaError, Instruction, InstructionSelector, Target, Task, TaskPool, load_pool
-from insta.encoder import Encoder
+from insta.encoder import Embedder
 
 
-class FixedEncoder(Encoder):
-    """An encoder whose vectors are given by hand (no model), to check the arithmetic."""
+class FixedEncoder:
+    """An embedder whose vectors are given by hand (no model), to check the arithmetic."""
 
     def __init__(self, vectors):
         self.vectors = {k: np.asarray(v, dtype=np.float32) / np.linalg.norm(v) for k, v in vectors.items()}
-        self.cache = None
-        self.encoded = 0
 
     def encode(self, texts, progress=None):
         return np.stack([self.vectors[t] for t in texts])
 
     def describe(self):
         return {"model": "fixed vectors"}
+
+
+def test_a_plain_class_is_an_embedder():
+    assert isinstance(FixedEncoder({}), Embedder)
+    with pytest.raises(TypeError, match="abstract"):
+        from insta.select import Selector
+
+        Selector()
 
 
 def pool_of(**tasks):
@@ -114,7 +120,7 @@ def test_k_validation_and_k_larger_than_pool(toy):
 
 
 def test_unknown_aggregation_lists_the_available_ones(toy):
-    with pytest.raises(InstaError, match="unknown aggregation 'median'; available: max, mean, vote"):
+    with pytest.raises(InstaError, match="unknown aggregation 'median' \\(did you mean: mean\\?\\); available: max, mean, vote"):
         InstructionSelector(toy[0], aggregate="median")
 
 

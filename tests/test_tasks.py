@@ -37,6 +37,6 @@ def test_group_by_dataset_merges_subsets_and_keeps_singletons():
     assert grouped.ids == ["adversarial_qa", "imdb", "mixed"]
     adv = grouped.get("adversarial_qa")
     assert adv.texts == ["a1", "a2", "a3"] and adv.label == "qa"
-    assert adv.meta["members"] == ["adversarial_qa/dbert", "adversarial_qa/dbidaf"]
+    assert adv.members == ("adversarial_qa/dbert", "adversarial_qa/dbidaf")
     assert grouped.get("mixed").label == "l1+l2"
     assert grouped.get("imdb") is pool.get("imdb")

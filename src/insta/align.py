@@ -42,16 +42,21 @@ from typing import Any
 
 import numpy as np
 
+from .checks import check_fields, check_float, check_int, option
 from .encoder import Encoder
 from .errors import InstaError, unknown
-from .tasks import Task, TaskPool
+from .checkpoints import last_whole_checkpoint
+from .io import read_json, write_json_atomic
+from .registry import Registry
+from .tasks import Task, TaskPool, family
 
-RECIPES: dict[str, dict[str, Any]] = {
+#: each recipe's defaults (its loss and pairs: see build_examples)
+RECIPES: Registry[dict[str, Any]] = Registry("recipe", {
     "paper": {"epochs": 5, "lr": 1e-6, "batch_size": 16},
     # set a priori (the usual MultipleNegativesRankingLoss fine-tuning settings), never tuned on
     # benchmark targets; every alignment reports its dev curve (align.json, model card)
     "contrastive": {"epochs": 3, "lr": 2e-5, "batch_size": 16},
-}
+})
 VIEWS = ("auto", "instructions", "labels", "self")
 STATE_FILE = "align.json"
 
@@ -77,19 +82,20 @@ class AlignConfig:
     keep_base: bool = True  # the base model is a candidate too: kept when no epoch beats it on dev
 
     def __post_init__(self) -> None:
-        if self.recipe not in RECIPES:
-            raise unknown("recipe", self.recipe, RECIPES)
+        defaults = RECIPES.get(self.recipe)
         if self.view not in VIEWS:
             raise unknown("view", self.view, VIEWS)
-        defaults = RECIPES[self.recipe]
         self.epochs = self.epochs if self.epochs is not None else defaults["epochs"]
         self.lr = self.lr if self.lr is not None else defaults["lr"]
         self.batch_size = self.batch_size if self.batch_size is not None else defaults["batch_size"]
-        for name in ("epochs", "batch_size"):
-            if getattr(self, name) <= 0:
-                raise InstaError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
-        if self.lr <= 0:
-            raise InstaError(f"--lr must be positive, got {self.lr}")
+        check_fields(self, "align")
+        for name in ("epochs", "batch_size", "label_partners", "max_seq_length", "negative_max_uses"):
+            check_int(getattr(self, name), option("align", name), min=1)
+        check_float(self.lr, option("align", "lr"), positive=True, max=10.0)
+        check_float(self.negative_threshold, option("align", "negative_threshold"), min=-1.0, max=1.0)
+        check_float(self.warmup_fraction, option("align", "warmup_fraction"), min=0.0, max=1.0)
+        check_float(self.positive_fraction, option("align", "positive_fraction"), positive=True, max=1.0)
+        check_float(self.dev_fraction, option("align", "dev_fraction"), min=0.0, max=0.9)
 
 
 @dataclass
@@ -157,7 +163,7 @@ def positive_pairs(tasks: list[Task], views: list[str], rng: np.random.Generator
     if "self" in views:
         for i, t in enumerate(tasks):
             text = t.texts[0]
-            for ex in (t.meta.get("positive_examples") or [])[:1]:
+            for ex in t.demonstrations[:1]:
                 if isinstance(ex, dict) and str(ex.get("input", "")).strip():
                     out.append((text, " ".join(str(ex["input"]).split()), i))
             sents = _sentences(text)
@@ -177,7 +183,7 @@ def _texts_and_owners(tasks: list[Task]) -> tuple[list[str], np.ndarray]:
 
 
 def _siblings(tasks: list[Task], i: int, j: int) -> bool:
-    return i == j or (tasks[i].dataset is not None and tasks[i].dataset == tasks[j].dataset)
+    return i == j or family(tasks[i]) == family(tasks[j])
 
 
 def build_examples(tasks: list[Task], cfg: AlignConfig, views: list[str], base: Encoder,
@@ -233,7 +239,7 @@ def split_dev(pool: TaskPool, fraction: float, seed: int) -> tuple[list[Task], l
     """Hold out about ``fraction`` of the tasks (siblings together) for checkpoint selection."""
     groups: dict[str, list[Task]] = {}
     for t in pool:
-        groups.setdefault(t.dataset or t.id, []).append(t)
+        groups.setdefault(family(t), []).append(t)
     keys = list(groups)
     np.random.default_rng(seed).shuffle(keys)
     n_dev = max(1, round(fraction * len(pool))) if len(groups) >= 4 else 0
@@ -305,9 +311,9 @@ def _check_out_dir(out: Path, cfg: AlignConfig, pool: TaskPool) -> bool:
             raise InstaError(f"--out {out} exists and holds something else; give a new or empty folder")
         return False
     try:
-        state = json.loads(state_path.read_text())
-    except (OSError, ValueError):
-        raise InstaError(f"--out {out}: {STATE_FILE} is unreadable; remove the folder to start over") from None
+        state = read_json(state_path, "alignment state", expect=dict)
+    except InstaError as exc:
+        raise InstaError(f"{exc} — the alignment state of --out {out} is damaged; delete the folder {out} to start over") from None
     if state.get("status") == "done":
         raise InstaError(f"--out {out} already holds a finished alignment; give a new folder (or remove it)")
     if state.get("config") != asdict(cfg) or state.get("pool") != pool.ids:
@@ -316,9 +322,7 @@ def _check_out_dir(out: Path, cfg: AlignConfig, pool: TaskPool) -> bool:
 
 
 def _write_state(out: Path, state: dict[str, Any]) -> None:
-    tmp = out / f".{STATE_FILE}.tmp"
-    tmp.write_text(json.dumps(state, indent=2) + "\n")
-    os.replace(tmp, out / STATE_FILE)
+    write_json_atomic(out / STATE_FILE, state, "alignment state")
 
 
 def model_card(result: AlignResult, pool: TaskPool) -> str:
@@ -390,10 +394,10 @@ def aligned_model(pool: TaskPool, cfg: AlignConfig, root: str | os.PathLike[str]
     state = out / STATE_FILE
     if state.is_file():
         try:
-            if json.loads(state.read_text()).get("status") == "done":
+            if read_json(state, "alignment state", expect=dict).get("status") == "done":
                 return out
-        except (OSError, ValueError):
-            pass
+        except InstaError:
+            shutil.rmtree(out, ignore_errors=True)  # a cache entry of ours with a damaged state: align again
     align(pool, out, cfg, quiet=quiet, log=log)
     return out
 
@@ -486,9 +490,9 @@ def _align(pool: TaskPool, out_dir: str | os.PathLike[str], cfg: AlignConfig, *,
 
         trainer.remove_callback(PrinterCallback)
         trainer.remove_callback(ProgressCallback)
-    resume = resuming and any(ckpt.glob("checkpoint-*"))
+    resume = last_whole_checkpoint(ckpt, say) if resuming else None
     say("resuming from the last checkpoint" if resume else f"training {cfg.epochs} epochs on {len(dataset)} examples, batch {cfg.batch_size}")
-    trainer.train(resume_from_checkpoint=True if resume else None)
+    trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     if resume:  # epochs before the interruption: read their dev figures from the trainer state
         for entry in trainer.state.log_history:
             if "eval_dev_pearson_cosine" in entry:

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .encoder import Encoder, ProgressFn
+from .encoder import Embedder, Encoder, ProgressFn
 from .errors import InstaError, unknown
 from .select import AGGREGATIONS, Match, Scores, Selector, Target, aggregate_matrix
 from .tasks import TaskPool
@@ -130,9 +130,9 @@ class SamplesSelector(Selector):
 
     method = "samples"
 
-    def __init__(self, encoder: Encoder | None = None, *, per_task: int = 100, per_target: int = 32, seed: int = 0):
+    def __init__(self, encoder: Embedder | None = None, *, per_task: int = 100, per_target: int = 32, seed: int = 0):
         super().__init__()
-        self.encoder = encoder or Encoder()
+        self.encoder: Embedder = encoder or Encoder()
         self.per_task = per_task
         self.per_target = per_target
         self.seed = seed

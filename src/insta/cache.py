@@ -3,6 +3,10 @@
 One SQLite file under the cache root. Each write is a single transaction
 (``INSERT OR IGNORE``), so concurrent writers never corrupt it, and an interrupted
 run leaves either all or none of a batch. Vectors are stored as float32 blobs.
+
+A cache is never a reason for a command to fail: when its file is damaged (disk errors,
+something else wrote to it) or its folder is read-only, a one-line warning says so and the
+command goes on without it; ``insta cache --clear`` deletes a damaged file outright.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import InstaError
+from .log import log
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS embeddings (
@@ -38,14 +43,24 @@ class EmbeddingCache:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
+        self.hits = 0
+        self.misses = 0
+        self.disabled: str | None = None  # why the cache is off for this process, if it is
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with self._connect() as con:
                 con.execute(_SCHEMA)
         except (OSError, sqlite3.Error) as exc:
-            raise InstaError(f"embedding cache {self.path}: cannot open ({exc}); pass --no-cache or set INSTA_CACHE_DIR") from None
-        self.hits = 0
-        self.misses = 0
+            self._disable(exc)
+
+    def _disable(self, exc: BaseException) -> None:
+        """Go on without the cache, saying once why (damaged file, read-only folder, ...)."""
+        if self.disabled is None:
+            self.disabled = str(exc)
+            damaged = isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.OperationalError)
+            fix = "'insta cache --clear' deletes it" if damaged else "set INSTA_CACHE_DIR to a writable folder"
+            log.warning("embedding cache %s %s (%s): embeddings are computed without it; %s", self.path,
+                        "is damaged" if damaged else "cannot be used", exc, fix)
 
     def _connect(self) -> sqlite3.Connection:
         con = sqlite3.connect(self.path, timeout=60.0, isolation_level=None)
@@ -58,24 +73,32 @@ class EmbeddingCache:
         keys = {text_key(t): t for t in texts}
         found: dict[str, np.ndarray] = {}
         items = list(keys)
-        with self._connect() as con:
-            for start in range(0, len(items), 500):
-                chunk = items[start:start + 500]
-                marks = ",".join("?" * len(chunk))
-                rows = con.execute(
-                    f"SELECT key, dim, vector FROM embeddings WHERE model = ? AND key IN ({marks})",
-                    [model, *chunk],
-                ).fetchall()
-                for key, dim, blob in rows:
-                    vec = np.frombuffer(blob, dtype=np.float32)
-                    if vec.shape[0] == dim:
-                        found[keys[key]] = vec
+        try:
+            if self.disabled is not None:
+                items = []
+            with self._connect() as con:
+                for start in range(0, len(items), 500):
+                    chunk = items[start:start + 500]
+                    marks = ",".join("?" * len(chunk))
+                    rows = con.execute(
+                        f"SELECT key, dim, vector FROM embeddings WHERE model = ? AND key IN ({marks})",
+                        [model, *chunk],
+                    ).fetchall()
+                    for key, dim, blob in rows:
+                        vec = np.frombuffer(blob, dtype=np.float32) if isinstance(blob, bytes) else np.zeros(0)
+                        if vec.shape[0] == dim and np.isfinite(vec).all():
+                            found[keys[key]] = vec
+        except sqlite3.Error as exc:
+            self._disable(exc)
+            found = {}
         self.hits += len(found)
         self.misses += len(keys) - len(found)
         return found
 
     def put_many(self, model: str, texts: Sequence[str], vectors: np.ndarray) -> None:
         """Store vectors for texts in one transaction (all or nothing)."""
+        if self.disabled is not None:
+            return
         vectors = np.asarray(vectors, dtype=np.float32)
         rows = [(model, text_key(t), int(v.shape[0]), v.tobytes()) for t, v in zip(texts, vectors)]
         for attempt in range(5):
@@ -91,16 +114,48 @@ class EmbeddingCache:
                 return
             except sqlite3.OperationalError as exc:  # locked beyond the timeout: retry
                 if "locked" not in str(exc) or attempt == 4:
-                    raise InstaError(f"embedding cache {self.path}: {exc}; pass --no-cache to run without it") from None
+                    self._disable(exc)
+                    return
                 time.sleep(0.2 * (attempt + 1))
+            except sqlite3.Error as exc:
+                self._disable(exc)
+                return
 
     def count(self, model: str | None = None) -> int:
-        with self._connect() as con:
-            if model is None:
-                return con.execute("SELECT COUNT(*) FROM embeddings").fetchone()[0]
-            return con.execute("SELECT COUNT(*) FROM embeddings WHERE model = ?", (model,)).fetchone()[0]
+        try:
+            with self._connect() as con:
+                if model is None:
+                    return con.execute("SELECT COUNT(*) FROM embeddings").fetchone()[0]
+                return con.execute("SELECT COUNT(*) FROM embeddings WHERE model = ?", (model,)).fetchone()[0]
+        except sqlite3.Error as exc:
+            raise InstaError(f"embedding cache {self.path} cannot be read ({exc}); 'insta cache --clear' deletes it") from None
 
-    def clear(self, model: str | None = None) -> int:
-        with self._connect() as con:
-            cur = con.execute("DELETE FROM embeddings" + (" WHERE model = ?" if model else ""), (model,) if model else ())
-            return cur.rowcount
+    def clear(self, model: str | None = None) -> int | None:
+        """Delete the cached vectors (of one model, or all); returns how many, or None when the
+        file was damaged and has been deleted as a whole."""
+        if model is not None:
+            try:
+                with self._connect() as con:
+                    return con.execute("DELETE FROM embeddings WHERE model = ?", (model,)).rowcount
+            except sqlite3.Error as exc:
+                raise InstaError(f"embedding cache {self.path}: {exc}; 'insta cache --clear' deletes the whole file") from None
+        return delete_cache(self.path)
+
+
+def delete_cache(path: str | Path) -> int | None:
+    """Delete a cache file (with its WAL files) however damaged; returns how many vectors it
+    held, or None when it could not be read."""
+    path = Path(path)
+    n = None
+    if path.is_file():
+        try:
+            with sqlite3.connect(path) as con:
+                n = con.execute("SELECT COUNT(*) FROM embeddings").fetchone()[0]
+        except sqlite3.Error:
+            pass
+    for suffix in ("", "-wal", "-shm"):
+        try:
+            Path(f"{path}{suffix}").unlink(missing_ok=True)
+        except OSError as exc:
+            raise InstaError(f"cannot delete {path}{suffix} ({exc.strerror or exc}); delete it by hand") from None
+    return n

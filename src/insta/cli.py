@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-import json
+import errno
 import logging
 import os
 import sys
@@ -17,7 +17,10 @@ from rich.markup import escape
 from rich.table import Table
 
 from . import __version__
+from .align import AlignConfig
 from .errors import InstaError
+from .mix import MixConfig
+from .train import TrainConfig
 
 SPEC_HELP = (
     "Pool spec KIND[:ARG][?OPTION=VALUE&...]: p3:t0-train, p3:t0-train?group=dataset, "
@@ -51,9 +54,18 @@ _json_stream = None
 
 
 def _print_json(doc) -> None:
+    from .io import dumps
+
     stream = _json_stream or sys.stdout
-    stream.write(json.dumps(doc, indent=2, ensure_ascii=False, default=str) + "\n")
+    stream.write(dumps(doc) + "\n")  # strict JSON: NaN and infinities become null
     stream.flush()
+
+
+class _WarningLines(logging.Handler):
+    """insta's warnings (the ``insta`` logger) as one ``warning:`` line each on stderr."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        err.print(f"[yellow]warning:[/] {escape(record.getMessage())}", highlight=False)
 
 
 def _say(quiet: bool) -> Callable[[str], None]:
@@ -109,17 +121,20 @@ def select(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
 ) -> None:
     """Select the top-k source tasks of a pool for one or more target tasks."""
-    from .api import check_out, resolve_targets, write_json_atomic
+    from .api import resolve_targets
+    from .io import check_out, write_json_atomic
     from .encoder import Encoder
     from .pools import load_pool
+    from .checks import check_int, check_seed
     from .select import check_k
     from .selectors import make_selector
 
     check_k(k)
+    check_seed(seed)
     if out_file:
         check_out(out_file)
-    if n_instructions is not None and n_instructions <= 0:
-        raise InstaError(f"--n-instructions must be positive, got {n_instructions}")
+    if n_instructions is not None:
+        check_int(n_instructions, "--n-instructions", min=1)
     source = load_pool(pool)
     target_list = resolve_targets(
         source, instructions=instruction or (), target_ids=target or (), targets_spec=targets, targets_file=targets_file
@@ -217,8 +232,9 @@ def bench(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
 ) -> None:
     """Benchmark selectors: does each one rank the tasks related to a target first? (P@5, P@10, MAP, nDCG@10 with 95% CIs)"""
-    from .api import check_out, write_json_atomic
+    from .io import check_out, write_json_atomic
     from .bench import SUITES, build_suite, run_bench
+    from .checks import check_int, check_seed
     from .encoder import Encoder
     from .selectors import METHODS
 
@@ -227,13 +243,14 @@ def bench(
             check_out(path, what)
 
     if list_suites:
-        for name, (desc, _) in SUITES.items():
-            print(f"suite  {name:<12} {desc}")
-        for name, desc in METHODS.items():
-            print(f"method {name:<12} {desc}")
+        for name, suite_entry in SUITES.items():
+            print(f"suite  {name:<12} {suite_entry.summary}")
+        for name, method in METHODS.items():
+            print(f"method {name:<12} {method.summary}")
         return
-    if bootstrap < 1:
-        raise InstaError(f"--bootstrap must be positive, got {bootstrap}")
+    check_int(bootstrap, "--bootstrap", min=1, max=100_000)
+    check_int(folds, "--folds", min=0, max=10_000)
+    check_seed(seed)
     method_list = [m.strip() for m in methods.split(",") if m.strip()] if methods else None
     if method_list is not None and not method_list:
         raise InstaError("--methods is empty; give e.g. --methods random,bm25,insta")
@@ -313,21 +330,20 @@ def align(
     pool: Annotated[str, typer.Option("--pool", "-p", help="The pool whose instruction style to learn. " + SPEC_HELP)],
     out_dir: Annotated[str, typer.Option("--out", "-o", help="New folder for the aligned sentence-transformers model (re-run to resume).")],
     base: Annotated[Optional[str], typer.Option("--base", help="Model to start from (default: packaged all-MiniLM-L6-v2; the paper: sentence-transformers/bert-large-nli-stsb-mean-tokens).")] = None,
-    recipe: Annotated[str, typer.Option("--recipe", help="paper (CosineSimilarityLoss, the authors' settings) | contrastive (MultipleNegativesRankingLoss).")] = "paper",
+    recipe: Annotated[str, typer.Option("--recipe", help="contrastive (default: MultipleNegativesRankingLoss, the better of the two on P3 folds) | paper (CosineSimilarityLoss, the authors' settings).")] = AlignConfig.recipe,
     epochs: Annotated[Optional[int], typer.Option("--epochs", help="Epochs (default: the recipe's: paper 5, contrastive 3).")] = None,
     lr: Annotated[Optional[float], typer.Option("--lr", help="Learning rate (default: paper 1e-6, contrastive 2e-5).")] = None,
     batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Batch size (default 16).")] = None,
-    view: Annotated[str, typer.Option("--view", help="Positive pairs: auto | instructions (same task) | labels (same label) | self (definition vs its example).")] = "auto",
-    negative_threshold: Annotated[float, typer.Option("--negative-threshold", help="A negative's cosine to its anchor under the base model must be below this (paper: 0.3; raise it for models whose cosines run high).")] = 0.3,
+    view: Annotated[str, typer.Option("--view", help="Positive pairs: auto | instructions (same task) | labels (same label) | self (definition vs its example).")] = AlignConfig.view,
+    negative_threshold: Annotated[float, typer.Option("--negative-threshold", help="A negative's cosine to its anchor under the base model must be below this (paper: 0.3; raise it for models whose cosines run high).")] = AlignConfig.negative_threshold,
     seed: Annotated[int, typer.Option("--seed", help="Seed for pair sampling, the dev split and training.")] = 0,
-    keep_base: Annotated[bool, typer.Option("--keep-base/--no-keep-base", help="Keep the base model when no epoch beats it on the dev split (default), or always the best epoch.")] = True,
+    keep_base: Annotated[bool, typer.Option("--keep-base/--no-keep-base", help="Keep the base model when no epoch beats it on the dev split (default), or always the best epoch.")] = AlignConfig.keep_base,
     json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
 ) -> None:
     """Align the embedder to a meta-dataset's instruction style; writes a sentence-transformers model folder."""
     from dataclasses import asdict
 
-    from .align import AlignConfig
     from .align import align as run_align
     from .pools import load_pool
 
@@ -357,16 +373,15 @@ def mix(
     out_dir: Annotated[str, typer.Option("--out", "-o", help="New folder for the mixture (dataset/, mixture.jsonl, manifest.json).")],
     pool: Annotated[Optional[str], typer.Option("--pool", "-p", help="Pool the tasks come from (default: the one recorded in the selection). " + SPEC_HELP)] = None,
     target: Annotated[Optional[str], typer.Option("--target", "-t", help="Which target's selection, when the file holds several.")] = None,
-    per_task_cap: Annotated[int, typer.Option("--per-task-cap", help="At most this many examples per task (seeded sample; the paper: 5000).")] = 5000,
+    per_task_cap: Annotated[int, typer.Option("--per-task-cap", help="At most this many examples per task (seeded sample; the paper: 5000).")] = MixConfig.per_task_cap,
     total_examples: Annotated[Optional[int], typer.Option("--total-examples", help="At most this many examples in all, drawn evenly across the tasks (an equal budget for every selection).")] = None,
-    format: Annotated[str, typer.Option("--format", help="NIV2 encoding: def (Definition + input) | def+pos (plus 2 positive examples, as Tk-Instruct).")] = "def",
+    format: Annotated[str, typer.Option("--format", help="NIV2 encoding: def (Definition + input) | def+pos (plus 2 positive examples, as Tk-Instruct).")] = MixConfig.format,
     rows: Annotated[Optional[str], typer.Option("--rows", help="P3 rows from local JSONL files DIR/<entry>.jsonl instead of datasets.load_dataset.")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed for sampling examples and templates.")] = 0,
     json_out: Annotated[bool, typer.Option("--json", help="Print the manifest as JSON.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
 ) -> None:
     """Build the training mixture of a selection (a Hugging Face dataset on disk, plus JSONL)."""
-    from .mix import MixConfig
     from .pipeline import mix_selection
 
     mixture = mix_selection(selection, out_dir, MixConfig(per_task_cap=per_task_cap, format=format, seed=seed,
@@ -393,26 +408,26 @@ def train_cmd(
     mixture: Annotated[str, typer.Option("--mixture", "-m", help="A folder written by insta mix.")],
     model: Annotated[str, typer.Option("--model", help="Model id, folder, GGUF file or short name (smollm2: the packaged SmolLM2-135M-Instruct): a seq2seq LM (T5 family; the paper: google/t5-xl-lm-adapt) or a causal LM.")],
     out_dir: Annotated[str, typer.Option("--out", "-o", help="New folder for the trained model (re-run to resume).")],
-    epochs: Annotated[float, typer.Option("--epochs", help="Epochs (the paper: 3).")] = 3.0,
+    epochs: Annotated[float, typer.Option("--epochs", help="Epochs (the paper: 3).")] = TrainConfig.epochs,
     lr: Annotated[Optional[float], typer.Option("--lr", help="Learning rate (default: the paper's, 1e-4 for P3 mixtures, 5e-5 for NIV2).")] = None,
-    batch_size: Annotated[int, typer.Option("--batch-size", help="Per-device batch size.")] = 8,
-    grad_accum: Annotated[int, typer.Option("--grad-accum", help="Gradient accumulation steps.")] = 1,
-    max_steps: Annotated[int, typer.Option("--max-steps", help="Stop after this many steps (overrides --epochs when > 0).")] = -1,
-    max_input_length: Annotated[int, typer.Option("--max-input-length", help="Input tokens (the paper: 768).")] = 768,
-    max_target_length: Annotated[int, typer.Option("--max-target-length", help="Target tokens (the paper: 256).")] = 256,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Per-device batch size.")] = TrainConfig.batch_size,
+    grad_accum: Annotated[int, typer.Option("--grad-accum", help="Gradient accumulation steps.")] = TrainConfig.grad_accum,
+    max_steps: Annotated[int, typer.Option("--max-steps", help="Stop after this many steps (overrides --epochs when > 0).")] = TrainConfig.max_steps,
+    max_input_length: Annotated[int, typer.Option("--max-input-length", help="Input tokens (the paper: 768).")] = TrainConfig.max_input_length,
+    max_target_length: Annotated[int, typer.Option("--max-target-length", help="Target tokens (the paper: 256).")] = TrainConfig.max_target_length,
     lora: Annotated[bool, typer.Option("--lora", help="Train LoRA adapters (peft) instead of all weights; merged into the saved model.")] = False,
-    lora_r: Annotated[int, typer.Option("--lora-r", help="LoRA rank.")] = 16,
+    lora_r: Annotated[int, typer.Option("--lora-r", help="LoRA rank.")] = TrainConfig.lora_r,
     bf16: Annotated[Optional[bool], typer.Option("--bf16/--no-bf16", help="bf16 mixed precision (default: on where CUDA supports it).")] = None,
     gradient_checkpointing: Annotated[Optional[bool], typer.Option("--gradient-checkpointing/--no-gradient-checkpointing", help="Default: on with CUDA.")] = None,
-    device: Annotated[str, typer.Option("--device", help="auto | cpu | cuda | cuda:N.")] = "auto",
-    seed: Annotated[int, typer.Option("--seed", help="Training seed.")] = 0,
+    device: Annotated[str, typer.Option("--device", help="auto | cpu | cuda | cuda:N.")] = TrainConfig.device,
+    seed: Annotated[int, typer.Option("--seed", help="Training seed.")] = TrainConfig.seed,
     json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
 ) -> None:
     """Instruction-tune a model on a mixture (full fine-tuning or LoRA; seq2seq or causal)."""
     from dataclasses import asdict
 
-    from .train import TrainConfig, train
+    from .train import train
 
     cfg = TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, grad_accum=grad_accum, max_steps=max_steps,
                       max_input_length=max_input_length, max_target_length=max_target_length, lora=lora, lora_r=lora_r,
@@ -446,7 +461,7 @@ def eval_cmd(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
 ) -> None:
     """Zero-shot evaluation on target tasks: rank classification accuracy, ROUGE-L, exact match."""
-    from .api import check_out, write_json_atomic
+    from .io import check_out, write_json_atomic
     from .pipeline import evaluate_model, target_tasks
 
     if out_file:
@@ -542,14 +557,19 @@ def cache(
     clear: Annotated[bool, typer.Option("--clear", help="Delete every cached embedding.")] = False,
 ) -> None:
     """Show (or clear) the embedding cache."""
-    from .cache import EmbeddingCache
+    from .cache import EmbeddingCache, delete_cache
     from .paths import cache_dir
 
-    store = EmbeddingCache(cache_dir() / "embeddings.sqlite")
-    if clear:
-        print(f"removed {store.clear()} embeddings from {store.path}")
+    path = cache_dir() / "embeddings.sqlite"
+    if clear and not path.exists():
+        print(f"{path}: no cache to remove")
+    elif clear:
+        removed = delete_cache(path)
+        print(f"removed {path}" + (f" ({removed} embeddings)" if removed is not None else " (it was damaged)"))
+    elif not path.exists():
+        print(f"{path}: no cache yet")
     else:
-        print(f"{store.path}: {store.count()} embeddings")
+        print(f"{path}: {EmbeddingCache(path).count()} embeddings")
 
 
 def main() -> None:
@@ -561,6 +581,13 @@ def main() -> None:
     os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
     if {"-q", "--quiet"} & set(sys.argv[1:]):  # also the hub's and transformers' bars (loading, saving weights)
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    for stream in (sys.stdout, sys.stderr):  # text that is not UTF-8 is shown escaped, never a crash
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
+    insta_log = logging.getLogger("insta")
+    if not any(isinstance(h, _WarningLines) for h in insta_log.handlers):
+        insta_log.addHandler(_WarningLines())
+        insta_log.propagate = False
     global _json_stream
     try:
         if "--json" in sys.argv[1:]:  # stdout carries the JSON document and nothing else
@@ -576,3 +603,10 @@ def main() -> None:
     except KeyboardInterrupt:
         err.print("interrupted", highlight=False)
         sys.exit(130)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
+            raise
+        where = f" ({exc.filename})" if exc.filename else ""
+        err.print(f"error: {exc.strerror}{where}; free some space (or point --out / INSTA_CACHE_DIR elsewhere) and "
+                  "run the command again: finished steps are kept", highlight=False, markup=False)
+        sys.exit(2)

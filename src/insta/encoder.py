@@ -13,6 +13,7 @@ import os
 import socket
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Protocol, runtime_checkable
 from urllib.parse import urlparse
 
 import numpy as np
@@ -26,6 +27,17 @@ PAPER_MODEL = "sentence-transformers/bert-large-nli-stsb-mean-tokens"
 _DEFAULT_ALIASES = {"default", DEFAULT_MODEL, f"sentence-transformers/{DEFAULT_MODEL}"}
 
 ProgressFn = Callable[[int, int], None]
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    """What a selector needs of an encoder: L2-normalised float32 rows for texts, and a
+    description for reports. :class:`Encoder` is the sentence-transformers one; any object
+    with these two methods (an API client, hand-made vectors in a test) works too."""
+
+    def encode(self, texts: Sequence[str], progress: ProgressFn | None = None) -> np.ndarray: ...
+
+    def describe(self) -> dict[str, str]: ...
 
 
 def default_model_path() -> str:
@@ -105,6 +117,12 @@ class Encoder:
         self.model_name = model or DEFAULT_MODEL
         self.model_path = resolve_model(model)
         self.device = device
+        if device not in (None, "auto"):
+            from .checks import resolve_device
+
+            self.device = resolve_device(device)
+        elif device == "auto":
+            self.device = None  # sentence-transformers picks the best available
         self.batch_size = batch_size
         if cache is None or cache is True:
             cache = EmbeddingCache(cache_dir() / "embeddings.sqlite")

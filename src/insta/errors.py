@@ -33,4 +33,4 @@ def did_you_mean(name: str, choices: Iterable[str], n: int = 3) -> str:
 def unknown(kind: str, name: str, available: Iterable[str]) -> InstaError:
     """Registry-style error: "unknown pool kind 'x'; available: a, b, c"."""
     available = sorted(available)
-    return InstaError(f"unknown {kind} {name!r}; available: {', '.join(available)}")
+    return InstaError(f"unknown {kind} {name!r}{did_you_mean(str(name), available)}; available: {', '.join(available)}")

@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from .errors import InstaError
+from .paths import writable
 
 
 def pip_download(requirement: str, into: Path, *, pattern: str, sdist: bool = False, hint: str = "") -> Path:
@@ -66,7 +67,7 @@ def extract_atomically(tarball: Path, dest: Path, select: Callable[[str], Sequen
     complete or not at all, whoever is killed when; ``complete(dest)`` says whether a racing
     process already finished it. ``on_member(where, rel, data)`` sees each file (to index it),
     ``finish(folder)`` may add files before the rename."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    writable(dest.parent, f"the extracted {what}")
     clean_stale(dest.parent, ".extract-")
     tmp = Path(tempfile.mkdtemp(prefix=".extract-", dir=dest.parent))
     try:

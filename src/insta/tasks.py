@@ -7,6 +7,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import InstaError, did_you_mean
+from .io import surrogate_at
+
+
+def family(item: Any) -> str:
+    """The sibling rule, the one place it is defined: tasks (or targets) built on the same
+    source dataset are siblings; a task without a recorded dataset is its own family."""
+    return item.dataset or item.id
 
 
 def clean_text(text: str) -> str:
@@ -48,6 +55,9 @@ class Task:
     meta: dict[str, Any] = field(default_factory=dict)
     source: str | None = None
     instance_loader: Callable[[], list[dict[str, Any]]] | None = field(default=None, repr=False, compare=False)
+    demonstrations: list[dict[str, Any]] = field(default_factory=list, repr=False)
+    templates: tuple[Any, ...] = field(default=(), repr=False)
+    members: tuple[str, ...] = ()
 
     def with_instances(self) -> Task:
         """This task with every instance: loaded now through the reader's loader when the
@@ -98,6 +108,13 @@ class TaskPool(Sequence[Task]):
                 )
             if not task.instructions or not any(i.text.strip() for i in task.instructions):
                 raise InstaError(f"{name}: task {task.id!r} has no usable instruction text")
+            for what, text in [("its id", task.id), ("its label", task.label or ""),
+                               *((f"instruction {i.name or n}", i.text) for n, i in enumerate(task.instructions))]:
+                at = surrogate_at(text)
+                if at is not None:
+                    raise InstaError(f"{name}: task {task.id.encode('utf-8', 'backslashreplace').decode()!r}: {what} "
+                                     f"holds an invalid character at position {at} (a lone surrogate, e.g. a JSON "
+                                     "'\\ud800' escape, or bytes that were not UTF-8); fix the text")
             self._index[task.id] = len(self._tasks)
             self._tasks.append(task)
 
@@ -151,7 +168,7 @@ class TaskPool(Sequence[Task]):
         """
         groups: dict[str, list[Task]] = {}
         for t in self._tasks:
-            groups.setdefault(t.dataset or t.id, []).append(t)
+            groups.setdefault(family(t), []).append(t)
         merged = []
         for ds, members in groups.items():
             if len(members) == 1 and members[0].id == ds:
@@ -170,7 +187,8 @@ class TaskPool(Sequence[Task]):
                         if any(m.instances is not None for m in members)
                         else None
                     ),
-                    meta={"members": [m.id for m in members]},
+                    members=tuple(m.id for m in members),
+                    source=members[0].source,
                 )
             )
         return TaskPool(merged, self.name, description=self.description)

@@ -13,7 +13,6 @@ Several GPUs: ``accelerate launch --config_file configs/deepspeed_zero2.yaml -m 
 
 from __future__ import annotations
 
-import json
 import math
 import shutil
 import time
@@ -22,7 +21,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .checks import check_fields, check_float, check_int, option, resolve_device
+from .checkpoints import last_whole_checkpoint
 from .errors import InstaError
+from .io import read_json, write_json_atomic
 
 DEFAULT_LR = {"p3": 1e-4, "niv2": 5e-5}
 STATE = "train.json"
@@ -49,13 +51,17 @@ class TrainConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("batch_size", "grad_accum", "max_input_length", "max_target_length"):
-            if getattr(self, name) <= 0:
-                raise InstaError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
-        if self.epochs <= 0 and self.max_steps <= 0:
-            raise InstaError("--epochs must be positive (or give --max-steps)")
-        if self.lr is not None and self.lr <= 0:
-            raise InstaError(f"--lr must be positive, got {self.lr}")
+        check_fields(self, "train")
+        for name in ("batch_size", "grad_accum", "max_input_length", "max_target_length", "lora_r", "lora_alpha"):
+            check_int(getattr(self, name), option("train", name), min=1)
+        check_int(self.max_steps, option("train", "max_steps"), min=-1)
+        if self.max_steps <= 0:
+            check_float(self.epochs, option("train", "epochs") + " (or give --max-steps)", positive=True, max=1e6)
+        if self.lr is not None:
+            check_float(self.lr, option("train", "lr"), positive=True, max=10.0)
+        check_float(self.warmup_ratio, option("train", "warmup_ratio"), min=0.0, max=1.0)
+        check_float(self.weight_decay, option("train", "weight_decay"), min=0.0)
+        check_float(self.lora_dropout, option("train", "lora_dropout"), min=0.0, max=0.99)
 
 
 @dataclass
@@ -71,18 +77,6 @@ class TrainResult:
     resumed: bool
     lora: bool
     history: list[dict[str, float]] = field(default_factory=list)
-
-
-def resolve_device(device: str) -> str:
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise InstaError(f"--device {device} asked for, but torch sees no CUDA device (torch {torch.__version__}); use --device cpu")
-    if device not in ("cpu",) and not device.startswith("cuda"):
-        raise InstaError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N")
-    return device
 
 
 def load_model(name: str, *, for_training: bool):
@@ -171,15 +165,40 @@ def _target_only_trainer():
     return TargetOnlyTrainer
 
 
-def _prepare_out(out: Path) -> bool:
-    """True when ``out`` holds an interrupted run of ours (resume); error when it is in the way."""
-    state = out / STATE
-    if state.is_file():
-        doc = json.loads(state.read_text())
-        if doc.get("status") == "done":
+def _state(out: Path) -> dict[str, Any] | None:
+    """The folder's train.json, None when absent; one line when it is damaged."""
+    path = out / STATE
+    if not path.is_file():
+        return None
+    try:
+        return read_json(path, "training state", expect=dict)
+    except InstaError as exc:
+        raise InstaError(f"{exc} — the training state of --out {out} is damaged; delete the folder {out} to train from "
+                         "scratch") from None
+
+
+def finished(out: str | Path) -> bool:
+    """Does ``out`` hold a finished training (a model folder written by insta train)?"""
+    try:
+        return (_state(Path(out).expanduser()) or {}).get("status") == "done"
+    except InstaError:
+        return False
+
+
+def _prepare_out(out: Path, model: str, cfg: TrainConfig, mixture: str | Path) -> bool:
+    """True when ``out`` holds an interrupted run of the same training (resume); error when it is in the way."""
+    if out.is_symlink() or (out.exists() and not out.is_dir()):
+        raise InstaError(f"--out {out} exists and is not a folder; give a new folder")
+    state = _state(out)
+    if state is not None:
+        if state.get("status") == "done":
             raise InstaError(f"--out {out} already holds a trained model; give a new folder")
+        same = {"base": model, "config": asdict(cfg), "mixture": str(mixture)}
+        if any(state.get(k) != v for k, v in same.items() if k in state):
+            raise InstaError(f"--out {out} holds an interrupted training with other settings (model, mixture or "
+                             f"options); rerun with the same ones to resume, or delete {out} to start over")
         return True
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+    if out.exists() and any(out.iterdir()):
         raise InstaError(f"--out {out} already exists and holds something else; give a new folder")
     return False
 
@@ -195,7 +214,7 @@ def train(mixture: str | Path, model: str, out: str | Path, cfg: TrainConfig | N
     dest = Path(out).expanduser()
     dataset, manifest = load_mixture(mixture)
     device = resolve_device(cfg.device)
-    resuming = _prepare_out(dest)
+    resuming = _prepare_out(dest, model, cfg, mixture)
 
     import torch
     from transformers import DataCollatorForSeq2Seq, Trainer, TrainingArguments
@@ -209,7 +228,8 @@ def train(mixture: str | Path, model: str, out: str | Path, cfg: TrainConfig | N
     lr = cfg.lr if cfg.lr is not None else (DEFAULT_LR["p3"] if sources == {"p3"} else DEFAULT_LR["niv2"])
     net, tokenizer, seq2seq = load_model(model, for_training=True)
     dest.mkdir(parents=True, exist_ok=True)
-    (dest / STATE).write_text(json.dumps({"status": "running", "base": model, "config": asdict(cfg)}, indent=1))
+    write_json_atomic(dest / STATE, {"status": "running", "base": model, "config": asdict(cfg), "mixture": str(mixture)},
+                      "training state")
     if cfg.lora:
         try:
             from peft import LoraConfig, TaskType, get_peft_model
@@ -257,10 +277,10 @@ def train(mixture: str | Path, model: str, out: str | Path, cfg: TrainConfig | N
 
         trainer.remove_callback(PrinterCallback)
         trainer.remove_callback(ProgressCallback)
-    resume = resuming and any((dest / "checkpoints").glob("checkpoint-*"))
+    resume = last_whole_checkpoint(dest / "checkpoints", say) if resuming else None
     say(f"{'resuming' if resume else 'training'} {'LoRA on ' if cfg.lora else ''}{model} "
         f"({'seq2seq' if seq2seq else 'causal'}) on {len(tokenized)} examples, lr {lr:g}, {device}{', bf16' if bf16 else ''}")
-    output = trainer.train(resume_from_checkpoint=True if resume else None)
+    output = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     main_process = trainer.is_world_process_zero()  # under accelerate launch, one process writes
     if trainer.is_deepspeed_enabled:
         trainer.save_model(str(dest))  # gathers ZeRO-partitioned weights
@@ -282,6 +302,6 @@ def train(mixture: str | Path, model: str, out: str | Path, cfg: TrainConfig | N
         seconds=round(time.perf_counter() - start, 1), resumed=bool(resume), lora=cfg.lora, history=history,
     )
     if main_process:
-        (dest / STATE).write_text(json.dumps({"status": "done", "mixture": str(mixture), "manifest": manifest,
-                                              "result": asdict(result)}, indent=1, ensure_ascii=False) + "\n")
+        write_json_atomic(dest / STATE, {"status": "done", "mixture": str(mixture), "manifest": manifest,
+                                         "result": asdict(result)}, "training state")
     return result

@@ -9,12 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import InstaError
-from ..tasks import Task, TaskPool
-
-
-def group_key(task: Task) -> str:
-    """Tasks with the same key are siblings: the source dataset, else the task itself."""
-    return task.dataset or task.id
+from ..tasks import TaskPool, family
 
 
 @dataclass(frozen=True)
@@ -32,7 +27,7 @@ def make_folds(pool: TaskPool, n_folds: int, seed: int = 0) -> list[Fold]:
     """
     groups: dict[str, list[str]] = {}
     for t in pool:
-        groups.setdefault(group_key(t), []).append(t.id)
+        groups.setdefault(family(t), []).append(t.id)
     if n_folds < 2:
         raise InstaError(f"folds must be at least 2, got {n_folds}")
     if n_folds > len(groups):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ..api import atomic_path
+from ..io import atomic_path
 from .metrics import METRICS
 from .runner import BenchResult
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 
@@ -12,9 +13,9 @@ import numpy as np
 from ..encoder import Encoder
 from ..errors import InstaError
 from ..select import InstructionSelector, Target, order_candidates
-from ..selectors import LEARNED, make_selector, method_label, parse_method
-from ..tasks import TaskPool
-from .folds import group_key, make_folds
+from ..selectors import METHODS, make_selector, method_label, parse_method
+from ..tasks import TaskPool, family
+from .folds import make_folds
 from .metrics import METRICS, bootstrap_ci, bootstrap_indices
 from .suites import Suite
 
@@ -52,7 +53,7 @@ class BenchResult:
 
     def save(self, stem: str | os.PathLike[str]) -> None:
         """Write ``<stem>.json`` (with per-target values) and ``<stem>.png``, each atomically."""
-        from ..api import write_json_atomic
+        from ..io import write_json_atomic
         from .plot import plot_result
 
         write_json_atomic(f"{stem}.json", self.to_dict(per_target=True))
@@ -97,9 +98,21 @@ def _relevance(ids: np.ndarray, labels: np.ndarray, scores, target: Target, cand
 def _candidates(pool: TaskPool, target: Target, exclude_siblings: bool) -> np.ndarray:
     keep = [
         i for i, t in enumerate(pool)
-        if t.id != target.id and not (exclude_siblings and target.dataset is not None and group_key(t) == target.dataset)
+        if t.id != target.id and not (exclude_siblings and family(t) == family(target))
     ]
     return np.asarray(keep, dtype=np.int64)
+
+
+def _check_answerable(suite: Suite, groups) -> None:
+    """Refuse a benchmark in which no target has another task with its label to find (every
+    metric would be undefined)."""
+    for _, pool, targets in groups:
+        counts = Counter(t.label for t in pool if t.label is not None)
+        in_pool = set(pool.ids)
+        if any(t.label is not None and counts[t.label] - (t.id in in_pool) > 0 for t in targets):
+            return
+    raise InstaError(f"{suite.name}: no target has a relevant task (another task with its label) to rank first; "
+                     "every label is unique here: label the tasks by something they share (?label=FIELD, --label-field)")
 
 
 def run_bench(
@@ -129,7 +142,7 @@ def run_bench(
     splits = make_folds(suite.pool, folds, seed) if folds else None
 
     for m in methods:
-        if parse_method(m)[0] in LEARNED and not folds:
+        if METHODS.get(parse_method(m)[0]).recipe and not folds:
             raise InstaError(f"method {m!r} is trained on the pool: benchmark it with --folds K (K >= 2), "
                              "so it is scored only on tasks it never saw")
 
@@ -146,12 +159,13 @@ def run_bench(
 
     def selector_for(m: str, train_pool: TaskPool | None):
         name, agg = parse_method(m)
-        if name not in LEARNED:
+        recipe = METHODS.get(name).recipe
+        if recipe is None:
             return make_selector(m, encoder=encoder, seed=seed)
         from ..align import AlignConfig, aligned_model
         from ..paths import cache_dir
 
-        cfg = AlignConfig(**{"recipe": LEARNED[name], "seed": seed, "base": encoder.model_name
+        cfg = AlignConfig(**{"recipe": recipe, "seed": seed, "base": encoder.model_name
                              if encoder.model_name != "all-MiniLM-L6-v2" else None, **(align_config or {})})
         assert train_pool is not None
         if progress:
@@ -159,6 +173,7 @@ def run_bench(
         model_dir = aligned_model(train_pool, cfg, align_root or cache_dir() / "aligned")
         return InstructionSelector(Encoder(str(model_dir), cache=encoder.cache or False), aggregate=agg or "max")
 
+    _check_answerable(suite, groups())
     results = []
     scored_ids: list[str] | None = None
     for m in methods:
@@ -238,7 +253,7 @@ def run_bench(
         folds=folds,
         seed=seed,
         n_boot=n_boot,
-        model=encoder.describe() if any(parse_method(m)[0] in ("insta", "samples", *LEARNED) for m in methods) else {},
+        model=encoder.describe() if any(METHODS.get(parse_method(m)[0]).uses_encoder for m in methods) else {},
         methods=results,
         notes=list(suite.notes),
     )

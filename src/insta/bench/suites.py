@@ -14,10 +14,13 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .. import t0
-from ..errors import InstaError, unknown
-from ..pools import load_pool
+from ..errors import InstaError
+from ..pools import load_pool, parse_spec
+from ..registry import Registry
 from ..select import Target
 from ..tasks import TaskPool
+
+TABLE_KINDS = ("jsonl", "csv", "hf")
 
 
 @dataclass
@@ -91,8 +94,8 @@ def _niv2(options: dict) -> Suite:
     path = _data(options.get("niv2"), "niv2", "--niv2")
     table = path if path.is_file() else path / "tasks.jsonl"
     if table.is_file():
-        full = load_pool(f"jsonl:{table}?id=name&instruction=summary&label=category")
-        pool = full.filter(lambda t: t.meta.get("split_default") in ("train", "test"), name="niv2:default")
+        full = load_pool(f"jsonl:{table}?id=name&instruction=summary&label=category&split=split_default")
+        pool = full.filter(lambda t: t.split in ("train", "test"), name="niv2:default")
         return Suite("niv2", "NIV2: the 875 English tasks of the default split (train+test), leave-one-out; "
                      "instruction = the one-line task summary (not the full Definition); relevant = same category",
                      pool, _loo(pool), exclude_siblings=False,
@@ -115,31 +118,34 @@ def _niv2_files(options: dict) -> Suite:
                         "this suite exists to run the instance-based 'samples' baseline on real task files"])
 
 
-SUITES: dict[str, tuple[str, Callable[[dict], Suite]]] = {
-    "p3": ("38 T0 training entries, leave-one-out, T0 clusters", _p3),
-    "p3-grouped": ("35 T0 training datasets (subsets merged), leave-one-out", _p3_grouped),
-    "p3-extra": ("T0+/T0++ extra datasets as targets against the T0 training pool", _p3_extra),
-    "niv2": ("875 English NIV2 tasks (default split), leave-one-out, categories", _niv2),
-    "niv2-files": ("NIV2 task files with instances (runs 'samples')", _niv2_files),
-}
+@dataclass(frozen=True)
+class SuiteEntry:
+    summary: str
+    build: Callable[[dict], Suite]
 
 
-def relabel(pool: TaskPool, field_name: str) -> TaskPool:
-    """The pool with each task's label taken from a field its reader kept (``dataset``,
-    ``split`` or any extra row field, e.g. ``domains`` of the NIV2 table)."""
-    tasks = []
-    for t in pool:
-        if field_name in ("dataset", "split"):
-            value = getattr(t, field_name)
-        elif field_name in t.meta:
-            value = t.meta[field_name]
-        else:
-            fields = sorted({"dataset", "split", *t.meta})
-            raise InstaError(f"--label-field {field_name!r}: task {t.id!r} has no such field; fields: {', '.join(fields)}")
-        if isinstance(value, list):
-            value = value[0] if value else None
-        tasks.append(replace(t, label=None if value in (None, "") else str(value)))
-    return TaskPool(tasks, pool.name, description=pool.description)
+SUITES: Registry[SuiteEntry] = Registry("suite", {
+    "p3": SuiteEntry("38 T0 training entries, leave-one-out, T0 clusters", _p3),
+    "p3-grouped": SuiteEntry("35 T0 training datasets (subsets merged), leave-one-out", _p3_grouped),
+    "p3-extra": SuiteEntry("T0+/T0++ extra datasets as targets against the T0 training pool", _p3_extra),
+    "niv2": SuiteEntry("875 English NIV2 tasks (default split), leave-one-out, categories", _niv2),
+    "niv2-files": SuiteEntry("NIV2 task files with instances (runs 'samples')", _niv2_files),
+})
+
+
+def relabeled(spec: str, field_name: str) -> TaskPool:
+    """The pool a spec names, each task labelled by another field: ``dataset`` or ``split``
+    for any pool, any column for a table pool (read again with ``label=FIELD``; a list-valued
+    field, e.g. ``domains`` of the NIV2 table, gives its first value)."""
+    parsed = parse_spec(spec)
+    if field_name in ("dataset", "split"):
+        loaded = load_pool(parsed)
+        return TaskPool([replace(t, label=getattr(t, field_name)) for t in loaded], loaded.name,
+                        description=loaded.description)
+    if parsed.kind not in TABLE_KINDS:
+        raise InstaError(f"--label-field {field_name!r}: a {parsed.kind} pool offers the fields dataset and split; "
+                         f"any column works for table pools ({', '.join(TABLE_KINDS)})")
+    return load_pool(replace(parsed, options={**parsed.options, "label": field_name}))
 
 
 def build_suite(name: str | None = None, *, pool: str | None = None, niv2: str | None = None,
@@ -150,9 +156,7 @@ def build_suite(name: str | None = None, *, pool: str | None = None, niv2: str |
     if pool:
         if name:
             raise InstaError("give --suite or --pool, not both")
-        loaded = load_pool(pool)
-        if label_field:
-            loaded = relabel(loaded, label_field)
+        loaded = relabeled(pool, label_field) if label_field else load_pool(pool)
         labels = {t.label for t in loaded if t.label}
         if len(labels) < 2:
             raise InstaError(f"pool {pool!r} needs labels (at least two distinct) to benchmark on; "
@@ -162,6 +166,4 @@ def build_suite(name: str | None = None, *, pool: str | None = None, niv2: str |
                      methods=("random", "bm25", "insta") + (("samples",) if has_instances else ()))
     if not name:
         raise InstaError(f"give --suite NAME ({', '.join(SUITES)}) or --pool SPEC")
-    if name not in SUITES:
-        raise unknown("suite", name, SUITES)
-    return SUITES[name][1]({"niv2": niv2, "templates": templates})
+    return SUITES.get(name).build({"niv2": niv2, "templates": templates})

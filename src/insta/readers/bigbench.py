@@ -38,8 +38,10 @@ import numpy as np
 
 from ..errors import InstaError, did_you_mean
 from ..fetch import extract_atomically, pip_download
+from ..io import read_json, write_text_atomic
+from ..log import log
 from ..paths import cache_dir
-from ..pools import PoolSpec, Reader, register
+from .base import PoolSpec, Reader
 from ..tasks import Instruction, Task, TaskPool, clean_text
 
 BIGBENCH_VERSION = "1.0.0"
@@ -154,18 +156,7 @@ def tasks_root(location: str | os.PathLike[str] | None = None, *, download: bool
 
 
 def _load_json(path: Path, data: bytes | None = None) -> dict[str, Any]:
-    try:
-        raw = data if data is not None else path.read_bytes()
-        doc = json.loads(raw.decode("utf-8"))
-    except UnicodeDecodeError as exc:
-        raise InstaError(f"{path}: not UTF-8 text (byte {exc.start}); BIG-bench task files are UTF-8 JSON") from None
-    except json.JSONDecodeError as exc:
-        raise InstaError(f"{path}:{exc.lineno}: invalid JSON ({exc.msg})") from None
-    except OSError as exc:
-        raise InstaError(f"{path}: cannot read ({exc.strerror})") from None
-    if not isinstance(doc, dict):
-        raise InstaError(f"{path}: a BIG-bench task.json holds a JSON object")
-    return doc
+    return read_json(path, "BIG-bench task file", expect=dict, data=data)
 
 
 def _text_field(path: Path, doc: dict[str, Any], name: str, default: str | None = None) -> str | None:
@@ -217,9 +208,7 @@ def _default(doc: dict[str, Any], name: str, default: str) -> str:
 
 def _write_index(path: Path, records: list[dict[str, Any]]) -> None:
     records = sorted(records, key=lambda r: r["rel"])
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps({"version": INDEX_VERSION, "records": records}), encoding="utf-8")
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps({"version": INDEX_VERSION, "records": records}), "BIG-bench index")
 
 
 def _fingerprint(files: Iterable[Path]) -> str:
@@ -247,8 +236,11 @@ def read_index(root: Path) -> list[dict[str, Any]]:
     except (ValueError, KeyError, TypeError, AttributeError, OSError, UnicodeDecodeError):
         pass  # damaged or unreadable: rebuilt from the task files below
     records = [_index_record(f, tuple(f.parent.relative_to(root).parts)) for f in _task_files(root)]
-    index_path.parent.mkdir(parents=True, exist_ok=True)
-    _write_index(index_path, records)
+    try:
+        index_path.parent.mkdir(parents=True, exist_ok=True)
+        _write_index(index_path, records)
+    except (OSError, InstaError) as exc:  # a read-only cache: the index is rebuilt next time
+        log.warning("BIG-bench index not kept (%s); set INSTA_CACHE_DIR to a writable folder to load faster", exc)
     return records
 
 
@@ -426,23 +418,21 @@ def load_bigbench(spec: PoolSpec) -> TaskPool:
     return TaskPool(tasks, name=name, description=f"BIG-bench {BIGBENCH_VERSION} JSON tasks under {root} (level {level})")
 
 
-register(
-    Reader(
-        kind="bigbench",
-        summary=f"BIG-bench {BIGBENCH_VERSION} JSON tasks (the PyPI sdist, fetched with pip into the cache on first use)",
-        arg="all | a named selection | comma-separated task names or globs (TASK/SUBTASK at level=subtask)",
-        options={
-            "level": "task (default: subtasks merged into their task) | subtask (one task per task.json)",
-            "exclude": "task names, globs or named selections never to include (e.g. exclude=t0-eval)",
-            "keywords": "keep only tasks with any of these BIG-bench keywords (comma-separated)",
-            "label": "keyword (default: the first BIG-bench keyword that is not a format such as 'multiple choice') | none",
-            "instances": "load up to N examples per task now (default 0: read on demand; 'all')",
-            "source": f"the bigbench sdist tarball or a benchmark_tasks folder (default: ${ENV_SOURCE}, the cache, "
-                      "else pip download)",
-        },
-        examples=["bigbench:t0-eval", "bigbench:all?exclude=t0-eval", "bigbench:bbh?level=subtask",
-                  "bigbench:logical_deduction,winowhy"],
-        load=load_bigbench,
-        named={name: desc for name, (desc, _) in SELECTIONS.items()} | {"all": "every JSON task with examples"},
-    )
+READER = Reader(
+    kind="bigbench",
+    summary=f"BIG-bench {BIGBENCH_VERSION} JSON tasks (the PyPI sdist, fetched with pip into the cache on first use)",
+    arg="all | a named selection | comma-separated task names or globs (TASK/SUBTASK at level=subtask)",
+    options={
+        "level": "task (default: subtasks merged into their task) | subtask (one task per task.json)",
+        "exclude": "task names, globs or named selections never to include (e.g. exclude=t0-eval)",
+        "keywords": "keep only tasks with any of these BIG-bench keywords (comma-separated)",
+        "label": "keyword (default: the first BIG-bench keyword that is not a format such as 'multiple choice') | none",
+        "instances": "load up to N examples per task now (default 0: read on demand; 'all')",
+        "source": f"the bigbench sdist tarball or a benchmark_tasks folder (default: ${ENV_SOURCE}, the cache, "
+                  "else pip download)",
+    },
+    examples=["bigbench:t0-eval", "bigbench:all?exclude=t0-eval", "bigbench:bbh?level=subtask",
+              "bigbench:logical_deduction,winowhy"],
+    load=load_bigbench,
+    named={name: desc for name, (desc, _) in SELECTIONS.items()} | {"all": "every JSON task with examples"},
 )

@@ -7,12 +7,12 @@ is its instruction and its first category its label.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from ..errors import InstaError
-from ..pools import PoolSpec, Reader, register
+from ..io import json_type, read_json, read_text
+from .base import PoolSpec, Reader
 from ..tasks import Instruction, Task, TaskPool, clean_text
 
 
@@ -23,32 +23,54 @@ def _split_lists(root: Path, setting: str) -> dict[str, str]:
     for split in ("train", "test"):
         path = folder / f"{split}_tasks.txt"
         if path.is_file():
-            for line in path.read_text(encoding="utf-8").splitlines():
+            for line in read_text(path, "NIV2 split list").splitlines():
                 if line.strip():
                     out[line.strip()] = split
     return out
 
 
-def _as_list(value: Any) -> list[Any]:
+def _texts(path: Path, data: dict[str, Any], name: str, *, required: bool = False) -> list[str]:
+    """A field that holds a text or a list of texts (Definition, Categories, Source, ...)."""
+    value = data.get(name)
+    if value is None:
+        if required:
+            raise InstaError(f"{path}: field {name!r} is missing; is this a NIV2 task file?")
+        return []
+    values = value if isinstance(value, list) else [value]
+    if not all(isinstance(v, str) for v in values):
+        raise InstaError(f"{path}: field {name!r} must be a text or a list of texts, "
+                         f"got {json_type(type(value if not isinstance(value, list) else next(v for v in values if not isinstance(v, str))))}")
+    return values
+
+
+def _examples(path: Path, data: dict[str, Any], name: str) -> list[dict[str, Any]]:
+    """Instances or Positive Examples: a list of objects with a text 'input' and 'output'
+    (a text or a list of texts); anything else is refused with its index."""
+    value = data.get(name)
     if value is None:
         return []
-    return value if isinstance(value, list) else [value]
+    if not isinstance(value, list):
+        raise InstaError(f"{path}: field {name!r} must be a list of objects, got {json_type(type(value))}")
+    out = []
+    for i, ex in enumerate(value):
+        if not isinstance(ex, dict) or not isinstance(ex.get("input", ""), str):
+            raise InstaError(f"{path}: {name}[{i}] must be an object with a text 'input'")
+        output = ex.get("output")
+        outputs = output if isinstance(output, list) else [] if output is None else [output]
+        if not all(isinstance(o, (str, int, float)) for o in outputs):  # real files hold numbers too (task1759)
+            raise InstaError(f"{path}: {name}[{i}].output must be a text or a list of texts")
+        out.append({"id": ex.get("id"), "input": ex.get("input", ""), "output": [str(o) for o in outputs],
+                    **({"explanation": ex["explanation"]} if isinstance(ex.get("explanation"), str) else {})})
+    return out
 
 
 def read_task_file(path: Path, *, max_instances: int | None = 0) -> dict[str, Any]:
     """Read one NIV2 task file; ``max_instances`` None keeps all instances, 0 none."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise InstaError(f"{path}:{exc.lineno}: invalid JSON ({exc.msg})") from None
-    except OSError as exc:
-        raise InstaError(f"{path}: cannot read ({exc.strerror})") from None
-    if not isinstance(data, dict):
-        raise InstaError(f"{path}: a NIV2 task file must hold a JSON object")
+    data = read_json(path, "NIV2 task file", expect=dict)
     if "Definition" not in data:
         raise InstaError(f"{path}: field 'Definition' is missing; is this a NIV2 task file?")
     if max_instances != 0:
-        instances = data.get("Instances") or []
+        instances = _examples(path, data, "Instances")
         data["Instances"] = instances if max_instances is None else instances[:max_instances]
     else:
         data.pop("Instances", None)
@@ -57,17 +79,13 @@ def read_task_file(path: Path, *, max_instances: int | None = 0) -> dict[str, An
 
 def task_from_file(path: Path, *, split: str | None = None, max_instances: int | None = 0) -> Task:
     data = read_task_file(path, max_instances=max_instances)
-    definition = " ".join(str(d) for d in _as_list(data["Definition"]))
+    definition = " ".join(_texts(path, data, "Definition", required=True))
     if not definition.strip():
         raise InstaError(f"{path}: field 'Definition' is empty; a task needs its instruction text")
-    categories = [str(c) for c in _as_list(data.get("Categories"))]
-    sources = [str(s) for s in _as_list(data.get("Source"))]
-    instances = None
-    if "Instances" in data:
-        instances = [
-            {"id": inst.get("id"), "input": inst.get("input", ""), "output": _as_list(inst.get("output"))}
-            for inst in data["Instances"]
-        ]
+    categories = _texts(path, data, "Categories")
+    sources = _texts(path, data, "Source")
+    positives = _examples(path, data, "Positive Examples")
+    instances = data.get("Instances")
     return Task(
         id=path.stem,
         instructions=[Instruction(text=clean_text(definition), raw=definition, name="Definition")],
@@ -80,11 +98,10 @@ def task_from_file(path: Path, *, split: str | None = None, max_instances: int |
             lambda: task_from_file(path, split=split, max_instances=None).instances or []),
         meta={
             "categories": categories,
-            "path": str(path),
-            "input_language": _as_list(data.get("Input_language")),
-            "output_language": _as_list(data.get("Output_language")),
-            "positive_examples": data.get("Positive Examples") or [],
+            "input_language": _texts(path, data, "Input_language"),
+            "output_language": _texts(path, data, "Output_language"),
         },
+        demonstrations=positives,
     )
 
 
@@ -130,19 +147,17 @@ def load_niv2(spec: PoolSpec) -> TaskPool:
     return TaskPool(tasks, name=f"niv2:{root.name}", description=f"NIV2 task files under {task_dir} (split {want_split})")
 
 
-register(
-    Reader(
-        kind="niv2",
-        summary="Super-NaturalInstructions v2 checkout (tasks/*.json, splits/<setting>/)",
-        arg="path of the natural-instructions checkout (or its tasks/ folder)",
-        options={
-            "split": "train | test | all (default) — from splits/<setting>/",
-            "setting": "split setting folder: default (default) or xlingual",
-            "categories": "keep only tasks in these categories (comma-separated)",
-            "exclude_categories": "drop tasks in these categories (comma-separated)",
-            "instances": "load up to N instances per task (default 0; 'all' for every one)",
-        },
-        examples=["niv2:natural-instructions?split=train", "niv2:natural-instructions?exclude_categories=Translation"],
-        load=load_niv2,
-    )
+READER = Reader(
+    kind="niv2",
+    summary="Super-NaturalInstructions v2 checkout (tasks/*.json, splits/<setting>/)",
+    arg="path of the natural-instructions checkout (or its tasks/ folder)",
+    options={
+        "split": "train | test | all (default) — from splits/<setting>/",
+        "setting": "split setting folder: default (default) or xlingual",
+        "categories": "keep only tasks in these categories (comma-separated)",
+        "exclude_categories": "drop tasks in these categories (comma-separated)",
+        "instances": "load up to N instances per task (default 0; 'all' for every one)",
+    },
+    examples=["niv2:natural-instructions?split=train", "niv2:natural-instructions?exclude_categories=Translation"],
+    load=load_niv2,
 )

@@ -22,8 +22,9 @@ import yaml
 from .. import t0
 from ..errors import InstaError, did_you_mean
 from ..fetch import extract_atomically, pip_download
+from ..io import read_yaml
 from ..paths import cache_dir
-from ..pools import PoolSpec, Reader, register
+from .base import PoolSpec, Reader
 from ..tasks import Instruction, Task, TaskPool, clean_text
 
 PROMPTSOURCE_VERSION = "0.2.3"
@@ -141,33 +142,38 @@ def templates_root(location: str | os.PathLike[str] | None = None, *, download: 
 # ---------------------------------------------------------------- parsing
 
 
+def _template(path: Path, tid: Any, tpl: Any) -> Template:
+    """One template entry, its shape checked (a hand-edited templates.yaml can hold anything)."""
+    where = f"{path}: templates[{tid!r}]"
+    if not isinstance(tpl, dict):
+        raise InstaError(f"{where} must be a !Template mapping (id, name, jinja, ...)")
+    meta = tpl.get("metadata") or {}
+    if not isinstance(meta, dict):
+        raise InstaError(f"{where}.metadata must be a !TemplateMetadata mapping")
+    for key in ("jinja", "answer_choices"):
+        if tpl.get(key) is not None and not isinstance(tpl[key], str):
+            raise InstaError(f"{where}.{key} must be text")
+    metrics = meta.get("metrics") or ()
+    if not isinstance(metrics, (list, tuple)):
+        raise InstaError(f"{where}.metadata.metrics must be a list")
+    return Template(id=str(tpl.get("id", tid)), name=str(tpl.get("name", tid)), jinja=tpl.get("jinja") or "",
+                    answer_choices=tpl.get("answer_choices"), original_task=meta.get("original_task"),
+                    choices_in_prompt=meta.get("choices_in_prompt"), metrics=tuple(str(m) for m in metrics))
+
+
 @lru_cache(maxsize=4)
 def _read_all(root: Path) -> dict[str, tuple[str, str | None, tuple[Template, ...]]]:
     """key -> (dataset, subset, templates) for every templates.yaml under root."""
     out: dict[str, tuple[str, str | None, tuple[Template, ...]]] = {}
     for path in sorted(root.rglob("templates.yaml")):
         key = path.parent.relative_to(root).as_posix()
-        try:
-            doc = yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader) or {}
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f"{path}:{mark.line + 1}" if mark else str(path)
-            raise InstaError(f"{where}: invalid YAML ({getattr(exc, 'problem', exc)})") from None
-        templates = []
-        for tid, tpl in sorted((doc.get("templates") or {}).items(), key=lambda kv: str(kv[0])):
-            meta = tpl.get("metadata") or {}
-            templates.append(
-                Template(
-                    id=str(tpl.get("id", tid)),
-                    name=str(tpl.get("name", tid)),
-                    jinja=str(tpl.get("jinja", "")),
-                    answer_choices=tpl.get("answer_choices"),
-                    original_task=meta.get("original_task"),
-                    choices_in_prompt=meta.get("choices_in_prompt"),
-                    metrics=tuple(meta.get("metrics") or ()),
-                )
-            )
-        out[key] = (str(doc.get("dataset", key.split("/")[0])), doc.get("subset"), tuple(templates))
+        doc = read_yaml(path, "promptsource templates", loader=_Loader) or {}
+        if not isinstance(doc, dict) or not isinstance(doc.get("templates") or {}, dict):
+            raise InstaError(f"{path}: expected a mapping with 'dataset' and 'templates' (id -> !Template)")
+        templates = tuple(_template(path, tid, tpl) for tid, tpl in
+                          sorted((doc.get("templates") or {}).items(), key=lambda kv: str(kv[0])))
+        subset = doc.get("subset")
+        out[key] = (str(doc.get("dataset", key.split("/")[0])), None if subset is None else str(subset), templates)
     return out
 
 
@@ -240,7 +246,8 @@ def load_p3(spec: PoolSpec) -> TaskPool:
                 label=labels.get(key),
                 dataset=key if dataset in COLLECTIONS else dataset,
                 source="p3",
-                meta={"subset": subset, "templates": [t for t in templates if t.instruction]},
+                meta={"subset": subset},
+                templates=tuple(t for t in templates if t.instruction),
             )
         )
     description = f"promptsource {PROMPTSOURCE_VERSION}: {spec.arg or 'all'}"
@@ -250,18 +257,16 @@ def load_p3(spec: PoolSpec) -> TaskPool:
     return pool.group_by_dataset() if group == "dataset" else pool
 
 
-register(
-    Reader(
-        kind="p3",
-        summary="P3 / promptsource 0.2.3 templates (fetched with pip into the cache on first use)",
-        arg="all | a named selection | comma-separated entries or globs (super_glue/*)",
-        options={
-            "group": "dataset: merge subsets of one dataset into one task (adversarial_qa/*); none (default)",
-            "original_only": "true: only templates of the original task (as T0's evaluation)",
-            "templates": "a promptsource sdist tarball or templates folder (default: cache, else pip download)",
-        },
-        examples=["p3:t0-train", "p3:t0-train?group=dataset", "p3:t0-eval?original_only=true", "p3:super_glue/*"],
-        load=load_p3,
-        named={name: desc for name, (desc, _) in t0.SELECTIONS.items()} | {"all": "every promptsource entry"},
-    )
+READER = Reader(
+    kind="p3",
+    summary="P3 / promptsource 0.2.3 templates (fetched with pip into the cache on first use)",
+    arg="all | a named selection | comma-separated entries or globs (super_glue/*)",
+    options={
+        "group": "dataset: merge subsets of one dataset into one task (adversarial_qa/*); none (default)",
+        "original_only": "true: only templates of the original task (as T0's evaluation)",
+        "templates": "a promptsource sdist tarball or templates folder (default: cache, else pip download)",
+    },
+    examples=["p3:t0-train", "p3:t0-train?group=dataset", "p3:t0-eval?original_only=true", "p3:super_glue/*"],
+    load=load_p3,
+    named={name: desc for name, (desc, _) in t0.SELECTIONS.items()} | {"all": "every promptsource entry"},
 )

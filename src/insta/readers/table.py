@@ -8,13 +8,15 @@ Options name the fields: ``id`` (one field, or several joined by '/', e.g. ``id=
 from __future__ import annotations
 
 import csv
+import io
 import json
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 from ..errors import InstaError
-from ..pools import PoolSpec, Reader, register
+from ..io import json_type, parse_json, read_text
+from .base import PoolSpec, Reader
 from ..tasks import Instruction, Task, TaskPool, clean_text
 
 ID_GUESSES = ("id", "task_id", "name", "task")
@@ -26,6 +28,7 @@ COMMON_OPTIONS = {
     "instruction": "field(s) with instruction text; list values give several (default: instruction, definition, description, summary, ...)",
     "label": "field with the task's label/category (default: label, category or cluster if present)",
     "dataset": "field with the task's source dataset (siblings share it)",
+    "split": "field with the task's split (default: split, if present)",
     "where": "keep rows matching FIELD:VALUE (comma-separated, all must hold)",
     "skip_empty": "true: drop rows whose instruction is empty instead of failing",
 }
@@ -61,12 +64,37 @@ def _value_text(value: Any) -> str:
     return "" if value is None else str(value)
 
 
+def _scalar(row: dict[str, Any], name: str, where: str, what: str, *, first_of_list: bool = False) -> str | None:
+    """A field holding one value: text or a number (a list gives its first value where
+    ``first_of_list``); objects and nested lists are refused, never stringified."""
+    value = row.get(name)
+    if first_of_list and isinstance(value, list):
+        value = value[0] if value else None
+    if isinstance(value, (dict, list)) or isinstance(value, bool):
+        raise InstaError(f"{where}: field {name!r} ({what}) must be a text{' or number' if not isinstance(value, bool) else ''}, "
+                         f"got {json_type(type(value))}{'; map another field with ?' + what + '=FIELD' if what in ('id', 'label', 'dataset') else ''}")
+    text = _value_text(value)
+    return text or None
+
+
+def _instruction_values(row: dict[str, Any], name: str, where: str) -> list[str]:
+    """An instruction field: a text, or a list of texts (several instructions)."""
+    value = row[name]
+    values = value if isinstance(value, list) else [value]
+    for i, v in enumerate(values):
+        if v is not None and not isinstance(v, str):
+            at = f"{name}[{i}]" if isinstance(value, list) else name
+            raise InstaError(f"{where}: field {at!r} must be a text (an instruction), got {json_type(type(v))}; "
+                             "an instruction field holds a text or a list of texts")
+    return [v for v in values if v is not None]
+
+
 def tasks_from_rows(rows: Iterator[tuple[str, dict[str, Any]]], spec: PoolSpec, source: str) -> TaskPool:
     """Build a pool from (location, row) pairs; location is 'file:line' for messages."""
     conditions = _where(spec)
     skip_empty = spec.flag("skip_empty")
     tasks: list[Task] = []
-    mapping: tuple[list[str], list[str], list[str], list[str]] | None = None
+    mapping: tuple[list[str], list[str], list[str], list[str], list[str]] | None = None
     for where, row in rows:
         if not isinstance(row, dict):
             raise InstaError(f"{where}: each row must be a JSON object, got {type(row).__name__}")
@@ -76,24 +104,25 @@ def tasks_from_rows(rows: Iterator[tuple[str, dict[str, Any]]], spec: PoolSpec, 
                 _pick(spec, "instruction", INSTRUCTION_GUESSES, row, where, True),
                 _pick(spec, "label", LABEL_GUESSES, row, where, False),
                 _pick(spec, "dataset", (), row, where, False),
+                _pick(spec, "split", ("split",), row, where, False),
             )
-        id_fields, ins_fields, label_fields, ds_fields = mapping
+        id_fields, ins_fields, label_fields, ds_fields, split_fields = mapping
         if any(_value_text(row.get(f)) != v for f, v in conditions):
             continue
         for f in id_fields + ins_fields:
             if f not in row:
                 raise InstaError(f"{where}: field {f!r} is missing; every row needs the mapped fields")
-        task_id = "/".join(_value_text(row[f]) for f in id_fields if row[f] not in (None, ""))
+        task_id = "/".join(v for v in (_scalar(row, f, where, "id") for f in id_fields) if v)
         if not task_id.strip():
             raise InstaError(f"{where}: the id field ({', '.join(id_fields)}) is empty")
         instructions = []
         for f in ins_fields:
-            values = row[f] if isinstance(row[f], list) else [row[f]]
+            values = _instruction_values(row, f, where)
             for i, v in enumerate(values):
-                text = clean_text(_value_text(v))
+                text = clean_text(v)
                 if text:
                     name = f if len(values) == 1 else f"{f}[{i}]"
-                    instructions.append(Instruction(text=text, raw=_value_text(v), name=name))
+                    instructions.append(Instruction(text=text, raw=v, name=name))
         if not instructions:
             if skip_empty:
                 continue
@@ -101,11 +130,12 @@ def tasks_from_rows(rows: Iterator[tuple[str, dict[str, Any]]], spec: PoolSpec, 
                 f"{where}: task {task_id!r} has an empty instruction (field {', '.join(ins_fields)}); "
                 "fill it in, or pass skip_empty=true to drop such rows"
             )
-        label = _value_text(row.get(label_fields[0])) or None if label_fields else None
-        dataset = _value_text(row.get(ds_fields[0])) or None if ds_fields else None
+        label = _scalar(row, label_fields[0], where, "label", first_of_list=True) if label_fields else None
+        dataset = _scalar(row, ds_fields[0], where, "dataset") if ds_fields else None
+        split = _scalar(row, split_fields[0], where, "split") if split_fields else None
         extra = {k: v for k, v in row.items() if k not in set(id_fields + ins_fields)}
         tasks.append(Task(id=task_id, instructions=instructions, label=label, dataset=dataset,
-                          split=_value_text(row.get("split")) or None, meta=extra, source="table"))
+                          split=split, meta=extra, source="table"))
     return TaskPool(tasks, name=source)
 
 
@@ -113,21 +143,17 @@ def _existing(spec: PoolSpec) -> Path:
     if not spec.arg:
         raise InstaError(f"{spec.kind}: give a file path, e.g. {spec.kind}:tasks.{spec.kind}")
     path = Path(spec.arg).expanduser()
+    if path.is_dir():
+        raise InstaError(f"{spec.kind}: {path} is a folder; give the path of a .{spec.kind} file")
     if not path.is_file():
         raise InstaError(f"{spec.kind}: file {path} does not exist")
     return path
 
 
 def _jsonl_rows(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
-    with path.open(encoding="utf-8") as fh:
-        text = fh.read()
-    stripped = text.lstrip()
-    if stripped.startswith("["):  # a JSON array of objects is accepted too
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise InstaError(f"{path}:{exc.lineno}: invalid JSON ({exc.msg})") from None
-        for i, row in enumerate(data):
+    text = read_text(path, "jsonl")
+    if text.lstrip().startswith("["):  # a JSON array of objects is accepted too
+        for i, row in enumerate(parse_json(text, path)):
             yield f"{path}[{i}]", row
         return
     for lineno, line in enumerate(text.splitlines(), start=1):
@@ -150,17 +176,22 @@ def load_csv(spec: PoolSpec) -> TaskPool:
     delimiter = spec.option("delimiter", ",") or ","
     if delimiter == "tab":
         delimiter = "\t"
+    if len(delimiter) != 1:
+        raise InstaError(f"pool spec {spec.text!r}: delimiter={delimiter!r} must be one character (or 'tab')")
+    text = read_text(path, "csv")  # a byte-order mark is dropped: the first header is 'id', not '\ufeffid'
 
     def rows() -> Iterator[tuple[str, dict[str, Any]]]:
-        with path.open(encoding="utf-8", newline="") as fh:
-            reader = csv.DictReader(fh, delimiter=delimiter)
-            try:
-                for row in reader:
-                    if None in row:
-                        raise InstaError(f"{path}:{reader.line_num}: more cells than header columns")
-                    yield f"{path}:{reader.line_num}", row
-            except csv.Error as exc:
-                raise InstaError(f"{path}:{reader.line_num}: malformed CSV ({exc})") from None
+        # strict: a stray quote is an error instead of a cell that silently swallows the rows after it
+        reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
+        try:
+            for row in reader:
+                if None in row:
+                    raise InstaError(f"{path}:{reader.line_num}: more cells than header columns")
+                yield f"{path}:{reader.line_num}", row
+        except csv.Error as exc:
+            raise InstaError(f"{path}:{reader.line_num}: malformed CSV ({exc}); check the quotes on that line "
+                             "and the one before (a cell with a quote, comma or line break must be quoted, "
+                             "its quotes doubled)") from None
 
     return tasks_from_rows(rows(), spec, str(path))
 
@@ -188,24 +219,13 @@ def load_hf(spec: PoolSpec) -> TaskPool:
     return tasks_from_rows(((f"{spec.arg}[{split}][{i}]", row) for i, row in enumerate(ds)), spec, f"hf:{spec.arg}")
 
 
-for _kind, _summary, _load, _extra in (
-    ("jsonl", "JSON Lines (or a JSON array) file, one task per row", load_jsonl, {}),
-    ("csv", "CSV file with a header row, one task per row", load_csv,
-     {"delimiter": "cell delimiter (default ','; 'tab' for TSV)"}),
-    ("hf", "Hugging Face dataset: hub id (datasets.load_dataset) or a save_to_disk folder", load_hf,
-     {"split": "split to read (default train)", "subset": "dataset config name"}),
-):
-    register(
-        Reader(
-            kind=_kind,
-            summary=_summary,
-            arg="file path" if _kind != "hf" else "dataset id or folder",
-            options=COMMON_OPTIONS | _extra,
-            examples=[
-                {"jsonl": "jsonl:niv2/tasks.jsonl?id=name&instruction=summary&label=category",
-                 "csv": "csv:my_tasks.csv?id=task&instruction=prompt",
-                 "hf": "hf:./my_tasks_saved?instruction=definition&label=category"}[_kind]
-            ],
-            load=_load,
-        )
-    )
+JSONL = Reader(kind="jsonl", summary="JSON Lines (or a JSON array) file, one task per row", arg="file path",
+               options=COMMON_OPTIONS, examples=["jsonl:niv2/tasks.jsonl?id=name&instruction=summary&label=category"],
+               load=load_jsonl)
+CSV = Reader(kind="csv", summary="CSV file with a header row, one task per row", arg="file path",
+             options=COMMON_OPTIONS | {"delimiter": "cell delimiter (default ','; 'tab' for TSV)"},
+             examples=["csv:my_tasks.csv?id=task&instruction=prompt"], load=load_csv)
+HF = Reader(kind="hf", summary="Hugging Face dataset: hub id (datasets.load_dataset) or a save_to_disk folder",
+            arg="dataset id or folder",
+            options=COMMON_OPTIONS | {"split": "split to read (default train)", "subset": "dataset config name"},
+            examples=["hf:./my_tasks_saved?instruction=definition&label=category"], load=load_hf)

@@ -1,0 +1,232 @@
+"""Reading and writing files: the one place that deals with encodings, JSON/YAML syntax errors
+and safe output.
+
+Reading: every problem (missing, a folder, no permission, bytes that are not UTF-8, invalid
+JSON or YAML) becomes one :class:`InstaError` line naming the file (and line or byte offset).
+A UTF-8 byte-order mark is accepted and dropped. Texts are checked for lone surrogates
+(``"\\ud800"`` in JSON, or command-line bytes that are not UTF-8), which no model, cache key
+or terminal can take.
+
+Writing: :func:`atomic_path` / :func:`write_text_atomic` / :func:`write_json_atomic` write a
+temporary file beside the target and rename it over the target only when complete, so a
+file is never half-written and a failure (a full disk, a kill) leaves the old one intact.
+Targets that are not regular files (a FIFO, a device, a symbolic link) are refused before
+any work starts (:func:`check_out`): renaming over them would destroy them. :func:`atomic_dir`
+does the same for folders. JSON output is strict: NaN and infinities are written as ``null``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import stat
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from .errors import InstaError
+
+PathLike = str | os.PathLike[str]
+
+# ---------------------------------------------------------------- reading
+
+
+def read_bytes(path: PathLike, what: str = "file") -> bytes:
+    """The bytes of a file, or one line saying why it cannot be read."""
+    p = Path(path).expanduser()
+    try:
+        return p.read_bytes()
+    except FileNotFoundError:
+        raise InstaError(f"{what} {p} does not exist") from None
+    except IsADirectoryError:
+        raise InstaError(f"{what} {p} is a folder; give a file") from None
+    except PermissionError:
+        raise InstaError(f"{what} {p} cannot be read (permission denied); check its permissions") from None
+    except OSError as exc:
+        raise InstaError(f"{what} {p} cannot be read ({exc.strerror or exc})") from None
+
+
+def decode(data: bytes, where: PathLike) -> str:
+    """UTF-8 text of ``data`` (a leading byte-order mark dropped), or one line naming the byte."""
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise InstaError(f"{where}: the file is UTF-16 text; re-save it as UTF-8")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise InstaError(f"{where}: not UTF-8 text (byte {exc.start}: 0x{data[exc.start]:02x}); "
+                         "re-save the file as UTF-8") from None
+
+
+def read_text(path: PathLike, what: str = "file") -> str:
+    return decode(read_bytes(path, what), Path(path).expanduser())
+
+
+def parse_json(text: str, where: PathLike) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InstaError(f"{where}:{exc.lineno}: invalid JSON ({exc.msg} at column {exc.colno})") from None
+    except RecursionError:
+        raise InstaError(f"{where}: JSON nested too deeply") from None
+
+
+def read_json(path: PathLike, what: str = "file", *, expect: type | None = None, data: bytes | None = None) -> Any:
+    """A JSON document; with ``expect`` (dict or list) its top level must be of that type."""
+    p = Path(path).expanduser()
+    doc = parse_json(decode(read_bytes(p, what) if data is None else data, p), p)
+    if expect is not None and not isinstance(doc, expect):
+        raise InstaError(f"{p}: expected a JSON {json_type(expect)}, got {json_type(type(doc))}")
+    return doc
+
+
+def iter_jsonl(path: PathLike, what: str = "file") -> Iterator[tuple[int, Any]]:
+    """(line number, value) of each non-blank line of a JSON Lines file."""
+    p = Path(path).expanduser()
+    for lineno, line in enumerate(read_text(p, what).splitlines(), start=1):
+        if line.strip():
+            try:
+                yield lineno, json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise InstaError(f"{p}:{lineno}: malformed JSON line ({exc.msg} at column {exc.colno}); "
+                                 "fix or remove that line") from None
+
+
+def read_yaml(path: PathLike, what: str = "file", loader: Any = None) -> Any:
+    import yaml
+
+    p = Path(path).expanduser()
+    try:
+        return yaml.load(read_text(p, what), Loader=loader or yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{p}:{mark.line + 1}" if mark else str(p)
+        raise InstaError(f"{where}: invalid YAML ({getattr(exc, 'problem', None) or exc})") from None
+
+
+def json_type(t: type) -> str:
+    return {dict: "object", list: "array", str: "string", int: "number", float: "number", bool: "boolean",
+            type(None): "null"}.get(t, t.__name__)
+
+
+def surrogate_at(text: str) -> int | None:
+    """Position of the first lone surrogate in ``text`` (not encodable as UTF-8), else None."""
+    try:
+        text.encode("utf-8")
+        return None
+    except UnicodeEncodeError as exc:
+        return exc.start
+
+
+def check_text(text: str, where: str) -> str:
+    """``text`` unchanged, or an error when it holds a lone surrogate (bytes that were not UTF-8)."""
+    at = surrogate_at(text)
+    if at is not None:
+        raise InstaError(f"{where}: the text holds an invalid character at position {at} (U+{ord(text[at]):04X}: "
+                         "a lone surrogate, or bytes that are not UTF-8); fix the text")
+    return text
+
+
+# ---------------------------------------------------------------- writing
+
+
+def check_out(path: PathLike, what: str = "--out") -> Path:
+    """``path`` as a place for a new regular file, or a one-line error: never a folder, and
+    never a FIFO, device or symbolic link (replacing one by a regular file would destroy it;
+    writing through it would not be atomic). Commands call it before they start working."""
+    p = Path(path).expanduser()
+    if p.is_symlink() or (p.exists() and not p.is_file()):
+        kind = ("a symbolic link" if p.is_symlink() else "a folder" if p.is_dir()
+                else "a FIFO" if stat.S_ISFIFO(p.stat().st_mode) else "a device or special file")
+        fix = "give a file path" if kind == "a folder" else "give the path of a regular file"
+        raise InstaError(f"{what} {p} is {kind}, not a regular file; {fix}")
+    return p
+
+
+def _default_mode(path: Path) -> None:
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
+
+
+@contextmanager
+def atomic_path(path: PathLike, what: str = "--out") -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success it replaces ``path`` (normal file
+    permissions), on failure it is removed: the target is never half-written."""
+    p = check_out(path, what)
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+        os.close(fd)
+    except OSError as exc:
+        raise InstaError(f"cannot write {p}: {exc.strerror or exc}") from None
+    try:
+        yield Path(tmp)
+        _default_mode(Path(tmp))
+        check_out(p, what)  # still not a FIFO/device/link that appeared meanwhile
+        os.replace(tmp, p)
+    except OSError as exc:
+        raise InstaError(f"cannot write {p}: {exc.strerror or exc} (nothing was replaced)") from None
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_text_atomic(path: PathLike, text: str, what: str = "--out") -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically, flushed to disk before the rename."""
+    with atomic_path(path, what) as tmp:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+    return Path(path).expanduser()
+
+
+def strict_json(doc: Any) -> Any:
+    """``doc`` with every NaN or infinite float replaced by None: standard JSON."""
+    if isinstance(doc, float):
+        return doc if math.isfinite(doc) else None
+    if isinstance(doc, dict):
+        return {k: strict_json(v) for k, v in doc.items()}
+    if isinstance(doc, (list, tuple)):
+        return [strict_json(v) for v in doc]
+    return doc
+
+
+def dumps(doc: Any, indent: int | None = 2) -> str:
+    """Strict JSON text (no NaN), non-ASCII kept, unknown objects as their string."""
+    return json.dumps(strict_json(doc), indent=indent, ensure_ascii=False, default=str, allow_nan=False)
+
+
+def write_json_atomic(path: PathLike, doc: Any, what: str = "--out") -> Path:
+    """Write ``doc`` as strict JSON to ``path`` atomically."""
+    return write_text_atomic(path, dumps(doc) + "\n", what)
+
+
+@contextmanager
+def atomic_dir(dest: PathLike, what: str = "--out") -> Iterator[Path]:
+    """Yield a hidden temporary folder beside ``dest``; when the block succeeds it becomes
+    ``dest`` (which must be absent or an empty folder), else it is removed."""
+    d = Path(dest).expanduser()
+    if d.is_symlink() or (d.exists() and not d.is_dir()):
+        raise InstaError(f"{what} {d} exists and is not a folder; give a new folder")
+    if d.exists() and any(d.iterdir()):
+        raise InstaError(f"{what} {d} already exists and is not empty; give a new folder")
+    try:
+        d.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{d.name}.", dir=d.parent))
+    except OSError as exc:
+        raise InstaError(f"cannot write {d}: {exc.strerror or exc}") from None
+    try:
+        yield tmp
+        if d.exists():
+            d.rmdir()
+        tmp.rename(d)
+    except OSError as exc:
+        raise InstaError(f"cannot write {d}: {exc.strerror or exc} (nothing was written)") from None
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
