@@ -587,7 +587,6 @@ def main() -> None:
     insta_log = logging.getLogger("insta")
     if not any(isinstance(h, _WarningLines) for h in insta_log.handlers):
         insta_log.addHandler(_WarningLines())
-        insta_log.propagate = False
     global _json_stream
     try:
         if "--json" in sys.argv[1:]:  # stdout carries the JSON document and nothing else

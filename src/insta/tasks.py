@@ -109,7 +109,7 @@ class TaskPool(Sequence[Task]):
             if not task.instructions or not any(i.text.strip() for i in task.instructions):
                 raise InstaError(f"{name}: task {task.id!r} has no usable instruction text")
             for what, text in [("its id", task.id), ("its label", task.label or ""),
-                               *((f"instruction {i.name or n}", i.text) for n, i in enumerate(task.instructions))]:
+                               *((f"instruction {i.name or n!r}", i.text) for n, i in enumerate(task.instructions))]:
                 at = surrogate_at(text)
                 if at is not None:
                     raise InstaError(f"{name}: task {task.id.encode('utf-8', 'backslashreplace').decode()!r}: {what} "
