@@ -128,3 +128,14 @@ def test_mix_cli_from_a_real_selection(shared_data, monkeypatch, capsys, tmp_pat
     fails(monkeypatch, capsys, "mix", "-s", both, "-o", tmp_path / "m3", "-t", "nope", match="unknown target 'nope'")
     fails(monkeypatch, capsys, "mix", "-s", tmp_path / "none.json", "-o", tmp_path / "m3", match="does not exist")
     assert not (tmp_path / "m2").exists() and not (tmp_path / "m3").exists()
+
+
+def test_p3_text_fields_are_cut_like_promptsource_apply():
+    """promptsource's apply(truncate=True), which rendered P3, cuts every text field to 2,048 characters."""
+    import random
+
+    from insta.mix import TEXT_VAR_LENGTH, _environment, render_template
+
+    env = _environment(random.Random(0))
+    prompt, target, _ = render_template(env, "Review: {{text}} ||| {{label}}", None, {"text": "a" * 5000, "label": "good"})
+    assert TEXT_VAR_LENGTH == 2048 and prompt == "Review: " + "a" * 2048 and target == "good"

@@ -46,7 +46,7 @@ from .checks import check_fields, check_float, check_int, option
 from .encoder import Encoder
 from .errors import InstaError, unknown
 from .checkpoints import last_whole_checkpoint
-from .io import read_json, write_json_atomic
+from .io import read_json, write_json_atomic, write_text_atomic
 from .registry import Registry
 from .tasks import Task, TaskPool, family
 
@@ -402,19 +402,20 @@ def aligned_model(pool: TaskPool, cfg: AlignConfig, root: str | os.PathLike[str]
     return out
 
 
-def _align(pool: TaskPool, out_dir: str | os.PathLike[str], cfg: AlignConfig, *,
-           quiet: bool, log: ProgressFn | None, callbacks: list) -> AlignResult:
-    if len(pool) < 2:
-        raise InstaError(f"{pool.name} has {len(pool)} task; alignment needs at least 2 tasks")
-    out = Path(out_dir).expanduser()
-    resuming = _check_out_dir(out, cfg, pool)
-    say = log or (lambda msg: None)
-    start = time.perf_counter()
+def _load_st(base: Encoder, cfg: AlignConfig):
+    import torch
+    from sentence_transformers import SentenceTransformer
 
+    model = SentenceTransformer(base.model_path, device="cpu" if not torch.cuda.is_available() else None)
+    model.max_seq_length = min(model.max_seq_length or cfg.max_seq_length, cfg.max_seq_length)
+    return model
+
+
+def _data(pool: TaskPool, cfg: AlignConfig, base: Encoder, say: ProgressFn):
+    """(views, training tasks, dev tasks, training rows, dev pairs) of an alignment."""
     views = choose_views(pool, cfg.view)
     rng = np.random.default_rng(cfg.seed)
     train_tasks, dev_tasks = split_dev(pool, cfg.dev_fraction, cfg.seed)
-    base = Encoder(cfg.base)
     say(f"views: {', '.join(views)}; {len(train_tasks)} training tasks, {len(dev_tasks)} dev tasks")
     rows = build_examples(train_tasks, cfg, views, base, rng)
     if not rows:
@@ -424,13 +425,51 @@ def _align(pool: TaskPool, out_dir: str | os.PathLike[str], cfg: AlignConfig, *,
         say("the dev pairs have no negative below the threshold: no checkpoint selection, the last epoch is kept")
         dev = ([], [], [])
     say(f"{len(rows)} training examples, {len(dev[0])} dev pairs")
+    return views, train_tasks, dev_tasks, rows, dev
+
+
+def _arguments(cfg: AlignConfig, ckpt: Path, n_rows: int, evaluating: bool, sampler: Any, quiet: bool):
+    from sentence_transformers import SentenceTransformerTrainingArguments
+
+    return SentenceTransformerTrainingArguments(
+        output_dir=str(ckpt),
+        num_train_epochs=cfg.epochs,
+        learning_rate=cfg.lr,
+        per_device_train_batch_size=cfg.batch_size,
+        per_device_eval_batch_size=64,
+        warmup_steps=max(0, math.ceil(cfg.warmup_fraction * math.ceil(n_rows / cfg.batch_size))),
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        eval_strategy="epoch" if evaluating else "no",
+        save_strategy="epoch",
+        load_best_model_at_end=evaluating,
+        metric_for_best_model="eval_dev_pearson_cosine" if evaluating else None,
+        greater_is_better=True,
+        batch_sampler=sampler,
+        report_to="none",
+        logging_strategy="no",
+        disable_tqdm=quiet,
+        dataloader_num_workers=0,
+    )
+
+
+def _align(pool: TaskPool, out_dir: str | os.PathLike[str], cfg: AlignConfig, *,
+           quiet: bool, log: ProgressFn | None, callbacks: list) -> AlignResult:
+    if len(pool) < 2:
+        raise InstaError(f"{pool.name} has {len(pool)} task; alignment needs at least 2 tasks")
+    out = Path(out_dir).expanduser()
+    resuming = _check_out_dir(out, cfg, pool)
+    say = log or (lambda msg: None)
+    start = time.perf_counter()
+    base = Encoder(cfg.base)
+    views, train_tasks, dev_tasks, rows, dev = _data(pool, cfg, base, say)
 
     out.mkdir(parents=True, exist_ok=True)
     _write_state(out, {"status": "running", "config": asdict(cfg), "pool": pool.ids})
 
     import torch
     from datasets import Dataset
-    from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+    from sentence_transformers import SentenceTransformerTrainer
     from sentence_transformers.evaluation import EmbeddingSimilarityEvaluator
     from sentence_transformers.losses import CosineSimilarityLoss, MultipleNegativesRankingLoss
     from transformers import TrainerCallback
@@ -440,8 +479,7 @@ def _align(pool: TaskPool, out_dir: str | os.PathLike[str], cfg: AlignConfig, *,
     transformers.logging.set_verbosity_error()
     transformers.logging.disable_progress_bar()
     torch.manual_seed(cfg.seed)
-    model = SentenceTransformer(base.model_path, device="cpu" if not torch.cuda.is_available() else None)
-    model.max_seq_length = min(model.max_seq_length or cfg.max_seq_length, cfg.max_seq_length)
+    model = _load_st(base, cfg)
     if cfg.recipe == "paper":
         dataset = Dataset.from_list(rows)
         loss = CosineSimilarityLoss(model)
@@ -452,28 +490,8 @@ def _align(pool: TaskPool, out_dir: str | os.PathLike[str], cfg: AlignConfig, *,
         loss = MultipleNegativesRankingLoss(model)
         sampler = TaskUniqueSampler(tasks_of_rows)
     evaluator = EmbeddingSimilarityEvaluator(*dev, name="dev", main_similarity="cosine") if dev[0] else None
-    steps_per_epoch = math.ceil(len(dataset) / cfg.batch_size)
     ckpt = out / "checkpoints"
-    args = SentenceTransformerTrainingArguments(
-        output_dir=str(ckpt),
-        num_train_epochs=cfg.epochs,
-        learning_rate=cfg.lr,
-        per_device_train_batch_size=cfg.batch_size,
-        per_device_eval_batch_size=64,
-        warmup_steps=max(0, math.ceil(cfg.warmup_fraction * steps_per_epoch)),
-        seed=cfg.seed,
-        data_seed=cfg.seed,
-        eval_strategy="epoch" if evaluator else "no",
-        save_strategy="epoch",
-        load_best_model_at_end=evaluator is not None,
-        metric_for_best_model="eval_dev_pearson_cosine" if evaluator else None,
-        greater_is_better=True,
-        batch_sampler=sampler,
-        report_to="none",
-        logging_strategy="no",
-        disable_tqdm=quiet,
-        dataloader_num_workers=0,
-    )
+    args = _arguments(cfg, ckpt, len(dataset), evaluator is not None, sampler, quiet)
     history: dict[str, float] = {}
     if evaluator is not None:
         history["base"] = float(evaluator(model)["dev_pearson_cosine"])
@@ -505,8 +523,7 @@ def _align(pool: TaskPool, out_dir: str | os.PathLike[str], cfg: AlignConfig, *,
                      if e.get("eval_dev_pearson_cosine") == trainer.state.best_metric), None)
         if cfg.keep_base and history.get("base", -np.inf) >= trainer.state.best_metric - 1e-6:
             say(f"no epoch beat the base model on dev ({history['base']:.4f} vs {trainer.state.best_metric:.4f}): keeping the base")
-            model = SentenceTransformer(base.model_path, device="cpu" if not torch.cuda.is_available() else None)
-            model.max_seq_length = min(model.max_seq_length or cfg.max_seq_length, cfg.max_seq_length)
+            model = _load_st(base, cfg)
             best = "base"
     model.save(str(out))
     shutil.rmtree(ckpt, ignore_errors=True)
@@ -517,6 +534,6 @@ def _align(pool: TaskPool, out_dir: str | os.PathLike[str], cfg: AlignConfig, *,
         dev_pearson={k: history[k] for k in sorted(history, key=lambda k: (k != "base", len(k), k))},
         best=best, seconds=round(time.perf_counter() - start, 1), resumed=bool(resume),
     )
-    (out / "README.md").write_text(model_card(result, pool))
+    write_text_atomic(out / "README.md", model_card(result, pool), "model card")
     _write_state(out, {"status": "done", "config": asdict(cfg), "pool": pool.ids, "result": asdict(result)})
     return result

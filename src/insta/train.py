@@ -203,6 +203,41 @@ def _prepare_out(out: Path, model: str, cfg: TrainConfig, mixture: str | Path) -
     return False
 
 
+def _prepare_model(net, cfg: TrainConfig, seq2seq: bool, grad_ckpt: bool):
+    """LoRA adapters (peft) when asked for, and gradient checkpointing on the model itself."""
+    if cfg.lora:
+        try:
+            from peft import LoraConfig, TaskType, get_peft_model
+        except ImportError:  # pragma: no cover - peft is a dependency
+            raise InstaError("--lora needs peft: pip install peft") from None
+        task_type = TaskType.SEQ_2_SEQ_LM if seq2seq else TaskType.CAUSAL_LM
+        net = get_peft_model(net, LoraConfig(task_type=task_type, r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
+                                             lora_dropout=cfg.lora_dropout, target_modules="all-linear"))
+    if grad_ckpt:  # on the model itself (works with LoRA too), not through TrainingArguments
+        net.gradient_checkpointing_enable()
+        if cfg.lora:
+            net.enable_input_require_grads()
+    return net
+
+
+def _save_final(trainer, cfg: TrainConfig, tokenizer, dest: Path) -> bool:
+    """The trained model (LoRA merged, the adapter kept under adapter/) and tokenizer into
+    ``dest``, checkpoints removed; True on the process that writes (one under accelerate)."""
+    main_process = trainer.is_world_process_zero()
+    if trainer.is_deepspeed_enabled:
+        trainer.save_model(str(dest))  # gathers ZeRO-partitioned weights
+    elif main_process:
+        final = trainer.model
+        if cfg.lora:
+            final.save_pretrained(str(dest / "adapter"))
+            final = final.merge_and_unload()
+        final.save_pretrained(str(dest))
+    if main_process:
+        tokenizer.save_pretrained(str(dest))
+        shutil.rmtree(dest / "checkpoints", ignore_errors=True)
+    return main_process
+
+
 def train(mixture: str | Path, model: str, out: str | Path, cfg: TrainConfig | None = None, *,
           quiet: bool = False, say: Callable[[str], None] | None = None, callbacks: list[Any] | None = None) -> TrainResult:
     """Fine-tune ``model`` on the mixture folder; the result is a model folder at ``out``."""
@@ -230,18 +265,7 @@ def train(mixture: str | Path, model: str, out: str | Path, cfg: TrainConfig | N
     dest.mkdir(parents=True, exist_ok=True)
     write_json_atomic(dest / STATE, {"status": "running", "base": model, "config": asdict(cfg), "mixture": str(mixture)},
                       "training state")
-    if cfg.lora:
-        try:
-            from peft import LoraConfig, TaskType, get_peft_model
-        except ImportError:  # pragma: no cover - peft is a dependency
-            raise InstaError("--lora needs peft: pip install peft") from None
-        task_type = TaskType.SEQ_2_SEQ_LM if seq2seq else TaskType.CAUSAL_LM
-        net = get_peft_model(net, LoraConfig(task_type=task_type, r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
-                                             lora_dropout=cfg.lora_dropout, target_modules="all-linear"))
-    if grad_ckpt:  # on the model itself (works with LoRA too), not through TrainingArguments
-        net.gradient_checkpointing_enable()
-        if cfg.lora:
-            net.enable_input_require_grads()
+    net = _prepare_model(net, cfg, seq2seq, grad_ckpt)
     tokenized = dataset.map(lambda b: _tokenize(b, tokenizer, seq2seq, cfg), batched=True,
                             remove_columns=dataset.column_names, desc="tokenizing" if not quiet else None)
     steps_per_epoch = math.ceil(len(tokenized) / (cfg.batch_size * cfg.grad_accum))
@@ -281,18 +305,7 @@ def train(mixture: str | Path, model: str, out: str | Path, cfg: TrainConfig | N
     say(f"{'resuming' if resume else 'training'} {'LoRA on ' if cfg.lora else ''}{model} "
         f"({'seq2seq' if seq2seq else 'causal'}) on {len(tokenized)} examples, lr {lr:g}, {device}{', bf16' if bf16 else ''}")
     output = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
-    main_process = trainer.is_world_process_zero()  # under accelerate launch, one process writes
-    if trainer.is_deepspeed_enabled:
-        trainer.save_model(str(dest))  # gathers ZeRO-partitioned weights
-    elif main_process:
-        final = trainer.model
-        if cfg.lora:
-            final.save_pretrained(str(dest / "adapter"))
-            final = final.merge_and_unload()
-        final.save_pretrained(str(dest))
-    if main_process:
-        tokenizer.save_pretrained(str(dest))
-        shutil.rmtree(dest / "checkpoints", ignore_errors=True)
+    main_process = _save_final(trainer, cfg, tokenizer, dest)
     history = [{k: float(v) for k, v in e.items() if isinstance(v, (int, float))} for e in trainer.state.log_history]
     result = TrainResult(
         model_dir=str(dest), base=model, kind="seq2seq" if seq2seq else "causal",

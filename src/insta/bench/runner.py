@@ -115,6 +115,107 @@ def _check_answerable(suite: Suite, groups) -> None:
                      "every label is unique here: label the tasks by something they share (?label=FIELD, --label-field)")
 
 
+Group = tuple[TaskPool | None, TaskPool, list[Target]]
+
+
+def _groups(suite: Suite, folds: int, seed: int) -> list[Group]:
+    """(pool to align on, pool to rank, its targets): the whole suite, or one per fold."""
+    if not folds:
+        return [(None, suite.pool, suite.targets)]
+    by_id = {t.id: t for t in suite.targets}
+    out: list[Group] = []
+    for fold in make_folds(suite.pool, folds, seed):
+        test, train = set(fold.test), set(fold.train)
+        out.append((suite.pool.filter(lambda t: t.id in train, name=f"{suite.pool.name}[train {fold.index}]"),
+                    suite.pool.filter(lambda t: t.id in test, name=f"{suite.pool.name}[fold {fold.index}]"),
+                    [by_id[i] for i in fold.test]))
+    return out
+
+
+def _selector(m: str, train_pool: TaskPool | None, encoder: Encoder, seed: int, align_config: dict | None,
+              align_root: str | None, progress: Progress | None):
+    """The selector of method ``m``; learned methods are first aligned on ``train_pool`` (cached)."""
+    name, agg = parse_method(m)
+    recipe = METHODS.get(name).recipe
+    if recipe is None:
+        return make_selector(m, encoder=encoder, seed=seed)
+    from ..align import AlignConfig, aligned_model
+    from ..paths import cache_dir
+
+    cfg = AlignConfig(**{"recipe": recipe, "seed": seed, "base": encoder.model_name
+                         if encoder.model_name != "all-MiniLM-L6-v2" else None, **(align_config or {})})
+    assert train_pool is not None
+    if progress:
+        progress(f"{method_label(name, agg)}: aligning on {train_pool.name} ({len(train_pool)} tasks)", 0, 0)
+    model_dir = aligned_model(train_pool, cfg, align_root or cache_dir() / "aligned")
+    return InstructionSelector(Encoder(str(model_dir), cache=encoder.cache or False), aggregate=agg or "max")
+
+
+def _per_target(suite: Suite, groups: list[Group], make, label: str,
+                progress: Progress | None) -> dict[str, dict[str, float]]:
+    """Every metric of every target that has a relevant candidate, for one method."""
+    values: dict[str, dict[str, float]] = {}
+    for train_pool, pool, targets in groups:
+        selector = make(train_pool)
+        if progress:
+            progress(f"{label}: indexing {pool.name}", 0, len(targets))
+        selector.fit(pool)
+        if progress:
+            progress(f"{label}: ranking", 0, len(targets))
+        all_scores = selector.score_many(targets, k=10)
+        ids = np.array(pool.ids)
+        labels = np.array([t.label for t in pool], dtype=object)
+        for n, (target, scores) in enumerate(zip(targets, all_scores), start=1):
+            rel = _relevance(ids, labels, scores, target, _candidates(pool, target, suite.exclude_siblings))
+            if rel.any():
+                values[target.id] = {metric: fn(rel) for metric, fn in METRICS.items()}
+            if progress:
+                progress(f"{label}: ranking", n, len(targets))
+    return values
+
+
+def _summarise(res: MethodResult, values: dict[str, dict[str, float]], suite: Suite, n_boot: int, seed: int) -> None:
+    """Means, bootstrap CIs and per-label means of a method's per-target values."""
+    ids = sorted(values)
+    res.per_target = values
+    res.n_targets = len(ids)
+    idx = bootstrap_indices(len(ids), n_boot, seed) if ids else None
+    label_of = {t.id: t.label for t in suite.targets}
+    for metric in METRICS:
+        arr = np.array([values[i][metric] for i in ids])
+        res.metrics[metric] = float(arr.mean()) if len(arr) else float("nan")
+        res.ci[metric] = bootstrap_ci(arr, indices=idx) if len(arr) else (float("nan"), float("nan"))
+        by_label: dict[str, list[float]] = {}
+        for i in ids:
+            by_label.setdefault(label_of[i] or "", []).append(values[i][metric])
+        for lab, vals in by_label.items():
+            res.per_label.setdefault(lab, {})[metric] = float(np.mean(vals))
+
+
+def _paired(results: list[MethodResult], scored_ids: list[str], n_boot: int,
+            seed: int) -> dict[str, dict[str, dict[str, tuple[float, float, float]]]]:
+    """Paired bootstrap of each method's difference to each reference method, over the same targets."""
+    paired: dict[str, dict[str, dict[str, tuple[float, float, float]]]] = {}
+    done = {m.method: m for m in results if m.skipped is None}
+    if not scored_ids:
+        return paired
+    idx = bootstrap_indices(len(scored_ids), n_boot, seed)
+    for ref_name in REFERENCES:
+        reference = done.get(ref_name)
+        if reference is None:
+            continue
+        paired[ref_name] = {}
+        for m in done.values():
+            if m is reference:
+                continue
+            paired[ref_name][m.method] = {}
+            for metric in METRICS:
+                diff = np.array([m.per_target[i][metric] - reference.per_target[i][metric] for i in scored_ids])
+                lo, hi = bootstrap_ci(diff, indices=idx)
+                paired[ref_name][m.method][metric] = (float(diff.mean()), lo, hi)
+    return paired
+
+
 def run_bench(
     suite: Suite,
     methods: Sequence[str] | None = None,
@@ -134,72 +235,27 @@ def run_bench(
     and then ranks the held-out fold for its targets."""
     methods = list(methods or suite.methods)
     for m in methods:
-        if parse_method(m)[0] == "all":
+        name = parse_method(m)[0]
+        if name == "all":
             raise InstaError("method 'all' has no ranking (it selects every task); it is for training comparisons")
+        if METHODS.get(name).recipe and not folds:
+            raise InstaError(f"method {m!r} is trained on the pool: benchmark it with --folds K (K >= 2), "
+                             "so it is scored only on tasks it never saw")
     encoder = encoder or Encoder()
     if folds and not suite.leave_one_out:
         raise InstaError(f"--folds applies to leave-one-out suites; {suite.name} has external targets")
-    splits = make_folds(suite.pool, folds, seed) if folds else None
-
-    for m in methods:
-        if METHODS.get(parse_method(m)[0]).recipe and not folds:
-            raise InstaError(f"method {m!r} is trained on the pool: benchmark it with --folds K (K >= 2), "
-                             "so it is scored only on tasks it never saw")
-
-    def groups():
-        if splits is None:
-            yield None, suite.pool, suite.targets
-        else:
-            by_id = {t.id: t for t in suite.targets}
-            for fold in splits:
-                test, train = set(fold.test), set(fold.train)
-                yield (suite.pool.filter(lambda t: t.id in train, name=f"{suite.pool.name}[train {fold.index}]"),
-                       suite.pool.filter(lambda t: t.id in test, name=f"{suite.pool.name}[fold {fold.index}]"),
-                       [by_id[i] for i in fold.test])
-
-    def selector_for(m: str, train_pool: TaskPool | None):
-        name, agg = parse_method(m)
-        recipe = METHODS.get(name).recipe
-        if recipe is None:
-            return make_selector(m, encoder=encoder, seed=seed)
-        from ..align import AlignConfig, aligned_model
-        from ..paths import cache_dir
-
-        cfg = AlignConfig(**{"recipe": recipe, "seed": seed, "base": encoder.model_name
-                             if encoder.model_name != "all-MiniLM-L6-v2" else None, **(align_config or {})})
-        assert train_pool is not None
-        if progress:
-            progress(f"{method_label(name, agg)}: aligning on {train_pool.name} ({len(train_pool)} tasks)", 0, 0)
-        model_dir = aligned_model(train_pool, cfg, align_root or cache_dir() / "aligned")
-        return InstructionSelector(Encoder(str(model_dir), cache=encoder.cache or False), aggregate=agg or "max")
-
-    _check_answerable(suite, groups())
+    groups = _groups(suite, folds, seed)
+    _check_answerable(suite, groups)
     results = []
     scored_ids: list[str] | None = None
     for m in methods:
         name, agg = parse_method(m)
-        label = method_label(name, agg)
-        res = MethodResult(method=label)
+        res = MethodResult(method=method_label(name, agg))
         start = time.perf_counter()
-        values: dict[str, dict[str, float]] = {}
         try:
-            for train_pool, pool, targets in groups():
-                selector = selector_for(m, train_pool)
-                if progress:
-                    progress(f"{label}: indexing {pool.name}", 0, len(targets))
-                selector.fit(pool)
-                if progress:
-                    progress(f"{label}: ranking", 0, len(targets))
-                all_scores = selector.score_many(targets, k=10)
-                ids = np.array(pool.ids)
-                labels = np.array([t.label for t in pool], dtype=object)
-                for n, (target, scores) in enumerate(zip(targets, all_scores), start=1):
-                    cands = _candidates(pool, target, suite.exclude_siblings)
-                    rel = _relevance(ids, labels, scores, target, cands)
-                    if rel.any():
-                        values[target.id] = {metric: fn(rel) for metric, fn in METRICS.items()}
-                    if progress:
-                        progress(f"{label}: ranking", n, len(targets))
+            values = _per_target(suite, groups, lambda train_pool: _selector(m, train_pool, encoder, seed, align_config,
+                                                                             align_root, progress),
+                                 res.method, progress)
         except InstaError as exc:
             if name != "samples":
                 raise
@@ -207,44 +263,12 @@ def run_bench(
             results.append(res)
             continue
         res.seconds = round(time.perf_counter() - start, 2)
-        ids = sorted(values)
-        if scored_ids is None:
-            scored_ids = ids
-        res.per_target = values
-        res.n_targets = len(ids)
-        idx = bootstrap_indices(len(ids), n_boot, seed) if ids else None
-        label_of = {t.id: t.label for t in suite.targets}
-        for metric in METRICS:
-            arr = np.array([values[i][metric] for i in ids])
-            res.metrics[metric] = float(arr.mean()) if len(arr) else float("nan")
-            res.ci[metric] = bootstrap_ci(arr, indices=idx) if len(arr) else (float("nan"), float("nan"))
-            by_label: dict[str, list[float]] = {}
-            for i in ids:
-                by_label.setdefault(label_of[i] or "", []).append(values[i][metric])
-            for lab, vals in by_label.items():
-                res.per_label.setdefault(lab, {})[metric] = float(np.mean(vals))
+        _summarise(res, values, suite, n_boot, seed)
+        scored_ids = sorted(values) if scored_ids is None else scored_ids
         results.append(res)
 
-    paired: dict[str, dict[str, dict[str, tuple[float, float, float]]]] = {}
-    done = {m.method: m for m in results if m.skipped is None}
-    if scored_ids:
-        idx = bootstrap_indices(len(scored_ids), n_boot, seed)
-        for ref_name in REFERENCES:
-            reference = done.get(ref_name)
-            if reference is None:
-                continue
-            paired[ref_name] = {}
-            for m in done.values():
-                if m is reference:
-                    continue
-                paired[ref_name][m.method] = {}
-                for metric in METRICS:
-                    diff = np.array([m.per_target[i][metric] - reference.per_target[i][metric] for i in scored_ids])
-                    lo, hi = bootstrap_ci(diff, indices=idx)
-                    paired[ref_name][m.method][metric] = (float(diff.mean()), lo, hi)
-
     return BenchResult(
-        paired=paired,
+        paired=_paired(results, scored_ids or [], n_boot, seed),
         suite=suite.name,
         description=suite.description,
         n_tasks=len(suite.pool),
