@@ -16,7 +16,6 @@ import pytest
 import yaml
 from test_cli import fails, run
 
-from insta.errors import InstaError
 from insta.io import dumps, strict_json, write_json_atomic
 from insta.pools import load_pool
 
@@ -174,11 +173,12 @@ def test_train_on_a_damaged_mixture(monkeypatch, capsys, tmp_path, tiny_lms):
             for i in range(4)]
     mix = tmp_path / "mix"
     write_mixture(Mixture(rows=rows, counts={"t": 4}, config=MixConfig()), mix)
+    good = (mix / "manifest.json").read_text()
     (mix / "manifest.json").write_text('{"n_examples": 4,')
     capsys.readouterr()
     fails(monkeypatch, capsys, "train", "-m", mix, "--model", tiny_lms["gpt2"], "-o", tmp_path / "m",
           match="manifest.json:1: invalid JSON")
-    (mix / "manifest.json").write_text("{}")
+    (mix / "manifest.json").write_text(good)
     for arrow in (mix / "dataset").glob("*.arrow"):
         arrow.unlink()
     fails(monkeypatch, capsys, "train", "-m", mix, "--model", tiny_lms["gpt2"], "-o", tmp_path / "m",
@@ -446,3 +446,79 @@ def test_the_house_has_no_import_cycles_and_one_registry():
     for name in ("insta.pools", "insta.readers.table", "insta.readers.niv2", "insta.selectors", "insta.bench"):
         proc = subprocess.run([sys.executable, "-c", f"import {name}"], capture_output=True, text=True)
         assert proc.returncode == 0, proc.stderr
+
+
+# ---------------------------------------------------------------- found by a hostile user (second round)
+
+
+@pytest.mark.parametrize("args, match", [
+    (["selct"], "error: No such command 'selct'. Did you mean 'select'? (see 'insta --help')"),
+    (["select", "-p", "x.jsonl", "-i", "x", "-k", "abc"], "error: Invalid value for '-k' / '--top-k'"),
+    (["select", "-p", "x.jsonl", "-i", "x", "--bogus"], "error: No such option: --bogus"),
+    (["cache", "--json"], "error: No such option: --json (see 'insta cache --help')"),
+    (["select"], "error: Missing option '--pool' / '-p'."),
+])
+def test_usage_errors_are_one_line_too(tmp_path, args, match):
+    proc = subprocess.run([sys.executable, "-m", "insta", *args], capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [proc.stderr.strip()], proc.stderr
+    assert proc.stderr.startswith(match), proc.stderr
+
+
+def test_second_round_messages(monkeypatch, capsys, tmp_path, table):
+    fails(monkeypatch, capsys, "tasks", "-p", "jsnl:tasks.jsonl", match="unknown pool kind 'jsnl' (did you mean: jsonl?)")
+    fails(monkeypatch, capsys, "tasks", "-p", f"{table}?splt=x", match="unknown option 'splt' for jsonl (did you mean: split?)")
+    arr = tmp_path / "arr.jsonl"
+    arr.write_text('[1, 2]\n{"id": "a", "instruction": "x"}\n')
+    fails(monkeypatch, capsys, "tasks", "-p", arr, match="arr.jsonl:1: each row must be a JSON object, got list")
+    csv = tmp_path / "c.csv"
+    csv.write_text('name,summary\na,"unbalanced quote,x\nb,classify sentiment\n')
+    fails(monkeypatch, capsys, "tasks", "-p", f"csv:{csv}?id=name&instruction=summary",
+          match="c.csv:2: malformed CSV in the row starting on this line")
+    csv.write_text("name,name,summary\na,b,c\n")
+    fails(monkeypatch, capsys, "tasks", "-p", csv, match="c.csv:1: the header names column 'name' twice")
+    csv.write_text("")
+    fails(monkeypatch, capsys, "tasks", "-p", csv, match="c.csv: the file holds no rows")
+    fails(monkeypatch, capsys, "select", "-p", table, "-i", "x", "--out", f"{table}/sel.json",
+          match=f"{table} is a file, not a folder; give a path in a folder")
+    config = tmp_path / "run.yaml"
+    config.write_text("out: x\nk: 2\nk: 3\npool: p\ntargets: [a]\ntrain: {model: m}\n")
+    fails(monkeypatch, capsys, "run", config, match=f"{config}:3: the key 'k' is given twice; keep one")
+    config.write_text("out: x\nmethodz: [insta]\npool: p\ntargets: [a]\ntrain: {model: m}\n")
+    fails(monkeypatch, capsys, "run", config, match="unknown field 'methodz' (did you mean: methods?)")
+    monkeypatch.setenv("INSTA_CACHE_DIR", f"{table}/sub")
+    fails(monkeypatch, capsys, "cache", match=f"({table} is a file)")
+
+
+def test_a_surrogate_in_an_instance_stops_mix_with_one_line(monkeypatch, capsys, tmp_path):
+    (tmp_path / "ni" / "tasks").mkdir(parents=True)
+    for name, text in (("task1_a", "answer the question"), ("task2_b", "classify the review")):
+        (tmp_path / "ni" / "tasks" / f"{name}.json").write_text(json.dumps(
+            {"Definition": text, "Instances": [{"input": "q\ud800" if name == "task2_b" else "q", "output": ["a"]}]}))
+    sel = tmp_path / "sel.json"
+    sel.write_text(json.dumps({"pool": f"niv2:{tmp_path / 'ni'}", "selections": [
+        {"target": {"id": "t"}, "results": [{"task_id": "task1_a"}, {"task_id": "task2_b"}]}]}))
+    fails(monkeypatch, capsys, "mix", "-s", sel, "-o", tmp_path / "mix",
+          match="task 'task2_b': example 1 (input): the text holds an invalid character")
+    assert not (tmp_path / "mix").exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".mix")]
+
+
+def test_a_manifest_edited_by_hand_is_refused(monkeypatch, capsys, tmp_path):
+    from insta.mix import Mixture, MixConfig, write_mixture
+
+    rows = [{"task": "t", "input": f"q{i}", "target": "a", "references": ["a"], "choices": [], "source": "niv2"}
+            for i in range(4)]
+    write_mixture(Mixture(rows=rows, counts={"t": 4}, config=MixConfig()), tmp_path / "mix")
+    (tmp_path / "mix" / "manifest.json").write_text('{"n_examples": "x"}')
+    capsys.readouterr()
+    fails(monkeypatch, capsys, "train", "-m", tmp_path / "mix", "--model", "m", "-o", tmp_path / "m",
+          match="manifest.json lacks its 'n_examples' (an integer) or 'tasks'")
+    (tmp_path / "mix" / "manifest.json").write_text('{"n_examples": 9, "tasks": {"t": 9}}')
+    fails(monkeypatch, capsys, "train", "-m", tmp_path / "mix", "--model", "m", "-o", tmp_path / "m",
+          match="manifest.json says 9 examples but dataset/ holds 4")
+
+
+def test_insta_cache_reports_a_damaged_file(monkeypatch, capsys, isolated_cache):
+    isolated_cache.mkdir(parents=True, exist_ok=True)
+    (isolated_cache / "embeddings.sqlite").write_bytes(b"SQLite format 3\x00" + b"\xee" * 8192)
+    code, out, err = run(monkeypatch, capsys, "cache")
+    assert code == 0 and "damaged" in out and "insta cache --clear" in out

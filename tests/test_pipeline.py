@@ -131,7 +131,7 @@ def test_training_bad_input(tiny_lms, tmp_path, monkeypatch, capsys):
     fails(monkeypatch, capsys, "train", "-m", mix, "--model", tmp_path, "-o", tmp_path / "a",
           match="is not a Hugging Face model folder (no config.json)")
     fails(monkeypatch, capsys, "train", "-m", mix, "--model", "no-such-org/no-such-model", "-o", tmp_path / "a",
-          match="cannot load model 'no-such-org/no-such-model'")
+          match="model 'no-such-org/no-such-model' is not available offline")
     fails(monkeypatch, capsys, "train", "-m", tmp_path, "--model", tiny_lms["gpt2"], "-o", tmp_path / "a",
           match="is not a mixture folder")
     busy = tmp_path / "busy"

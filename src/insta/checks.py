@@ -14,7 +14,7 @@ import types
 import typing
 from typing import Any
 
-from .errors import InstaError
+from .errors import InstaError, did_you_mean
 
 #: seeds feed numpy's legacy seeding (transformers.set_seed), which takes 0 .. 2**32 - 1
 MAX_SEED = 2**32 - 1
@@ -67,7 +67,8 @@ def check_float(value: Any, name: str, *, min: float | None = None, max: float |
 def check_choice(value: Any, name: str, choices: typing.Iterable[str]) -> str:
     choices = list(choices)
     if not isinstance(value, str) or value not in choices:
-        raise InstaError(f"{name} must be one of {', '.join(choices)}; got {_describe(value)}")
+        hint = did_you_mean(value, choices) if isinstance(value, str) else ""
+        raise InstaError(f"{name} must be one of {', '.join(choices)}; got {_describe(value)}{hint}")
     return value
 
 

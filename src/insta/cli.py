@@ -48,6 +48,9 @@ if not out.is_terminal:  # piped or captured: do not squeeze tables into 80 colu
 err = Console(stderr=True, soft_wrap=True)  # messages stay one line each
 
 
+#: click's exceptions, wherever this typer takes click from (its own copy, or the package)
+_CLICK = sys.modules[typer.BadParameter.__module__]
+
 #: where --json documents go: the real standard output, while everything else that a command
 #: (or a library under it, such as the Trainer's log lines) prints is sent to stderr
 _json_stream = None
@@ -81,7 +84,7 @@ def _progress(quiet: bool):
         TimeElapsedColumn(),
         console=err,
         transient=True,
-        disable=quiet,
+        disable=quiet or not err.is_terminal,  # no bars (nor their blank line) in logs and pipes
     )
 
 
@@ -569,7 +572,10 @@ def cache(
     elif not path.exists():
         print(f"{path}: no cache yet")
     else:
-        print(f"{path}: {EmbeddingCache(path).count()} embeddings")
+        try:
+            print(f"{path}: {EmbeddingCache(path).count()} embeddings")
+        except InstaError as exc:  # a damaged cache is reported, not a failure of this command
+            print(f"{path}: damaged ({exc}); 'insta cache --clear' deletes it")
 
 
 def main() -> None:
@@ -592,10 +598,21 @@ def main() -> None:
         if "--json" in sys.argv[1:]:  # stdout carries the JSON document and nothing else
             _json_stream = sys.stdout
             with contextlib.redirect_stdout(sys.stderr):
-                app()
+                code = app(standalone_mode=False, prog_name="insta")
         else:
             _json_stream = None
-            app()  # standalone: usage errors print usage and exit 2
+            code = app(standalone_mode=False, prog_name="insta")
+        sys.exit(code if isinstance(code, int) else 0)
+    except _CLICK.UsageError as exc:  # an unknown command or option, a value of the wrong type
+        if type(exc).__name__ == "NoArgsIsHelpError":  # 'insta' alone: the help
+            print(exc.ctx.get_help() if exc.ctx else "")
+            sys.exit(2)
+        command = exc.ctx.command_path if exc.ctx else "insta"
+        err.print(f"error: {exc.format_message()} (see '{command} --help')", highlight=False, markup=False)
+        sys.exit(2)
+    except typer.Abort:
+        err.print("interrupted", highlight=False)
+        sys.exit(130)
     except InstaError as exc:
         err.print(f"error: {exc}", highlight=False, markup=False)
         sys.exit(exc.exit_code)

@@ -9,17 +9,15 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import socket
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Protocol, runtime_checkable
-from urllib.parse import urlparse
 
 import numpy as np
 
 from .cache import EmbeddingCache
 from .errors import InstaError
+from .models import hub_reachable, in_hf_cache
 from .paths import cache_dir
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
@@ -55,32 +53,6 @@ def resolve_model(name: str | None) -> str:
         if name in (None, "default") or not Path(name).exists():
             return default_model_path()
     return str(name)
-
-
-def _in_hf_cache(name: str) -> bool:
-    """Is this hub id already in the local Hugging Face cache?"""
-    from huggingface_hub import snapshot_download
-
-    for repo in (name, f"sentence-transformers/{name}") if "/" not in name else (name,):
-        try:
-            snapshot_download(repo, local_files_only=True)
-            return True
-        except Exception:
-            continue
-    return False
-
-
-def _hub_reachable(timeout: float = 3.0) -> bool:
-    """A quick TCP probe of the hub endpoint, so an offline machine fails at once, not after retries."""
-    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
-        return False
-    endpoint = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
-    port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
-    try:
-        with socket.create_connection((endpoint.hostname or "huggingface.co", port), timeout=timeout):
-            return True
-    except OSError:
-        return False
 
 
 def _fingerprint_dir(path: Path) -> str:
@@ -146,8 +118,8 @@ class Encoder:
         local_only = False
         if not path.exists():
             # Decide before importing torch: in the local HF cache, or a reachable hub?
-            local_only = _in_hf_cache(self.model_path)
-            if not local_only and not _hub_reachable():
+            local_only = in_hf_cache(self.model_path, (self.model_path, f"sentence-transformers/{self.model_path}"))
+            if not local_only and not hub_reachable():
                 raise InstaError(
                     f"model {self.model_name!r} is not available offline (not in the Hugging Face cache and the hub "
                     "cannot be reached); pass a local sentence-transformers folder with --model, or omit --model "

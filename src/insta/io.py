@@ -69,7 +69,7 @@ def parse_json(text: str, where: PathLike) -> Any:
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise InstaError(f"{where}:{exc.lineno}: invalid JSON ({exc.msg} at column {exc.colno})") from None
+        raise InstaError(f"{where}:{exc.lineno}: invalid JSON ({exc.msg}, column {exc.colno})") from None
     except RecursionError:
         raise InstaError(f"{where}: JSON nested too deeply") from None
 
@@ -91,16 +91,43 @@ def iter_jsonl(path: PathLike, what: str = "file") -> Iterator[tuple[int, Any]]:
             try:
                 yield lineno, json.loads(line)
             except json.JSONDecodeError as exc:
-                raise InstaError(f"{p}:{lineno}: malformed JSON line ({exc.msg} at column {exc.colno}); "
+                raise InstaError(f"{p}:{lineno}: malformed JSON line ({exc.msg}, column {exc.colno}); "
                                  "fix or remove that line") from None
 
 
-def read_yaml(path: PathLike, what: str = "file", loader: Any = None) -> Any:
+def _unique_key_loader():
+    import yaml
+
+    class UniqueKeyLoader(yaml.SafeLoader):
+        """A safe loader that refuses a key given twice in one mapping (YAML would keep the last silently)."""
+
+        def construct_mapping(self, node, deep=False):
+            seen = set()
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=True)
+                if key in seen:
+                    raise InstaError(f"{self.name}:{key_node.start_mark.line + 1}: the key {key!r} is given twice; keep one")
+                seen.add(key)
+            return super().construct_mapping(node, deep=deep)
+
+    return UniqueKeyLoader
+
+
+def read_yaml(path: PathLike, what: str = "file", loader: Any = None, *, unique_keys: bool = False) -> Any:
+    """A YAML document (safe loading); ``unique_keys`` refuses a key given twice (configs)."""
     import yaml
 
     p = Path(path).expanduser()
+    text = read_text(p, what)
+    if unique_keys:
+        loader = _unique_key_loader()
     try:
-        return yaml.load(read_text(p, what), Loader=loader or yaml.SafeLoader)
+        doc_loader = (loader or yaml.SafeLoader)(text)
+        doc_loader.name = str(p)
+        try:
+            return doc_loader.get_single_data()
+        finally:
+            doc_loader.dispose()
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{p}:{mark.line + 1}" if mark else str(p)
@@ -138,6 +165,9 @@ def check_out(path: PathLike, what: str = "--out") -> Path:
     never a FIFO, device or symbolic link (replacing one by a regular file would destroy it;
     writing through it would not be atomic). Commands call it before they start working."""
     p = Path(path).expanduser()
+    blocking = next((a for a in p.parents if a.exists() or a.is_symlink()), None)
+    if blocking is not None and not blocking.is_dir():
+        raise InstaError(f"{what} {p}: {blocking} is a file, not a folder; give a path in a folder")
     if p.is_symlink() or (p.exists() and not p.is_file()):
         kind = ("a symbolic link" if p.is_symlink() else "a folder" if p.is_dir()
                 else "a FIFO" if stat.S_ISFIFO(p.stat().st_mode) else "a device or special file")
@@ -211,7 +241,9 @@ def atomic_dir(dest: PathLike, what: str = "--out") -> Iterator[Path]:
     """Yield a hidden temporary folder beside ``dest``; when the block succeeds it becomes
     ``dest`` (which must be absent or an empty folder), else it is removed."""
     d = Path(dest).expanduser()
-    if d.is_symlink() or (d.exists() and not d.is_dir()):
+    if d.is_symlink():
+        raise InstaError(f"{what} {d} is a symbolic link; give the path of a new folder")
+    if d.exists() and not d.is_dir():
         raise InstaError(f"{what} {d} exists and is not a folder; give a new folder")
     if d.exists() and any(d.iterdir()):
         raise InstaError(f"{what} {d} already exists and is not empty; give a new folder")

@@ -23,7 +23,7 @@ from typing import Any
 
 from .checks import check_choice, check_fields, check_int, option
 from .errors import InstaError, unknown
-from .io import atomic_dir, dumps, iter_jsonl, read_json
+from .io import atomic_dir, check_text, dumps, iter_jsonl, read_json
 from .tasks import Task, TaskPool
 
 FORMATS = ("def", "def+pos")
@@ -238,6 +238,13 @@ def _task_examples(task: Task, cfg: MixConfig, rows: RowSource | None, split: st
     return examples
 
 
+def _check_example(task_id: str, n: int, ex: dict[str, Any]) -> None:
+    """Every text of an example must be writable (no lone surrogate from a JSON '\\ud800' escape)."""
+    for name in ("input", "target", "references", "choices"):
+        for text in ([ex[name]] if isinstance(ex[name], str) else ex[name]):
+            check_text(text, f"task {task_id!r}: example {n + 1} ({name})")
+
+
 def build_mixture(tasks: Sequence[Task], cfg: MixConfig, *, rows: RowSource | None = None, split: str = "train",
                   progress: Callable[[int, int], None] | None = None) -> Mixture:
     """Examples of every task, at most ``per_task_cap`` per task (seeded sample), exact
@@ -256,7 +263,8 @@ def build_mixture(tasks: Sequence[Task], cfg: MixConfig, *, rows: RowSource | No
             progress(n, len(tasks))
         kept: list[dict[str, Any]] = []
         duplicates = 0
-        for ex in _task_examples(task.with_instances(), cfg, rows, split, rng):
+        for n_ex, ex in enumerate(_task_examples(task.with_instances(), cfg, rows, split, rng)):
+            _check_example(task.id, n_ex, ex)
             key = (ex["input"], ex["target"])
             if key in seen:
                 duplicates += 1
@@ -355,6 +363,10 @@ def load_mixture(path: str | Path):
     if not (p / "manifest.json").is_file() or not (p / "dataset").is_dir():
         raise InstaError(f"--mixture {p} is not a mixture folder (no manifest.json / dataset/); build one with insta mix")
     manifest = read_json(p / "manifest.json", "mixture manifest", expect=dict)
+    n = manifest.get("n_examples")
+    if isinstance(n, bool) or not isinstance(n, int) or not isinstance(manifest.get("tasks"), dict):
+        raise InstaError(f"--mixture {p}: manifest.json lacks its 'n_examples' (an integer) or 'tasks' (an object); "
+                         "it was not written by insta mix or was edited: build the mixture again with insta mix")
     try:
         dataset = datasets.load_from_disk(str(p / "dataset"))
     except Exception as exc:  # noqa: BLE001 - datasets raises many types for damaged folders
@@ -364,4 +376,7 @@ def load_mixture(path: str | Path):
     if not isinstance(dataset, datasets.Dataset) or missing:
         raise InstaError(f"--mixture {p}: dataset/ is not an insta mixture (columns {', '.join(sorted(missing))} missing); "
                          "build it with insta mix")
+    if len(dataset) != n:
+        raise InstaError(f"--mixture {p}: manifest.json says {n} examples but dataset/ holds {len(dataset)}; "
+                         "build the mixture again with insta mix")
     return dataset, manifest

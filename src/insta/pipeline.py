@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from .checks import check_choice, check_int, check_seed
-from .errors import InstaError
+from .errors import InstaError, did_you_mean
 from .io import read_json, read_yaml
 from .evaluate import METRICS, EvalResult, Scorer, evaluate_examples
 from .mix import MixConfig, Mixture, build_mixture, local_rows, read_selection, selected_tasks, write_mixture
@@ -117,7 +117,8 @@ def _section(path: Path, name: str, value: Any, allowed: set[str]) -> dict[str, 
         raise InstaError(f"{path}: field '{name}' must be a mapping")
     bad = sorted(set(value) - allowed, key=str)
     if bad:
-        raise InstaError(f"{path}: unknown field '{name}.{bad[0]}'; available: {', '.join(sorted(allowed))}")
+        raise InstaError(f"{path}: unknown field '{name}.{bad[0]}'{did_you_mean(str(bad[0]), allowed)}; "
+                         f"available: {', '.join(sorted(allowed))}")
     return dict(value)
 
 
@@ -186,12 +187,13 @@ def _methods(p: Path, value: Any) -> list[MethodSpec]:
 def load_run_config(path: str | Path) -> RunConfig:
     """A run config, every value checked before anything runs (file, field and fix in one line)."""
     p = Path(path).expanduser()
-    doc = read_yaml(p, "config")
+    doc = read_yaml(p, "config", unique_keys=True)
     if not isinstance(doc, dict):
         raise InstaError(f"{p}: a run config is a YAML mapping (out, pool, targets, methods, train, ...)")
     bad = sorted(set(doc) - RUN_KEYS, key=str)
     if bad:
-        raise InstaError(f"{p}: unknown field '{bad[0]}'; available: {', '.join(sorted(RUN_KEYS))}")
+        raise InstaError(f"{p}: unknown field '{bad[0]}'{did_you_mean(str(bad[0]), RUN_KEYS)}; "
+                         f"available: {', '.join(sorted(RUN_KEYS))}")
     for key in ("out", "pool", "targets", "train"):
         if not doc.get(key):
             raise InstaError(f"{p}: field '{key}' is missing")

@@ -14,9 +14,10 @@ A bare path ending in ``.jsonl``/``.json``/``.csv`` is read as that table kind.
 
 from __future__ import annotations
 
+from pathlib import Path
 from urllib.parse import parse_qsl
 
-from .errors import InstaError
+from .errors import InstaError, did_you_mean
 from .readers.base import PoolSpec, Reader
 from .registry import Registry
 from .tasks import TaskPool
@@ -44,6 +45,8 @@ def parse_spec(text: str) -> PoolSpec:
     text = text.strip()
     body, _, query = text.partition("?")
     kind, sep, arg = body.partition(":")
+    if sep and kind not in READERS and kind.isidentifier() and not Path(body).expanduser().exists():
+        raise READERS.unknown(kind)  # 'jsnl:tasks.jsonl' is a misspelt kind, not a file called that
     if not sep or kind not in READERS:
         lowered = body.lower()
         for suffix, table_kind in TABLE_SUFFIXES.items():
@@ -64,7 +67,8 @@ def parse_spec(text: str) -> PoolSpec:
     for key, value in pairs:
         if key not in reader.options:
             raise InstaError(
-                f"pool spec {text!r}: unknown option {key!r} for {kind}; available: {', '.join(sorted(reader.options))}"
+                f"pool spec {text!r}: unknown option {key!r} for {kind}{did_you_mean(key, reader.options)}; "
+                f"available: {', '.join(sorted(reader.options))}"
             )
         options[key] = value
     return PoolSpec(kind=kind, arg=arg, options=options, text=text)

@@ -84,7 +84,7 @@ def load_model(name: str, *, for_training: bool):
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
-    from .models import resolve_lm
+    from .models import hub_reachable, in_hf_cache, resolve_lm
 
     hf_logging.set_verbosity_error()
     name = resolve_lm(name)  # GGUF files and packaged short names become model folders
@@ -93,6 +93,9 @@ def load_model(name: str, *, for_training: bool):
         raise InstaError(f"model folder {local} does not exist; give a model folder or a hub id")
     if local.exists() and not (local / "config.json").is_file():
         raise InstaError(f"model {local} is not a Hugging Face model folder (no config.json)")
+    if not local.exists() and not in_hf_cache(name) and not hub_reachable():
+        raise InstaError(f"model {name!r} is not available offline (not in the Hugging Face cache and the hub cannot be "
+                         "reached); give a local model folder, a .gguf file, or a packaged short name (smollm2)")
     try:
         config = AutoConfig.from_pretrained(str(local) if local.exists() else name)
         tokenizer = AutoTokenizer.from_pretrained(str(local) if local.exists() else name)

@@ -95,7 +95,9 @@ def tasks_from_rows(rows: Iterator[tuple[str, dict[str, Any]]], spec: PoolSpec, 
     skip_empty = spec.flag("skip_empty")
     tasks: list[Task] = []
     mapping: tuple[list[str], list[str], list[str], list[str], list[str]] | None = None
+    n_rows = 0
     for where, row in rows:
+        n_rows += 1
         if not isinstance(row, dict):
             raise InstaError(f"{where}: each row must be a JSON object, got {type(row).__name__}")
         if mapping is None:
@@ -136,6 +138,8 @@ def tasks_from_rows(rows: Iterator[tuple[str, dict[str, Any]]], spec: PoolSpec, 
         extra = {k: v for k, v in row.items() if k not in set(id_fields + ins_fields)}
         tasks.append(Task(id=task_id, instructions=instructions, label=label, dataset=dataset,
                           split=split, meta=extra, source="table"))
+    if n_rows == 0:
+        raise InstaError(f"{source}: the file holds no rows (one task per row is expected)")
     return TaskPool(tasks, name=source)
 
 
@@ -153,16 +157,21 @@ def _existing(spec: PoolSpec) -> Path:
 def _jsonl_rows(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
     text = read_text(path, "jsonl")
     if text.lstrip().startswith("["):  # a JSON array of objects is accepted too
-        for i, row in enumerate(parse_json(text, path)):
-            yield f"{path}[{i}]", row
-        return
+        try:
+            array = parse_json(text, path)
+        except InstaError:
+            array = None  # not one array: read it as JSON Lines (whose first line may be an array, an error below)
+        if array is not None:
+            for i, row in enumerate(array):
+                yield f"{path}[{i}]", row
+            return
     for lineno, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         try:
             row = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise InstaError(f"{path}:{lineno}: malformed JSON line ({exc.msg} at column {exc.colno}); fix or remove that line") from None
+            raise InstaError(f"{path}:{lineno}: malformed JSON line ({exc.msg}, column {exc.colno}); fix or remove that line") from None
         yield f"{path}:{lineno}", row
 
 
@@ -183,15 +192,23 @@ def load_csv(spec: PoolSpec) -> TaskPool:
     def rows() -> Iterator[tuple[str, dict[str, Any]]]:
         # strict: a stray quote is an error instead of a cell that silently swallows the rows after it
         reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
+        last = 0  # the line the previous row ended on: a row that fails starts on the next one
         try:
+            header = reader.fieldnames or []
+            last = reader.line_num
+            twice = sorted({h for h in header if header.count(h) > 1})
+            if twice:
+                raise InstaError(f"{path}:1: the header names column {twice[0]!r} twice; give every column its own name")
             for row in reader:
+                start = last + 1
+                last = reader.line_num
                 if None in row:
-                    raise InstaError(f"{path}:{reader.line_num}: more cells than header columns")
-                yield f"{path}:{reader.line_num}", row
+                    raise InstaError(f"{path}:{start}: more cells than header columns; quote cells that contain the "
+                                     f"delimiter {delimiter!r}")
+                yield f"{path}:{start}", row
         except csv.Error as exc:
-            raise InstaError(f"{path}:{reader.line_num}: malformed CSV ({exc}); check the quotes on that line "
-                             "and the one before (a cell with a quote, comma or line break must be quoted, "
-                             "its quotes doubled)") from None
+            raise InstaError(f"{path}:{last + 1}: malformed CSV in the row starting on this line ({exc}); check its "
+                             "quotes (a cell with a quote, delimiter or line break must be quoted, its quotes doubled)") from None
 
     return tasks_from_rows(rows(), spec, str(path))
 
