@@ -21,7 +21,7 @@ def test_method_registry():
     assert parse_method("bm25:vote") == ("bm25", "vote")
     assert parse_method("insta", "mean") == ("insta", "mean")
     assert parse_method("random") == ("random", None)
-    with pytest.raises(InstaError, match="unknown method 'bm52' \\(did you mean: bm25\\?\\); available: all, bm25, insta, insta-aligned-contrastive, insta-aligned-paper, random, samples"):
+    with pytest.raises(InstaError, match="unknown method 'bm52' \\(did you mean: bm25\\?\\); available: all, bm25, hybrid, insta, insta-aligned-contrastive, insta-aligned-paper, random, samples"):
         parse_method("bm52")
     with pytest.raises(InstaError, match="takes no aggregation"):
         parse_method("random:max")
@@ -79,3 +79,27 @@ def test_samples_needs_instances(shared_data, tiny_model):
     sel = SamplesSelector(enc).fit(pool)
     with pytest.raises(InstaError, match="needs instances of the target 'target'"):
         sel.select(Target.from_text("classify"), k=3)
+
+
+def test_hybrid_fuses_the_two_rankings_by_reciprocal_rank(tiny_model):
+    from insta.baselines import HybridSelector
+    from insta.select import InstructionSelector
+
+    pool = toy_pool()
+    target = Target("t", ["Summarize this news article."])
+    encoder = Encoder(str(tiny_model), cache=False)
+    hybrid = HybridSelector(encoder).fit(pool)
+    (scores,) = hybrid.score_many([target])
+    dense = InstructionSelector(encoder).fit(pool).select(target, k=4, exclusions=None)
+    lexical = BM25Selector().fit(pool).select(target, k=4)
+    rank_d = {r.task_id: r.rank for r in dense.results}
+    rank_l = {r.task_id: r.rank for r in lexical.results}
+    for i, tid in enumerate(pool.ids):  # exactly 1/(60 + rank) summed over the two sides
+        assert scores.score[i] == pytest.approx(1 / (60 + rank_d[tid]) + 1 / (60 + rank_l[tid]))
+    sel = hybrid.select(target, k=4)
+    top = sel.ids[0]
+    assert sel.method == "hybrid" and sel.results[0].score == pytest.approx(scores.score.max(), abs=1e-6)
+    match = sel.results[0].match
+    assert match.measure == "rrf(cosine, bm25)" and [p["measure"] for p in match.parts] == ["cosine", "bm25"]
+    assert [p["rank"] for p in match.parts] == [rank_d[top], rank_l[top]]
+    assert make_selector("hybrid:mean", encoder=encoder).aggregate == "mean"

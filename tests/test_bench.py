@@ -37,10 +37,15 @@ def test_p3_extra_and_grouped_suites(p3):
 
 def test_niv2_suite_bm25_far_above_random(shared_data):
     suite = build_suite("niv2", niv2=str(shared_data / "niv2"))
-    assert len(suite.pool) == 875
+    assert len(suite.pool) == 875 and suite.exclude_siblings
+    anli = suite.pool.get("task1385_anli_r1_entailment")
+    assert anli.texts[0].startswith("In this task") and len(anli.texts[0]) > 100  # the official Definition
+    assert {t.id for t in suite.pool if t.dataset == "anli"} >= {"task1386_anli_r2_entailment", "task1387_anli_r3_entailment"}
+    summaries = build_suite("niv2-summaries", niv2=str(shared_data / "niv2"))
+    assert len(summaries.pool) == 875 and summaries.pool.get(anli.id).texts != anli.texts
     result = run_bench(suite, ["random", "bm25"], n_boot=100)
     rnd, bm25 = result.methods
-    assert result.n_scored > 850  # targets alone in their category have nothing relevant to find
+    assert result.n_scored > 820  # targets alone in their category (siblings aside) have nothing relevant to find
     assert rnd.metrics["P@10"] < 0.1 < 0.3 < bm25.metrics["P@10"]
 
 
@@ -125,7 +130,7 @@ def test_niv2_suite_on_a_checkout_uses_definitions(shared_data, tmp_path):
 
 
 def test_bench_bad_inputs(monkeypatch, capsys, shared_data, p3, tmp_path):
-    fails(monkeypatch, capsys, "bench", "--suite", "p4", match="unknown suite 'p4'; available: niv2, niv2-files, p3, p3-extra, p3-grouped")
+    fails(monkeypatch, capsys, "bench", "--suite", "p4", match="unknown suite 'p4'; available: niv2, niv2-files, niv2-summaries, p3, p3-extra, p3-grouped")
     fails(monkeypatch, capsys, "bench", match="give --suite NAME")
     fails(monkeypatch, capsys, "bench", "--suite", "p3", "--methods", "all", "-q", match="method 'all' has no ranking")
     fails(monkeypatch, capsys, "bench", "--suite", "p3", "--methods", "bm25", "--bootstrap", "0", match="--bootstrap must be at least 1, got 0")
@@ -133,3 +138,12 @@ def test_bench_bad_inputs(monkeypatch, capsys, shared_data, p3, tmp_path):
     fails(monkeypatch, capsys, "bench", "--suite", "niv2", "--niv2", tmp_path / "none", match="does not exist")
     fails(monkeypatch, capsys, "bench", "--pool", f"{shared_data}/bbh/tasks.jsonl", match="needs labels")
     fails(monkeypatch, capsys, "bench", "--suite", "p3", "--methods", "bm25", "--plot", tmp_path, "-q", match="is a folder")
+
+
+def test_prompt_count_ablation_truncates_only_the_targets(p3):
+    suite = build_suite("p3")
+    one = run_bench(suite, ["bm25"], n_boot=20, n_instructions=1)
+    every = run_bench(suite, ["bm25"], n_boot=20)
+    assert one.n_instructions == 1 and every.n_instructions is None
+    assert one.methods[0].metrics["MAP"] != every.methods[0].metrics["MAP"]
+    assert suite.pool.n_instructions == build_suite("p3").pool.n_instructions  # the pool keeps every template

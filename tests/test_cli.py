@@ -48,8 +48,9 @@ def test_select_json_document(monkeypatch, capsys, bbh, tiny_model):
     assert [r["rank"] for r in sel["results"]] == [1, 2, 3]
     first = sel["results"][0]
     assert set(first) >= {"rank", "task_id", "label", "score", "match"}
-    assert set(first["match"]) == {"target_instruction", "source_instruction", "source_instruction_name", "similarity", "measure"}
-    assert first["match"]["measure"] == "cosine" and doc["method"] == "insta"
+    assert set(first["match"]) == {"target_instruction", "source_instruction", "source_instruction_name", "similarity", "measure", "parts"}
+    assert first["match"]["measure"] == "rrf(cosine, bm25)" and doc["method"] == "hybrid"  # the default
+    assert [p["measure"] for p in first["match"]["parts"]] == ["cosine", "bm25"]
     scores = [r["score"] for r in sel["results"]]
     assert scores == sorted(scores, reverse=True)
 
@@ -146,7 +147,7 @@ def test_bad_inputs(monkeypatch, capsys, bbh, tiny_model, tmp_path):
     fails(monkeypatch, capsys, "select", "-p", bbh, *m, match="no target: give --instruction")
     fails(monkeypatch, capsys, "select", "-p", bbh, "-i", "x", "-t", "navigate", *m, match="give only one of")
     fails(monkeypatch, capsys, "select", "-p", bbh, "-i", "x", "-a", "median", *m, match="unknown aggregation 'median' (did you mean: mean?); available: max, mean, vote")
-    fails(monkeypatch, capsys, "select", "-p", bbh, "-i", "x", "--method", "bm52", *m, match="unknown method 'bm52' (did you mean: bm25?); available: all, bm25, insta, insta-aligned-contrastive, insta-aligned-paper, random, samples")
+    fails(monkeypatch, capsys, "select", "-p", bbh, "-i", "x", "--method", "bm52", *m, match="unknown method 'bm52' (did you mean: bm25?); available: all, bm25, hybrid, insta, insta-aligned-contrastive, insta-aligned-paper, random, samples")
     fails(monkeypatch, capsys, "select", "-p", bbh, "-i", "x", "--method", "samples", *m, match="method 'samples' needs task instances")
     fails(monkeypatch, capsys, "select", "-p", bbh, "-i", "x", "--targets-file", tmp_path / "no.txt", match="give only one of")
     fails(monkeypatch, capsys, "select", "-p", bbh, "--targets-file", tmp_path / "no.txt", match="targets file")

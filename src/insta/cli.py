@@ -20,6 +20,7 @@ from . import __version__
 from .align import AlignConfig
 from .errors import InstaError
 from .mix import MixConfig
+from .selectors import DEFAULT_METHOD
 from .train import TrainConfig
 
 SPEC_HELP = (
@@ -109,7 +110,7 @@ def select(
     targets: Annotated[Optional[str], typer.Option("--targets", help="Pool spec holding the targets; without --target every task of it is a target (batch).")] = None,
     targets_file: Annotated[Optional[str], typer.Option("--targets-file", help="File of targets: .txt = one instruction per line; .jsonl/.csv = one task per row.")] = None,
     k: Annotated[int, typer.Option("-k", "--top-k", help="How many source tasks to select (paper: 5 for P3, 70 for NIV2).")] = 5,
-    method: Annotated[str, typer.Option("--method", help="insta (default) | bm25 | random | all | samples (needs instances); NAME:AGG also works.")] = "insta",
+    method: Annotated[str, typer.Option("--method", help="hybrid (default: BM25 and INSTA fused by reciprocal rank, the best label-free method in BENCHMARKS.md) | insta | bm25 | random | all | samples (needs instances); NAME:AGG also works.")] = DEFAULT_METHOD,
     aggregate: Annotated[Optional[str], typer.Option("--aggregate", "-a", help="Per-task aggregation of instruction similarities: max (default) | mean | vote.")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed for random and samples.")] = 0,
     n_instructions: Annotated[Optional[int], typer.Option("--n-instructions", help="Use only the first N instructions of each target (default: all).")] = None,
@@ -230,6 +231,7 @@ def bench(
     plot: Annotated[Optional[str], typer.Option("--plot", help="Write a PNG of the figures with their CIs.")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON document instead of tables.")] = False,
     out_file: Annotated[Optional[str], typer.Option("--out", "-o", help="Also write the JSON document (with per-target values) to this file.")] = None,
+    n_instructions: Annotated[Optional[int], typer.Option("--n-instructions", help="Targets use only their first N instructions (the paper's prompt-count ablation; default: all).")] = None,
     align_epochs: Annotated[Optional[int], typer.Option("--align-epochs", help="Epochs for insta-aligned-* (default: the recipe's).")] = None,
     list_suites: Annotated[bool, typer.Option("--list", help="List the suites and methods, then exit.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
@@ -252,6 +254,8 @@ def bench(
             print(f"method {name:<12} {method.summary}")
         return
     check_int(bootstrap, "--bootstrap", min=1, max=100_000)
+    if n_instructions is not None:
+        check_int(n_instructions, "--n-instructions", min=1)
     check_int(folds, "--folds", min=0, max=10_000)
     check_seed(seed)
     method_list = [m.strip() for m in methods.split(",") if m.strip()] if methods else None
@@ -267,7 +271,7 @@ def bench(
     with _progress(quiet) as progress:
         bar = progress.add_task("benchmark", total=None)
         result = run_bench(the_suite, method_list, encoder=encoder, folds=folds, seed=seed, n_boot=bootstrap,
-                           align_config={"epochs": align_epochs} if align_epochs else None,
+                           align_config={"epochs": align_epochs} if align_epochs else None, n_instructions=n_instructions,
                            progress=lambda what, done, total: progress.update(bar, description=what, completed=done, total=total))
     if plot:
         from .bench.plot import plot_result

@@ -79,6 +79,8 @@ class Match:
     source_instruction_name: str | None
     similarity: float
     measure: str = "cosine"
+    #: for a fused score (``hybrid``): the match of each side, with its rank among the pool's tasks
+    parts: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass

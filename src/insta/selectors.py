@@ -32,6 +32,8 @@ METHODS: Registry[Method] = Registry("method", {
                     "insta.select:InstructionSelector", aggregating=True, uses_encoder=True),
     "bm25": Method("BM25 over instruction texts (bm25s), aggregation max|mean|vote",
                    "insta.baselines:BM25Selector", aggregating=True),
+    "hybrid": Method("reciprocal-rank fusion of bm25 and insta (k=60, fixed a priori), aggregation max|mean|vote",
+                     "insta.baselines:HybridSelector", aggregating=True, uses_encoder=True),
     "random": Method("seeded random order", "insta.baselines:RandomSelector", uses_seed=True),
     "all": Method("every task (for training comparisons)", "insta.baselines:AllSelector"),
     "samples": Method("Retrieval-of-Experts: nearest source instances of up to 32 target instances (needs instances)",
@@ -42,6 +44,11 @@ METHODS: Registry[Method] = Registry("method", {
                                         "(bench --folds only)", None, aggregating=True, uses_encoder=True,
                                         recipe="contrastive"),
 })
+
+
+#: what ``insta select`` uses without --method: the best method that needs no labels on the
+#: held-out benchmarks (BENCHMARKS.md, "Hybrid selection"); chosen on those figures, never tuned
+DEFAULT_METHOD = "hybrid"
 
 
 def parse_method(spec: str, aggregate: str | None = None) -> tuple[str, str | None]:

@@ -6,13 +6,13 @@ import os
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
 from ..encoder import Encoder
 from ..errors import InstaError
-from ..select import InstructionSelector, Target, order_candidates
+from ..select import InstructionSelector, Target, order_candidates, truncate
 from ..selectors import METHODS, make_selector, method_label, parse_method
 from ..tasks import TaskPool, family
 from .folds import make_folds
@@ -48,6 +48,7 @@ class BenchResult:
     model: dict[str, str]
     methods: list[MethodResult]
     notes: list[str]
+    n_instructions: int | None = None  # targets used only their first N instructions
     # paired bootstrap over targets: reference -> method -> metric -> (mean difference, CI low, CI high)
     paired: dict[str, dict[str, dict[str, tuple[float, float, float]]]] = field(default_factory=dict)
 
@@ -227,12 +228,16 @@ def run_bench(
     progress: Progress | None = None,
     align_config: dict | None = None,
     align_root: str | None = None,
+    n_instructions: int | None = None,
 ) -> BenchResult:
     """Rank the suite's pool for every target with each method; score the rankings.
 
     Learned methods (``insta-aligned-*``) need ``folds``: for each fold the embedder is
     aligned on the other folds' tasks only (kept under ``align_root``, reused across runs)
-    and then ranks the held-out fold for its targets."""
+    and then ranks the held-out fold for its targets. ``n_instructions`` keeps only each
+    target's first N instructions (the paper's prompt-count ablation)."""
+    if n_instructions is not None:
+        suite = replace(suite, targets=[truncate(t, n_instructions) for t in suite.targets])
     methods = list(methods or suite.methods)
     for m in methods:
         name = parse_method(m)[0]
@@ -277,6 +282,7 @@ def run_bench(
         folds=folds,
         seed=seed,
         n_boot=n_boot,
+        n_instructions=n_instructions,
         model=encoder.describe() if any(METHODS.get(parse_method(m)[0]).uses_encoder for m in methods) else {},
         methods=results,
         notes=list(suite.notes),

@@ -16,6 +16,7 @@ from pathlib import Path
 from .. import t0
 from ..errors import InstaError
 from ..pools import load_pool, parse_spec
+from ..readers.niv2 import source_from_name
 from ..registry import Registry
 from ..select import Target
 from ..tasks import TaskPool
@@ -31,7 +32,7 @@ class Suite:
     targets: list[Target]
     leave_one_out: bool = True
     exclude_siblings: bool = True
-    methods: tuple[str, ...] = ("random", "bm25", "insta", "insta:mean", "insta:vote")
+    methods: tuple[str, ...] = ("random", "bm25", "insta", "hybrid", "insta:mean", "insta:vote")
     notes: list[str] = field(default_factory=list)
 
 
@@ -90,20 +91,39 @@ def _p3_extra(options: dict) -> Suite:
                  pool, targets, leave_one_out=False, exclude_siblings=False)
 
 
+def _default_split(pool: TaskPool, name: str) -> TaskPool:
+    """The default split's tasks (train + test), each with its source dataset (siblings), read
+    from its name where the table has no Source field (task1385_anli_r1_entailment: anli)."""
+    return TaskPool([replace(t, dataset=t.dataset or source_from_name(t.id)) for t in pool if t.split in ("train", "test")],
+                    name, description=pool.description)
+
+
 def _niv2(options: dict) -> Suite:
     path = _data(options.get("niv2"), "niv2", "--niv2")
-    table = path if path.is_file() else path / "tasks.jsonl"
-    if table.is_file():
-        full = load_pool(f"jsonl:{table}?id=name&instruction=summary&label=category&split=split_default")
-        pool = full.filter(lambda t: t.split in ("train", "test"), name="niv2:default")
+    definitions = path if path.name == "definitions.jsonl" else path / "definitions.jsonl"
+    if definitions.is_file():
+        full = load_pool(f"jsonl:{definitions}?id=name&instruction=definition&label=categories&split=split_default")
+        pool = _default_split(full, "niv2:default")
         return Suite("niv2", "NIV2: the 875 English tasks of the default split (train+test), leave-one-out; "
-                     "instruction = the one-line task summary (not the full Definition); relevant = same category",
-                     pool, _loo(pool), exclude_siblings=False,
-                     notes=["summaries stand in for Definitions: figures are not comparable to the paper's"])
+                     "instruction = the official Definition; relevant = same category (the first of its Categories); "
+                     "tasks on the same source dataset (read from the task name) are not candidates", pool, _loo(pool))
     full = load_pool(f"niv2:{path}")
     pool = full.filter(lambda t: t.split in ("train", "test"), name="niv2:default")
     return Suite("niv2", f"NIV2 checkout {path}: the default split's tasks, leave-one-out; instruction = Definition; "
                  "relevant = same category; tasks on the same source dataset are not candidates", pool, _loo(pool))
+
+
+def _niv2_summaries(options: dict) -> Suite:
+    path = _data(options.get("niv2"), "niv2", "--niv2")
+    table = path if path.is_file() else path / "tasks.jsonl"
+    if not table.is_file():
+        raise InstaError(f"--niv2 {path}: no tasks.jsonl (the NIV2 task table with one-line summaries)")
+    full = load_pool(f"jsonl:{table}?id=name&instruction=summary&label=category&split=split_default")
+    pool = _default_split(full, "niv2:default")
+    return Suite("niv2-summaries", "NIV2: the 875 English tasks of the default split, leave-one-out; instruction = the "
+                 "one-line task summary of the task table (not the Definition); relevant = same category; tasks on the "
+                 "same source dataset are not candidates", pool, _loo(pool),
+                 notes=["summaries stand in for Definitions: figures are not comparable to the paper's"])
 
 
 def _niv2_files(options: dict) -> Suite:
@@ -128,7 +148,8 @@ SUITES: Registry[SuiteEntry] = Registry("suite", {
     "p3": SuiteEntry("38 T0 training entries, leave-one-out, T0 clusters", _p3),
     "p3-grouped": SuiteEntry("35 T0 training datasets (subsets merged), leave-one-out", _p3_grouped),
     "p3-extra": SuiteEntry("T0+/T0++ extra datasets as targets against the T0 training pool", _p3_extra),
-    "niv2": SuiteEntry("875 English NIV2 tasks (default split), leave-one-out, categories", _niv2),
+    "niv2": SuiteEntry("875 English NIV2 tasks (default split) by their Definitions, leave-one-out, categories", _niv2),
+    "niv2-summaries": SuiteEntry("the same 875 tasks by the task table's one-line summaries", _niv2_summaries),
     "niv2-files": SuiteEntry("NIV2 task files with instances (runs 'samples')", _niv2_files),
 })
 

@@ -7,6 +7,7 @@ is its instruction and its first category its label.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,13 @@ from ..errors import InstaError
 from ..io import json_type, read_json, read_text
 from .base import PoolSpec, Reader
 from ..tasks import Instruction, Task, TaskPool, clean_text
+
+
+def source_from_name(name: str) -> str:
+    """The source dataset a NIV2 task name carries (``task1385_anli_r1_entailment``: ``anli``),
+    for tables and files without a Source field; a name of another shape is its own source."""
+    parts = name.split("_")
+    return parts[1] if len(parts) > 2 and re.fullmatch(r"task\d+", parts[0]) else name
 
 
 def _split_lists(root: Path, setting: str) -> dict[str, str]:
@@ -90,7 +98,7 @@ def task_from_file(path: Path, *, split: str | None = None, max_instances: int |
         id=path.stem,
         instructions=[Instruction(text=clean_text(definition), raw=definition, name="Definition")],
         label=categories[0] if categories else None,
-        dataset=sources[0] if sources else None,
+        dataset=sources[0] if sources else source_from_name(path.stem),
         split=split,
         instances=instances,
         source="niv2",
