@@ -70,9 +70,20 @@ def test_contrastive_batches_never_repeat_a_task():
     batches = sampler.batches(batch_size=4, drop_last=False, seed=3)
     assert sorted(i for b in batches for i in b) == list(range(11))
     for b in batches:
-        tasks = [sampler.task_of_row[i] for i in b]
-        assert len(tasks) == len(set(tasks)) and len(b) <= 4
+        keys = [k for i in b for k in sampler.keys_of_row[i]]
+        assert len(keys) == len(set(keys)) and len(b) <= 4
     assert sampler.batches(4, False, 3) == batches and sampler.batches(4, False, 4) != batches
+
+
+def test_label_view_batches_hold_no_same_label_or_sibling_pair():
+    from insta.align import batch_keys
+
+    tasks = [Task(f"t{i}", [Instruction("x")], label=f"L{i % 3}", dataset=f"d{i % 4}") for i in range(24)]
+    with_labels = TaskUniqueSampler([batch_keys(t, ["labels", "self"]) for t in tasks])
+    for b in with_labels.batches(8, False, 0):
+        assert len({tasks[i].label for i in b}) == len(b) and len({tasks[i].dataset for i in b}) == len(b)
+    label_free = TaskUniqueSampler([batch_keys(t, ["self"]) for t in tasks])  # never looks at labels
+    assert max(len(b) for b in label_free.batches(8, False, 0)) == 4  # 4 source datasets
 
 
 def test_dev_split_holds_out_whole_datasets(p3):

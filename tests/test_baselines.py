@@ -21,7 +21,7 @@ def test_method_registry():
     assert parse_method("bm25:vote") == ("bm25", "vote")
     assert parse_method("insta", "mean") == ("insta", "mean")
     assert parse_method("random") == ("random", None)
-    with pytest.raises(InstaError, match="unknown method 'bm52' \\(did you mean: bm25\\?\\); available: all, bm25, hybrid, insta, insta-aligned-contrastive, insta-aligned-paper, random, samples"):
+    with pytest.raises(InstaError, match="unknown method 'bm52' \\(did you mean: bm25\\?\\); available: all, bm25, hybrid, hybrid-aligned-contrastive, insta, insta-aligned-contrastive, insta-aligned-paper, random, samples"):
         parse_method("bm52")
     with pytest.raises(InstaError, match="takes no aggregation"):
         parse_method("random:max")

@@ -147,7 +147,7 @@ def test_bad_inputs(monkeypatch, capsys, bbh, tiny_model, tmp_path):
     fails(monkeypatch, capsys, "select", "-p", bbh, *m, match="no target: give --instruction")
     fails(monkeypatch, capsys, "select", "-p", bbh, "-i", "x", "-t", "navigate", *m, match="give only one of")
     fails(monkeypatch, capsys, "select", "-p", bbh, "-i", "x", "-a", "median", *m, match="unknown aggregation 'median' (did you mean: mean?); available: max, mean, vote")
-    fails(monkeypatch, capsys, "select", "-p", bbh, "-i", "x", "--method", "bm52", *m, match="unknown method 'bm52' (did you mean: bm25?); available: all, bm25, hybrid, insta, insta-aligned-contrastive, insta-aligned-paper, random, samples")
+    fails(monkeypatch, capsys, "select", "-p", bbh, "-i", "x", "--method", "bm52", *m, match="unknown method 'bm52' (did you mean: bm25?); available: all, bm25, hybrid, hybrid-aligned-contrastive, insta, insta-aligned-contrastive, insta-aligned-paper, random, samples")
     fails(monkeypatch, capsys, "select", "-p", bbh, "-i", "x", "--method", "samples", *m, match="method 'samples' needs task instances")
     fails(monkeypatch, capsys, "select", "-p", bbh, "-i", "x", "--targets-file", tmp_path / "no.txt", match="give only one of")
     fails(monkeypatch, capsys, "select", "-p", bbh, "--targets-file", tmp_path / "no.txt", match="targets file")

@@ -173,6 +173,15 @@ def positive_pairs(tasks: list[Task], views: list[str], rng: np.random.Generator
     return out
 
 
+def batch_keys(task: Task, views: list[str]) -> set[tuple[str, str]]:
+    """What two rows of one contrastive batch must not share: the task's family (source dataset,
+    so also the task), and its label when the pairs were built from labels."""
+    keys = {("family", family(task))}
+    if "labels" in views and task.label is not None:
+        keys.add(("label", task.label))
+    return keys
+
+
 def _texts_and_owners(tasks: list[Task]) -> tuple[list[str], np.ndarray]:
     texts, owners = [], []
     for i, t in enumerate(tasks):
@@ -256,26 +265,30 @@ def split_dev(pool: TaskPool, fraction: float, seed: int) -> tuple[list[Task], l
 
 
 class TaskUniqueSampler:
-    """Batch-sampler factory for the trainer: shuffled batches in which no task appears twice
-    (a module-level object, so the training arguments that hold it can be checkpointed)."""
+    """Batch-sampler factory for the trainer: shuffled batches in which no two rows share a key
+    (a module-level object, so the training arguments that hold it can be checkpointed).
 
-    def __init__(self, task_of_row: list[int]):
-        self.task_of_row = list(task_of_row)
+    A row's keys are its task, its source dataset and, when the training pairs come from the
+    labels, its label: in-batch negatives are then never a sibling or a same-label task (a
+    false negative). A bare int is a row whose only key is that task."""
+
+    def __init__(self, keys_of_row: list[Any]):
+        self.keys_of_row = [frozenset([k]) if isinstance(k, (int, np.integer)) else frozenset(k) for k in keys_of_row]
 
     def batches(self, batch_size: int, drop_last: bool, seed: int) -> list[list[int]]:
         rng = np.random.default_rng(seed)
         batches: list[list[int]] = []
-        seen: list[set[int]] = []
-        for idx in rng.permutation(len(self.task_of_row)):
-            task = self.task_of_row[idx]
-            for batch, tasks in zip(batches, seen):
-                if len(batch) < batch_size and task not in tasks:
+        seen: list[set[Any]] = []
+        for idx in rng.permutation(len(self.keys_of_row)):
+            keys = self.keys_of_row[idx]
+            for batch, taken in zip(batches, seen):
+                if len(batch) < batch_size and taken.isdisjoint(keys):
                     batch.append(int(idx))
-                    tasks.add(task)
+                    taken.update(keys)
                     break
             else:
                 batches.append([int(idx)])
-                seen.append({task})
+                seen.append(set(keys))
         return [b for b in batches if len(b) == batch_size] if drop_last else batches
 
     def __call__(self, dataset, batch_size, drop_last, valid_label_columns=None, generator=None, seed=0):
@@ -485,10 +498,10 @@ def _align(pool: TaskPool, out_dir: str | os.PathLike[str], cfg: AlignConfig, *,
         loss = CosineSimilarityLoss(model)
         sampler: Any = "batch_sampler"
     else:
-        tasks_of_rows = [r.pop("task") for r in rows]
+        tasks = [train_tasks[r.pop("task")] for r in rows]
         dataset = Dataset.from_list(rows)
         loss = MultipleNegativesRankingLoss(model)
-        sampler = TaskUniqueSampler(tasks_of_rows)
+        sampler = TaskUniqueSampler([batch_keys(t, views) for t in tasks])
     evaluator = EmbeddingSimilarityEvaluator(*dev, name="dev", main_similarity="cosine") if dev[0] else None
     ckpt = out / "checkpoints"
     args = _arguments(cfg, ckpt, len(dataset), evaluator is not None, sampler, quiet)

@@ -25,6 +25,7 @@ class Method:
     uses_encoder: bool = False
     uses_seed: bool = False
     recipe: str | None = None  # learned: aligned on the pool with this recipe first
+    fused: bool = False  # learned: the aligned embedder's ranking fused with BM25's (as hybrid)
 
 
 METHODS: Registry[Method] = Registry("method", {
@@ -43,6 +44,9 @@ METHODS: Registry[Method] = Registry("method", {
     "insta-aligned-contrastive": Method("insta with an embedder aligned on the training folds, contrastive recipe "
                                         "(bench --folds only)", None, aggregating=True, uses_encoder=True,
                                         recipe="contrastive"),
+    "hybrid-aligned-contrastive": Method("hybrid with the embedder aligned on the training folds, contrastive recipe "
+                                         "(bench --folds only)", None, aggregating=True, uses_encoder=True,
+                                         recipe="contrastive", fused=True),
 })
 
 

@@ -149,7 +149,12 @@ def _selector(m: str, train_pool: TaskPool | None, encoder: Encoder, seed: int, 
     if progress:
         progress(f"{method_label(name, agg)}: aligning on {train_pool.name} ({len(train_pool)} tasks)", 0, 0)
     model_dir = aligned_model(train_pool, cfg, align_root or cache_dir() / "aligned")
-    return InstructionSelector(Encoder(str(model_dir), cache=encoder.cache or False), aggregate=agg or "max")
+    aligned = Encoder(str(model_dir), cache=encoder.cache or False)
+    if METHODS.get(name).fused:
+        from ..baselines import HybridSelector
+
+        return HybridSelector(aligned, aggregate=agg or "max")
+    return InstructionSelector(aligned, aggregate=agg or "max")
 
 
 def _per_target(suite: Suite, groups: list[Group], make, label: str,
