@@ -199,13 +199,18 @@ def _print_selection(s) -> None:
     table.add_column("label")
     table.add_column("score", justify="right")
     show_sim = s.aggregate not in ("max", "")
+    fused = any(r.match and r.match.parts for r in s.results)
     if show_sim:
         table.add_column("best pair", justify="right")
+    if fused:  # hybrid: each side's best pair and its rank among the pool's tasks
+        table.add_column("cosine (rank) · bm25 (rank)", justify="right")
     table.add_column("best matching instruction")
     for r in s.results:
         row = [str(r.rank), escape(r.task_id), escape(r.label or ""), f"{r.score:.3f}"]
         if show_sim:
             row.append(f"{r.match.similarity:.3f}" if r.match else "")
+        if fused:
+            row.append(" · ".join(f"{p['similarity']:.2f} (#{p['rank']})" for p in (r.match.parts if r.match else [])))
         if r.match:
             name = f"[{r.match.source_instruction_name}] " if r.match.source_instruction_name else ""
             row.append(escape(_short(name + r.match.source_instruction)))
