@@ -110,14 +110,17 @@ RUN_KEYS = {"out", "pool", "targets", "target_pool", "methods", "k", "seed", "em
 EVAL_KEYS = {"metric", "max_examples", "format", "split", "max_new_tokens"}
 
 
-def _section(path: Path, name: str, value: Any, allowed: set[str]) -> dict[str, Any]:
+def _section(path: Path, name: str | None, value: Any, allowed: set[str]) -> dict[str, Any]:
+    """A mapping of the config (the whole config when ``name`` is None) with only known keys."""
     if value is None:
         return {}
     if not isinstance(value, dict):
-        raise InstaError(f"{path}: field '{name}' must be a mapping")
+        raise InstaError(f"{path}: field '{name}' must be a mapping" if name else
+                         f"{path}: a run config is a YAML mapping (out, pool, targets, methods, train, ...)")
     bad = sorted(set(value) - allowed, key=str)
     if bad:
-        raise InstaError(f"{path}: unknown field '{name}.{bad[0]}'{did_you_mean(str(bad[0]), allowed)}; "
+        field = f"{name}.{bad[0]}" if name else str(bad[0])
+        raise InstaError(f"{path}: unknown field '{field}'{did_you_mean(str(bad[0]), allowed)}; "
                          f"available: {', '.join(sorted(allowed))}")
     return dict(value)
 
@@ -187,13 +190,9 @@ def _methods(p: Path, value: Any) -> list[MethodSpec]:
 def load_run_config(path: str | Path) -> RunConfig:
     """A run config, every value checked before anything runs (file, field and fix in one line)."""
     p = Path(path).expanduser()
-    doc = read_yaml(p, "config", unique_keys=True)
-    if not isinstance(doc, dict):
+    doc = _section(p, None, read_yaml(p, "config", unique_keys=True), RUN_KEYS)
+    if not doc:
         raise InstaError(f"{p}: a run config is a YAML mapping (out, pool, targets, methods, train, ...)")
-    bad = sorted(set(doc) - RUN_KEYS, key=str)
-    if bad:
-        raise InstaError(f"{p}: unknown field '{bad[0]}'{did_you_mean(str(bad[0]), RUN_KEYS)}; "
-                         f"available: {', '.join(sorted(RUN_KEYS))}")
     for key in ("out", "pool", "targets", "train"):
         if not doc.get(key):
             raise InstaError(f"{p}: field '{key}' is missing")
