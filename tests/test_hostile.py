@@ -522,3 +522,42 @@ def test_insta_cache_reports_a_damaged_file(monkeypatch, capsys, isolated_cache)
     (isolated_cache / "embeddings.sqlite").write_bytes(b"SQLite format 3\x00" + b"\xee" * 8192)
     code, out, err = run(monkeypatch, capsys, "cache")
     assert code == 0 and "damaged" in out and "insta cache --clear" in out
+
+
+def test_an_sdist_pip_refuses_is_fetched_from_the_index_with_its_checksum(tmp_path, monkeypatch):
+    """pip >= 24 refuses to download bigbench 1.0.0 (its metadata names a direct URL): the file
+    itself comes from the package index pip is configured with, checked against its sha256."""
+    import functools
+    import hashlib
+    import http.server
+    import threading
+
+    from insta import fetch
+
+    root = tmp_path / "index"
+    (root / "simple" / "demo-pkg").mkdir(parents=True)
+    (root / "files").mkdir()
+    data = b"not really a tarball"
+    (root / "files" / "demo-pkg-1.0.tar.gz").write_bytes(data)
+    good = hashlib.sha256(data).hexdigest()
+    page = root / "simple" / "demo-pkg" / "index.html"
+    page.write_text(f'<a href="../../files/demo-pkg-1.0.tar.gz#sha256={good}">demo-pkg-1.0.tar.gz</a>')
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
+    handler.log_message = lambda *a: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setenv("PIP_INDEX_URL", f"http://127.0.0.1:{server.server_address[1]}/simple")
+
+        def refusing_pip(cmd, **kw):
+            return subprocess.CompletedProcess(cmd, 1, "", "ERROR: Distributions from PyPI cannot declare direct URL dependencies.")
+
+        monkeypatch.setattr(fetch.subprocess, "run", refusing_pip)
+        got = fetch.pip_download("demo-pkg==1.0", tmp_path / "dl", pattern="demo-pkg-1.0.tar.gz", sdist=True)
+        assert got.read_bytes() == data
+        page.write_text(f'<a href="../../files/demo-pkg-1.0.tar.gz#sha256={"0" * 64}">x</a>')
+        with pytest.raises(fetch.InstaError, match="does not match the index's sha256"):
+            fetch.pip_download("demo-pkg==1.0", tmp_path / "dl2", pattern="demo-pkg-1.0.tar.gz", sdist=True)
+        assert not (tmp_path / "dl2" / "demo-pkg-1.0.tar.gz").exists()
+    finally:
+        server.shutdown()

@@ -8,12 +8,18 @@ which environment variable (or option) points insta at a local copy instead.
 
 from __future__ import annotations
 
+import hashlib
+import html
+import os
+import re
 import shutil
 import subprocess
 import sys
 import tarfile
 import tempfile
 import time
+import urllib.parse
+import urllib.request
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -39,8 +45,62 @@ def pip_download(requirement: str, into: Path, *, pattern: str, sdist: bool = Fa
         found = sorted(into.glob(pattern))
         if proc.returncode == 0 and found:
             return found[0]
+        if "direct URL dependencies" in (proc.stderr or ""):
+            # pip >= 24 refuses sdists whose metadata names a direct URL (bigbench 1.0.0 does):
+            # fetch the file itself from the package index instead, checked against its sha256
+            name, _, version = requirement.partition("==")
+            filename = pattern.replace("*", version) if "*" in pattern else pattern
+            fetched = index_download(name, filename, into)
+            if fetched is not None:
+                return fetched
+            reason = "pip refuses this sdist (a direct URL dependency) and the package index has no " + filename
     raise InstaError(f"{requirement} is not in the cache and could not be downloaded ({reason}); "
                      f"run '{manual} -d DIR' yourself{' and ' + hint if hint else ''}")
+
+
+def index_url() -> str:
+    """The package index pip uses: $PIP_INDEX_URL, pip's configured index-url, else PyPI."""
+    url = os.environ.get("PIP_INDEX_URL")
+    if not url:
+        try:
+            proc = subprocess.run([sys.executable, "-m", "pip", "config", "get", "global.index-url"],
+                                  capture_output=True, text=True, timeout=60)
+            url = proc.stdout.strip() if proc.returncode == 0 else ""
+        except (OSError, subprocess.TimeoutExpired):
+            url = ""
+    return (url or "https://pypi.org/simple").rstrip("/")
+
+
+def index_download(project: str, filename: str, into: Path) -> Path | None:
+    """Download ``filename`` of ``project`` from the simple index (PEP 503), verifying the
+    sha256 the index gives; None when the index does not list the file."""
+    page_url = f"{index_url()}/{project.lower()}/"
+    try:
+        with urllib.request.urlopen(page_url, timeout=60) as resp:
+            page = resp.read().decode("utf-8", "replace")
+    except (OSError, ValueError):
+        return None
+    for href in re.findall(r'href="([^"]+)"', page):
+        url, _, fragment = html.unescape(href).partition("#")
+        if url.rsplit("/", 1)[-1] != filename:
+            continue
+        url = urllib.parse.urljoin(page_url, url)
+        dest = into / filename
+        digest = hashlib.sha256()
+        try:
+            with urllib.request.urlopen(url, timeout=600) as resp, dest.open("wb") as fh:
+                for chunk in iter(lambda: resp.read(1 << 20), b""):
+                    digest.update(chunk)
+                    fh.write(chunk)
+        except (OSError, ValueError):
+            dest.unlink(missing_ok=True)
+            return None
+        expected = fragment.partition("sha256=")[2]
+        if expected and digest.hexdigest() != expected:
+            dest.unlink(missing_ok=True)
+            raise InstaError(f"{url}: the download does not match the index's sha256; try again")
+        return dest
+    return None
 
 
 def clean_stale(parent: Path, prefix: str, age_s: float = 3600.0) -> None:

@@ -79,9 +79,10 @@ def make_selector(spec: str, *, aggregate: str | None = None, encoder: Any = Non
     name, agg = parse_method(spec, aggregate)
     method = METHODS.get(name)
     if method.factory is None:
+        then = "--method hybrid --model DIR" if method.fused else "--model DIR"
         raise InstaError(
             f"method {name!r} learns from a pool: align first ('insta align --pool SPEC --out DIR --recipe "
-            f"{method.recipe}'), then select with --model DIR; the benchmark trains it per fold (--folds K)"
+            f"{method.recipe}'), then select with {then}; the benchmark trains it per fold (--folds K)"
         )
     kwargs: dict[str, Any] = {}
     if method.uses_encoder:
