@@ -9,7 +9,6 @@ which environment variable (or option) points insta at a local copy instead.
 from __future__ import annotations
 
 import hashlib
-import html
 import os
 import re
 import shutil
@@ -18,8 +17,6 @@ import sys
 import tarfile
 import tempfile
 import time
-import urllib.parse
-import urllib.request
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -74,6 +71,10 @@ def index_url() -> str:
 def index_download(project: str, filename: str, into: Path) -> Path | None:
     """Download ``filename`` of ``project`` from the simple index (PEP 503), verifying the
     sha256 the index gives; None when the index does not list the file."""
+    import html  # imported here: only this rare path needs them (they cost start-up time)
+    import urllib.parse
+    import urllib.request
+
     page_url = f"{index_url()}/{project.lower()}/"
     try:
         with urllib.request.urlopen(page_url, timeout=60) as resp:
