@@ -1,5 +1,6 @@
 """Baselines behind the common selector interface."""
 
+import numpy as np
 import pytest
 
 from insta import Encoder, InstaError, Instruction, Target, Task, TaskPool, load_pool
@@ -90,10 +91,11 @@ def test_hybrid_fuses_the_two_rankings_by_reciprocal_rank(tiny_model):
     encoder = Encoder(str(tiny_model), cache=False)
     hybrid = HybridSelector(encoder).fit(pool)
     (scores,) = hybrid.score_many([target])
-    dense = InstructionSelector(encoder).fit(pool).select(target, k=4, exclusions=None)
-    lexical = BM25Selector().fit(pool).select(target, k=4)
-    rank_d = {r.task_id: r.rank for r in dense.results}
-    rank_l = {r.task_id: r.rank for r in lexical.results}
+    (dense_scores,) = InstructionSelector(encoder).fit(pool).score_many([target])
+    (lexical_scores,) = BM25Selector().fit(pool).score_many([target])
+    # competition ranks: 1 + how many tasks score strictly higher (ties share a rank)
+    rank_d = {tid: 1 + int((dense_scores.score > dense_scores.score[i]).sum()) for i, tid in enumerate(pool.ids)}
+    rank_l = {tid: 1 + int((lexical_scores.score > lexical_scores.score[i]).sum()) for i, tid in enumerate(pool.ids)}
     for i, tid in enumerate(pool.ids):  # exactly 1/(60 + rank) summed over the two sides
         assert scores.score[i] == pytest.approx(1 / (60 + rank_d[tid]) + 1 / (60 + rank_l[tid]))
     sel = hybrid.select(target, k=4)
@@ -103,3 +105,7 @@ def test_hybrid_fuses_the_two_rankings_by_reciprocal_rank(tiny_model):
     assert match.measure == "rrf(cosine, bm25)" and [p["measure"] for p in match.parts] == ["cosine", "bm25"]
     assert [p["rank"] for p in match.parts] == [rank_d[top], rank_l[top]]
     assert make_selector("hybrid:mean", encoder=encoder).aggregate == "mean"
+    # no lexical match at all: BM25 ranks every task first, so the fusion follows the embedder alone
+    (stop,) = hybrid.score_many([Target("s", ["the of and a to"])])
+    (dense_only,) = InstructionSelector(encoder).fit(pool).score_many([Target("s", ["the of and a to"])])
+    assert list(np.argsort(-stop.score, kind="stable")) == list(np.argsort(-dense_only.score, kind="stable"))

@@ -20,7 +20,7 @@ import numpy as np
 
 from .encoder import Embedder, Encoder, ProgressFn
 from .errors import InstaError, unknown
-from .select import AGGREGATIONS, Match, Scores, Selector, Target, aggregate_matrix, order_candidates
+from .select import AGGREGATIONS, Match, Scores, Selector, Target, aggregate_matrix
 from .tasks import TaskPool
 
 
@@ -226,12 +226,12 @@ class HybridSelector(Selector):
         self._ids = np.array(pool.ids)
         return self
 
-    def _ranks(self, scores: Scores) -> np.ndarray:
-        """1-based rank of every task of the pool under one side's scores."""
-        order = order_candidates(scores, self._ids, np.arange(len(self._ids)))
-        ranks = np.empty(len(order), dtype=np.int64)
-        ranks[order] = np.arange(1, len(order) + 1)
-        return ranks
+    @staticmethod
+    def _ranks(scores: Scores) -> np.ndarray:
+        """1-based rank of every task of the pool under one side's scores; equal scores share
+        a rank (1 + how many score higher), so a tie (e.g. no lexical match at all) favours no task."""
+        descending = np.sort(-scores.score)
+        return np.searchsorted(descending, -scores.score, side="left") + 1
 
     def score_many(self, targets: Sequence[Target], k: int = 5, progress: ProgressFn | None = None) -> list[Scores]:
         self._require_fit()
