@@ -19,13 +19,46 @@ def test_second_selection_is_served_from_the_cache(shared_data, tiny_model, isol
     assert first.encoded == unique and first.cache.misses == unique
     second = Encoder(str(tiny_model))
     a = InstructionSelector(second).fit(pool)
-    assert second.encoded == 0 and second.cache.hits == unique
+    # the pool's vectors come back as one memory-mapped array (model and texts unchanged)
+    assert second.encoded == 0 and second.cache.hits == 0 and isinstance(a._embeddings, np.memmap)
     assert second._model is None  # everything came from disk: the model was never loaded
+    (stored,) = (isolated_cache / "vectors").glob("*.npy")
+    stored.unlink()  # without the array, the text cache serves every vector
+    third = Encoder(str(tiny_model))
+    InstructionSelector(third).fit(pool)
+    assert third.encoded == 0 and third.cache.hits == unique and third._model is None
     no_cache = Encoder(str(tiny_model), cache=False)
     b = InstructionSelector(no_cache).fit(pool)
     assert no_cache.encoded == unique
     np.testing.assert_allclose(a._embeddings, b._embeddings, atol=1e-5)
     assert (isolated_cache / "embeddings.sqlite").is_file()
+
+
+@pytest.mark.slow
+def test_pool_vector_file_damaged_or_unwritable_is_a_warning(shared_data, tiny_model, isolated_cache, caplog):
+    pool = load_pool(f"{shared_data}/bbh/tasks.jsonl")
+    want = InstructionSelector(Encoder(str(tiny_model), cache=False)).fit(pool)._embeddings
+    InstructionSelector(Encoder(str(tiny_model))).fit(pool)
+    (stored,) = (isolated_cache / "vectors").glob("*.npy")
+    stored.write_bytes(stored.read_bytes()[:200])  # truncated, as by a crash of another program
+    enc = Encoder(str(tiny_model))
+    got = InstructionSelector(enc).fit(pool)._embeddings
+    assert "unusable" in caplog.text and enc.encoded == 0  # rebuilt from the text cache
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    assert np.load(stored).shape == want.shape  # and stored again, whole
+
+
+def test_a_full_disk_leaves_no_pool_vector_file(shared_data, tiny_model, isolated_cache, caplog, monkeypatch):
+    import errno
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    pool = load_pool(f"{shared_data}/bbh/tasks.jsonl")
+    monkeypatch.setattr("insta.cache.os.fsync", full)
+    got = InstructionSelector(Encoder(str(tiny_model))).fit(pool)._embeddings
+    assert got.shape[0] == pool.n_instructions and "pool vectors are not stored" in caplog.text
+    assert list((isolated_cache / "vectors").iterdir()) == []  # no half-written array, no temporary
 
 
 @pytest.mark.slow

@@ -255,8 +255,8 @@ def test_a_failed_write_replaces_nothing(monkeypatch, capsys, tmp_path, table, t
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr("insta.io.os.fsync", full)
-    fails(monkeypatch, capsys, "select", "-p", table, "-i", "review sentiment", "--model", tiny_model, "-q", "--out", out,
-          match=f"cannot write {out}: No space left on device (nothing was replaced)")
+    fails(monkeypatch, capsys, "select", "-p", table, "-i", "review sentiment", "--model", tiny_model, "-q", "--no-cache",
+          "--out", out, match=f"cannot write {out}: No space left on device (nothing was replaced)")
     assert out.read_text() == "precious" and sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
 
 

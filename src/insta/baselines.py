@@ -13,15 +13,41 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import sys
 from collections.abc import Sequence
 from dataclasses import asdict
 
 import numpy as np
 
-from .encoder import Embedder, Encoder, ProgressFn
+from .encoder import Embedder, Encoder, ProgressFn, embed_pool
 from .errors import InstaError, unknown
-from .select import AGGREGATIONS, Match, Scores, Selector, Target, aggregate_matrix
+from .select import AGGREGATIONS, Aggregated, Match, Scores, Selector, Target, aggregate_matrix
 from .tasks import TaskPool
+
+
+def import_bm25s():
+    """bm25s, imported without the two things insta never uses of it, which cost ~150 ms of
+    every command's start-up: its tqdm progress bars (we always pass show_progress=False;
+    DISABLE_TQDM is bm25s's own switch) and scipy (for its 'scipy' CSC backend; insta asks
+    for the 'numpy' backend, bm25s's default, explicitly)."""
+    if "bm25s" in sys.modules:
+        return sys.modules["bm25s"]
+    before = os.environ.get("DISABLE_TQDM")
+    block = "scipy.sparse" not in sys.modules
+    os.environ["DISABLE_TQDM"] = "1"
+    if block:
+        sys.modules["scipy.sparse"] = None  # type: ignore[assignment]  # an import of it fails, as when absent
+    try:
+        import bm25s
+    finally:
+        if before is None:
+            os.environ.pop("DISABLE_TQDM", None)
+        else:
+            os.environ["DISABLE_TQDM"] = before
+        if block and sys.modules.get("scipy.sparse", 0) is None:
+            del sys.modules["scipy.sparse"]
+    return bm25s
 
 
 def _target_seed(seed: int, target_id: str) -> int:
@@ -61,9 +87,9 @@ class AllSelector(Selector):
         order = -np.arange(n, dtype=np.float64)  # keeps pool order under the shared sort
         return [Scores(np.ones(n), order, _no_match) for _ in targets]
 
-    def select_many(self, targets, k=5, exclusions=None, n_instructions=None, progress=None):
+    def iter_select(self, targets, k=5, exclusions=None, n_instructions=None, progress=None):
         # k does not apply: 'all' returns every candidate
-        return super().select_many(targets, len(self._require_fit()), exclusions, n_instructions, progress)
+        return super().iter_select(targets, len(self._require_fit()), exclusions, n_instructions, progress)
 
 
 class BM25Selector(Selector):
@@ -80,21 +106,21 @@ class BM25Selector(Selector):
         self.k1, self.b = k1, b
 
     def fit(self, pool: TaskPool, progress: ProgressFn | None = None) -> BM25Selector:
-        import bm25s
+        bm25s = import_bm25s()
 
         self._texts = [ins.text for t in pool for ins in t.instructions]
         self._names = [ins.name for t in pool for ins in t.instructions]
         tokens = bm25s.tokenize(self._texts, stopwords="en", show_progress=False)
-        self._retriever = bm25s.BM25(k1=self.k1, b=self.b)
+        self._retriever = bm25s.BM25(k1=self.k1, b=self.b, csc_backend="numpy")
         self._retriever.index(tokens, show_progress=False)
         self._counts = np.array([len(t.instructions) for t in pool])
         self._starts = np.concatenate([[0], np.cumsum(self._counts)[:-1]]).astype(np.int64)
         self._owner = np.repeat(np.arange(len(pool)), self._counts)
-        self.pool = pool
+        self._set_pool(pool)
         return self
 
     def _query(self, texts: list[str]) -> np.ndarray:
-        import bm25s
+        bm25s = import_bm25s()
 
         queries = bm25s.tokenize(texts, stopwords="en", show_progress=False, return_ids=False)
         n = len(self._texts)
@@ -107,17 +133,16 @@ class BM25Selector(Selector):
         out = []
         for done, tg in enumerate(targets, start=1):
             sims = self._query(tg.instructions)
-            score, best, flat = aggregate_matrix(sims, self._starts, self._counts, self._owner, self.aggregate,
-                                                 self.vote_depth or k)
-            out.append(Scores(score, best, self._explainer(tg, best, flat, sims.shape[1])))
+            agg = aggregate_matrix(sims, self._starts, self._counts, self._owner, self.aggregate, self.vote_depth or k)
+            out.append(Scores(agg.score, agg.best, self._explainer(tg, agg)))
             if progress:
                 progress(done, len(targets))
         return out
 
-    def _explainer(self, target: Target, best: np.ndarray, flat: np.ndarray, n_src: int):
+    def _explainer(self, target: Target, agg: Aggregated):
         def explain(i: int) -> Match:
-            t_idx, s_idx = divmod(int(flat[i]), n_src)
-            return Match(target.instructions[t_idx], self._texts[s_idx], self._names[s_idx], round(float(best[i]), 6), "bm25")
+            t_idx, s_idx = agg.pair(i)
+            return Match(target.instructions[t_idx], self._texts[s_idx], self._names[s_idx], round(float(agg.best[i]), 6), "bm25")
 
         return explain
 
@@ -160,8 +185,8 @@ class SamplesSelector(Selector):
             owner.extend([i] * len(sample))
         self._texts = texts
         self._owner = np.asarray(owner, dtype=np.int64)
-        self._embeddings = self.encoder.encode(texts, progress=progress)
-        self.pool = pool
+        self._embeddings = embed_pool(self.encoder, texts, progress=progress)
+        self._set_pool(pool)
         return self
 
     def score_many(self, targets: Sequence[Target], k: int = 5, progress: ProgressFn | None = None) -> list[Scores]:
@@ -222,8 +247,7 @@ class HybridSelector(Selector):
     def fit(self, pool: TaskPool, progress: ProgressFn | None = None) -> HybridSelector:
         self.dense.fit(pool, progress)
         self.lexical.fit(pool)
-        self.pool = pool
-        self._ids = np.array(pool.ids)
+        self._set_pool(pool)
         return self
 
     @staticmethod

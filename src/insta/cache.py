@@ -12,6 +12,7 @@ command goes on without it; ``insta cache --clear`` deletes a damaged file outri
 from __future__ import annotations
 
 import hashlib
+import os
 import sqlite3
 import time
 from collections.abc import Sequence
@@ -159,3 +160,63 @@ def delete_cache(path: str | Path) -> int | None:
         except OSError as exc:
             raise InstaError(f"cannot delete {path}{suffix} ({exc.strerror or exc}); delete it by hand") from None
     return n
+
+
+class VectorStore:
+    """Pool vectors as one ``.npy`` array per (model identity, pool texts), memory-mapped on
+    reading: a warm start of a million-instruction pool maps one file instead of rebuilding
+    the matrix row by row from SQLite. Beside the text-keyed cache, never instead of it
+    (new texts are still embedded once and cached by text). Like the cache, a damaged or
+    unwritable store is a warning, never a failure."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    @staticmethod
+    def key(model: str, texts: Sequence[str]) -> str:
+        h = hashlib.sha256(model.encode("utf-8") + b"\0")
+        for t in texts:
+            h.update(t.encode("utf-8"))
+            h.update(b"\0")
+        return h.hexdigest()[:40]
+
+    def path(self, key: str) -> Path:
+        return self.root / f"{key}.npy"
+
+    def load(self, key: str, n: int) -> np.ndarray | None:
+        """The stored (n, dim) float32 array, memory-mapped, or None (absent or unusable)."""
+        path = self.path(key)
+        if not path.is_file():
+            return None
+        try:
+            arr = np.load(path, mmap_mode="r", allow_pickle=False)
+            if arr.dtype != np.float32 or arr.ndim != 2 or arr.shape[0] != n:
+                raise ValueError(f"holds a {arr.dtype} array of shape {arr.shape}, expected ({n}, dim) float32")
+            return arr
+        except (OSError, ValueError) as exc:
+            log.warning("pool vector file %s is unusable (%s): the vectors are rebuilt from the cache", path, exc)
+            return None
+
+    def save(self, key: str, vectors: np.ndarray) -> np.ndarray:
+        """Store the vectors atomically and return them memory-mapped (as given when the
+        store cannot be written)."""
+        from .io import atomic_path
+
+        try:
+            with atomic_path(self.path(key), "pool vector file") as tmp:
+                with open(tmp, "wb") as fh:
+                    np.save(fh, np.ascontiguousarray(vectors, dtype=np.float32), allow_pickle=False)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+        except InstaError as exc:
+            log.warning("%s: pool vectors are not stored (embeddings are still cached by text)", exc)
+            return vectors
+        return self.load(key, len(vectors)) if len(vectors) else vectors
+
+    def clear(self) -> int:
+        """Delete every stored array; returns how many."""
+        n = 0
+        for f in self.root.glob("*.npy"):
+            f.unlink(missing_ok=True)
+            n += 1
+        return n

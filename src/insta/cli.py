@@ -8,6 +8,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
@@ -118,10 +119,11 @@ def select(
     exclude_label: Annotated[Optional[list[str]], typer.Option("--exclude-label", help="Label (category/cluster) never to select; repeatable.")] = None,
     exclude_siblings: Annotated[bool, typer.Option("--exclude-siblings", help="Never select tasks built on the target's own source dataset.")] = False,
     model: Annotated[Optional[str], typer.Option("--model", "-m", help="Sentence-transformers id or local folder (default: packaged all-MiniLM-L6-v2).")] = None,
+    index: Annotated[Optional[str], typer.Option("--index", help="With --method insta: flat (exact, default) | faiss (exact FAISS IndexFlatIP) | faiss:FACTORY (e.g. faiss:HNSW32, approximate); FAISS needs the faiss extra.")] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not read or write the embedding cache.")] = False,
     device: Annotated[Optional[str], typer.Option("--device", help="torch device for the encoder (default: auto).")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON document instead of tables.")] = False,
-    out_file: Annotated[Optional[str], typer.Option("--out", "-o", help="Also write the JSON document to this file (atomically).")] = None,
+    out_file: Annotated[Optional[str], typer.Option("--out", "-o", help="Also write the JSON document to this file (atomically); FILE.jsonl streams one selection per line (for big batches).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
 ) -> None:
     """Select the top-k source tasks of a pool for one or more target tasks."""
@@ -144,29 +146,28 @@ def select(
         source, instructions=instruction or (), target_ids=target or (), targets_spec=targets, targets_file=targets_file
     )
     encoder = Encoder(model, device=device, cache=False if no_cache else None)
-    selector = make_selector(method, aggregate=aggregate, encoder=encoder, seed=seed)
+    selector = make_selector(method, aggregate=aggregate, encoder=encoder, seed=seed, index=index)
     with _progress(quiet) as progress:
         bar = progress.add_task(f"indexing {source.name} ({source.n_instructions} instructions)", total=None)
         selector.fit(source, progress=lambda done, total: progress.update(bar, completed=done, total=total))
-        progress.update(bar, description=f"embedding {len(target_list)} target(s)", completed=0, total=None)
-        selections = selector.select_many(
+        progress.update(bar, description=f"selecting for {len(target_list)} target(s)", completed=0, total=None)
+        stream = selector.iter_select(
             target_list, k, _exclusions(exclude or (), exclude_label or (), exclude_siblings), n_instructions,
             progress=lambda done, total: progress.update(bar, completed=done, total=total),
         )
-    doc = {
-        "pool": pool,
-        "pool_size": len(source),
-        "model": encoder.describe(),
-        "method": selector.method,
-        "aggregate": selector.aggregate,
-        "k": k,
-        "selections": [s.to_dict() for s in selections],
-    }
+        head = {"pool": pool, "pool_size": len(source), "model": encoder.describe(), "method": selector.method,
+                "aggregate": selector.aggregate, "k": k}
+        if out_file and Path(out_file).suffix.lower() == ".jsonl":
+            n = _stream_jsonl(out_file, stream, pool, quiet or json_out)
+            if json_out:
+                _print_json({**head, "out": out_file, "targets": n})
+            return
+        selections = list(stream)
+    doc = {**head, "selections": [s.to_dict() for s in selections]}
     if out_file:
         write_json_atomic(out_file, doc)
     for s in selections:
-        for w in s.warnings:
-            err.print(f"[yellow]warning:[/] target {s.target.id}: {w}", highlight=False)
+        _warn(s)
     if json_out:
         _print_json(doc)
         return
@@ -174,6 +175,29 @@ def select(
         _print_selection(s)
     if not quiet and encoder.cache is not None and (encoder.encoded or encoder.cache.hits):
         err.print(f"[dim]embeddings: {encoder.encoded} encoded, {encoder.cache.hits} from cache ({encoder.cache.path})[/]", highlight=False)
+
+
+def _warn(selection) -> None:
+    for w in selection.warnings:
+        err.print(f"[yellow]warning:[/] target {selection.target.id}: {w}", highlight=False)
+
+
+def _stream_jsonl(out_file: str, stream, pool: str, quiet: bool) -> int:
+    """--out FILE.jsonl: one selection per line, written as each target is done (memory stays
+    flat for any number of targets); the file appears, whole, only when every line is written."""
+    from .io import atomic_path, dumps
+
+    n = 0
+    with atomic_path(out_file) as tmp, open(tmp, "w", encoding="utf-8") as fh:
+        for s in stream:
+            fh.write(dumps({"pool": pool, **s.to_dict()}, indent=None) + "\n")
+            _warn(s)
+            if not quiet:
+                _print_selection(s)
+            n += 1
+        fh.flush()
+        os.fsync(fh.fileno())
+    return n
 
 
 def _exclusions(values, labels, siblings):
@@ -568,11 +592,12 @@ def tasks(
 def cache(
     clear: Annotated[bool, typer.Option("--clear", help="Delete every cached embedding.")] = False,
 ) -> None:
-    """Show (or clear) the embedding cache."""
-    from .cache import EmbeddingCache, delete_cache
+    """Show (or clear) the embedding cache and the stored pool vectors."""
+    from .cache import EmbeddingCache, VectorStore, delete_cache
     from .paths import cache_dir
 
     path = cache_dir() / "embeddings.sqlite"
+    store = VectorStore(cache_dir() / "vectors")
     if clear and not path.exists():
         print(f"{path}: no cache to remove")
     elif clear:
@@ -585,6 +610,12 @@ def cache(
             print(f"{path}: {EmbeddingCache(path).count()} embeddings")
         except InstaError as exc:  # a damaged cache is reported, not a failure of this command
             print(f"{path}: damaged ({exc}); 'insta cache --clear' deletes it")
+    arrays = sorted(store.root.glob("*.npy"))
+    if clear and arrays:
+        print(f"removed {store.clear()} pool vector file(s) from {store.root}")
+    elif arrays:
+        size = sum(f.stat().st_size for f in arrays)
+        print(f"{store.root}: {len(arrays)} pool vector file(s), {size / 2**20:.1f} MiB")
 
 
 def main() -> None:

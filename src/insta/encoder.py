@@ -15,7 +15,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from .cache import EmbeddingCache
+from .cache import EmbeddingCache, VectorStore
 from .errors import InstaError
 from .models import hub_reachable, in_hf_cache
 from .paths import cache_dir
@@ -69,6 +69,13 @@ def _fingerprint_dir(path: Path) -> str:
         else:
             h.update(f"{stat.st_size}:{stat.st_mtime_ns}".encode())
     return h.hexdigest()[:16]
+
+
+def embed_pool(encoder: Embedder, texts: Sequence[str], progress: ProgressFn | None = None) -> np.ndarray:
+    """A pool's vectors: through the encoder's pool store when it has one (:class:`Encoder`
+    does), else its plain ``encode``."""
+    encode_pool = getattr(encoder, "encode_pool", None)
+    return encode_pool(texts, progress=progress) if encode_pool else encoder.encode(texts, progress=progress)
 
 
 class Encoder:
@@ -192,6 +199,21 @@ class Encoder:
         out = np.stack([found[t] for t in texts]).astype(np.float32)
         norms = np.linalg.norm(out, axis=1, keepdims=True)
         return out / np.where(norms == 0, 1.0, norms)
+
+    def encode_pool(self, texts: Sequence[str], progress: ProgressFn | None = None) -> np.ndarray:
+        """Embeddings of a whole pool's texts, kept as one memory-mapped array per (model, texts)
+        beside the text cache (see :class:`insta.cache.VectorStore`); without a cache, encode."""
+        texts = list(texts)
+        if self.cache is None or self.cache.disabled is not None or not texts:
+            return self.encode(texts, progress)
+        store = VectorStore(self.cache.path.parent / "vectors")
+        key = store.key(self.identity, texts)
+        found = store.load(key, len(texts))
+        if found is not None:
+            if progress:
+                progress(len(texts), len(texts))
+            return found
+        return store.save(key, self.encode(texts, progress))
 
     def describe(self) -> dict[str, str]:
         info = {"model": self.model_name, "identity": self.identity}

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import abc
 import fnmatch
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -131,28 +131,55 @@ class Exclusions:
     siblings: bool = False
 
     def mask(self, tasks: Sequence[Task], target: Target) -> np.ndarray:
-        ids = set(self.ids) | {target.id}
-        labels = set(self.labels)
-        keep = np.ones(len(tasks), dtype=bool)
-        for i, t in enumerate(tasks):
-            if (
-                t.id in ids
-                or any(fnmatch.fnmatchcase(t.id, p) for p in self.patterns)
-                or (t.label is not None and t.label in labels)
-                or (self.siblings and family(t) == family(target))
-            ):
-                keep[i] = False
+        """Which tasks remain candidates for ``target`` (True = may be selected)."""
+        arrays = PoolArrays(tasks)
+        keep = np.ones(len(arrays.ids), dtype=bool)
+        keep[np.union1d(arrays.excluded(self), arrays.excluded_for(target, self.siblings))] = False
         return keep
 
     def unmatched(self, pool: TaskPool) -> list[str]:
         """Warnings for exclusions that match no task of the pool (a typo excludes nothing)."""
         out = [f"--exclude {i!r} matches no task of {pool.name}{did_you_mean(i, pool.ids)}" for i in self.ids if i not in pool]
         out += [f"--exclude {p!r} matches no task of {pool.name}" for p in self.patterns
-                if not any(fnmatch.fnmatchcase(t, p) for t in pool.ids)]
+                if not fnmatch.filter(pool.ids, p)]
         labels = {t.label for t in pool}
         out += [f"--exclude-label {lab!r} is the label of no task of {pool.name}{did_you_mean(lab, [x for x in labels if x])}"
                 for lab in self.labels if lab not in labels]
         return out
+
+
+class PoolArrays:
+    """What ranking and exclusions need of a pool, as arrays and maps built once at fit time:
+    a task's position by id, the tie-break order of the ids, positions by label and by family."""
+
+    def __init__(self, tasks: Sequence[Task]):
+        self.ids = [t.id for t in tasks]
+        self.position = {tid: i for i, tid in enumerate(self.ids)}
+        self.tie_order = np.empty(len(self.ids), dtype=np.int64)
+        self.tie_order[sorted(range(len(self.ids)), key=self.ids.__getitem__)] = np.arange(len(self.ids))
+        self.labels = [t.label for t in tasks]
+        self._by_label: dict[str, list[int]] = {}
+        self._by_family: dict[str, list[int]] = {}
+        for i, t in enumerate(tasks):
+            if t.label is not None:
+                self._by_label.setdefault(t.label, []).append(i)
+            self._by_family.setdefault(family(t), []).append(i)
+
+    def excluded(self, exclusions: Exclusions) -> np.ndarray:
+        """Positions every target must skip: the excluded ids, patterns and labels."""
+        out = [self.position[i] for i in exclusions.ids if i in self.position]
+        for p in exclusions.patterns:
+            out.extend(self.position[i] for i in fnmatch.filter(self.ids, p))
+        for lab in exclusions.labels:
+            out.extend(self._by_label.get(lab, ()))
+        return np.unique(np.asarray(out, dtype=np.int64))
+
+    def excluded_for(self, target: Target, siblings: bool) -> np.ndarray:
+        """Positions this target must skip besides: itself, and its siblings when asked."""
+        out = list(self._by_family.get(family(target), ())) if siblings else []
+        if target.id in self.position:
+            out.append(self.position[target.id])
+        return np.unique(np.asarray(out, dtype=np.int64))
 
 
 def check_k(k: int) -> None:
@@ -173,27 +200,52 @@ class Scores:
     explain: Callable[[int], Match | None]
 
 
-def order_candidates(scores: Scores, ids: np.ndarray, candidates: np.ndarray) -> np.ndarray:
-    """Candidate positions (into ``candidates``) sorted best first: score, tiebreak, id."""
-    return np.lexsort((ids[candidates], -scores.tiebreak[candidates], -scores.score[candidates]))
+def order_candidates(scores: Scores, tie_order: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+    """Candidate positions (into ``candidates``) sorted best first: score, tiebreak, id
+    (``tie_order``: each task's position among the sorted ids)."""
+    return np.lexsort((tie_order[candidates], -scores.tiebreak[candidates], -scores.score[candidates]))
+
+
+def top_candidates(scores: Scores, tie_order: np.ndarray, candidates: np.ndarray, k: int) -> np.ndarray:
+    """The best k candidates (task positions) in order, as :func:`order_candidates` ranks them,
+    sorting only those that tie with or beat the k-th score."""
+    s = scores.score[candidates]
+    if len(candidates) > k:
+        kth = np.partition(s, len(s) - k)[len(s) - k]
+        candidates = candidates[s >= kth]
+    return candidates[order_candidates(scores, tie_order, candidates)[:k]]
+
+
+@dataclass
+class Aggregated:
+    """Per-task aggregation of one target's (target instructions x source instructions)
+    similarities: the score, the best pair's value, and that pair, found on demand."""
+
+    score: np.ndarray
+    best: np.ndarray
+    col_best: np.ndarray
+    col_arg: np.ndarray
+    starts: np.ndarray
+    counts: np.ndarray
+
+    def pair(self, i: int) -> tuple[int, int]:
+        """(target row, source row) of task i's best pair: the first source instruction (by
+        position) that reaches the task's best, and the first target instruction that does."""
+        lo = int(self.starts[i])
+        c = lo + int(np.argmax(self.col_best[lo:lo + int(self.counts[i])]))
+        return int(self.col_arg[c]), c
 
 
 def aggregate_matrix(sims: np.ndarray, starts: np.ndarray, counts: np.ndarray, owner: np.ndarray,
-                     how: str, depth: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Aggregate a (target instructions x source instructions) similarity matrix per task.
-
-    Returns (score, best pair value, flat index of the best pair) per task; source
-    instructions of one task are contiguous (``starts``/``counts``), ``owner`` maps each
-    source instruction to its task.
-    """
+                     how: str, depth: int) -> Aggregated:
+    """Aggregate a (target instructions x source instructions) similarity matrix per task
+    (source instructions of one task contiguous: ``starts``/``counts``; ``owner`` maps each
+    source instruction to its task). ``max`` needs the column maxima, ``mean`` every pair's
+    sum, ``vote`` each target instruction's top-``depth`` source instructions."""
     n_t, n_s = sims.shape
     col_best = sims.max(axis=0)
     col_arg = sims.argmax(axis=0)
     task_best = np.maximum.reduceat(col_best, starts)
-    # the column holding each task's best value: first column (by position) that reaches it
-    order = np.lexsort((np.arange(n_s), -col_best, owner))
-    first = order[starts]  # owner-sorted blocks keep the tasks' order
-    best_flat = col_arg[first] * n_s + first
     if how == "max":
         score = task_best
     elif how == "mean":
@@ -205,49 +257,83 @@ def aggregate_matrix(sims: np.ndarray, starts: np.ndarray, counts: np.ndarray, o
         score = votes / (n_t * depth)
     else:
         raise unknown("aggregation", how, AGGREGATIONS)
-    return score.astype(np.float64), task_best.astype(np.float64), best_flat
+    return Aggregated(score.astype(np.float64), task_best.astype(np.float64), col_best, col_arg, starts, counts)
+
+
+#: targets scored per call of ``score_many`` when streaming: bounds the full score vectors held
+SCORE_CHUNK = 64
 
 
 class Selector(abc.ABC):
     """Base class: subclasses implement ``score_many`` (and ``fit`` when they index the pool);
-    ranking, exclusions, explanations and warnings are shared."""
+    ranking, exclusions, explanations, warnings and streaming are shared."""
 
     method = "base"
     aggregate: str | None = None
 
     def __init__(self) -> None:
         self.pool: TaskPool | None = None
+        self._arrays: PoolArrays | None = None
 
     def fit(self, pool: TaskPool, progress: ProgressFn | None = None) -> Selector:
-        self.pool = pool
+        self._set_pool(pool)
         return self
+
+    def _set_pool(self, pool: TaskPool) -> None:
+        self.pool = pool
+        self._arrays = PoolArrays(pool)
 
     @abc.abstractmethod
     def score_many(self, targets: Sequence[Target], k: int = 5, progress: ProgressFn | None = None) -> list[Scores]:
         """One :class:`Scores` per target, over every task of the fitted pool."""
+
+    def iter_scores(self, targets: Sequence[Target], k: int = 5, progress: ProgressFn | None = None) -> Iterator[Scores]:
+        """``score_many`` in chunks of targets: at most SCORE_CHUNK full score vectors are alive."""
+        for start in range(0, len(targets), SCORE_CHUNK):
+            yield from self.score_many(targets[start:start + SCORE_CHUNK], k)
+            if progress:
+                progress(min(start + SCORE_CHUNK, len(targets)), len(targets))
 
     def _require_fit(self) -> TaskPool:
         if self.pool is None:
             raise RuntimeError("call fit(pool) before selecting")
         return self.pool
 
-    def _select_one(self, target: Target, scores: Scores, k: int, exclusions: Exclusions | None) -> Selection:
+    @property
+    def arrays(self) -> PoolArrays:
         pool = self._require_fit()
-        keep = (exclusions or Exclusions()).mask(list(pool), target)
-        candidates = np.flatnonzero(keep)
-        if len(candidates) == 0:
+        if self._arrays is None:
+            self._arrays = PoolArrays(pool)
+        return self._arrays
+
+    def _excluded(self, target: Target, static: np.ndarray, exclusions: Exclusions) -> tuple[np.ndarray, int]:
+        """Positions excluded for this target, and how many candidates remain (error if none)."""
+        pool = self._require_fit()
+        excluded = np.union1d(static, self.arrays.excluded_for(target, exclusions.siblings))
+        n_candidates = len(pool) - len(excluded)
+        if n_candidates == 0:
             raise InstaError(f"target {target.id!r}: every task of {pool.name} is excluded; nothing to select")
-        warnings = []
-        if k > len(candidates):
-            warnings.append(f"k={k} is larger than the {len(candidates)} candidate tasks; returning all of them")
-        ids = np.array(pool.ids)
-        order = order_candidates(scores, ids, candidates)[:k]
+        return excluded, n_candidates
+
+    def _selection(self, target: Target, k: int, n_candidates: int, results: list[Selected],
+                   unmatched: list[str]) -> Selection:
+        warnings = list(unmatched)
+        if k > n_candidates:
+            warnings.append(f"k={k} is larger than the {n_candidates} candidate tasks; returning all of them")
+        return Selection(target, self.method, self.aggregate or "", k, n_candidates, results, warnings)
+
+    def _select_one(self, target: Target, scores: Scores, k: int, static: np.ndarray, exclusions: Exclusions,
+                    unmatched: list[str]) -> Selection:
+        pool = self._require_fit()
+        excluded, n_candidates = self._excluded(target, static, exclusions)
+        keep = np.ones(len(pool), dtype=bool)
+        keep[excluded] = False
         results = []
-        for rank, j in enumerate(order, start=1):
-            i = int(candidates[j])
-            task = pool[i]
-            results.append(Selected(rank, task.id, task.label, task.dataset, round(float(scores.score[i]), 6), scores.explain(i)))
-        return Selection(target, self.method, self.aggregate or "", k, len(candidates), results, warnings)
+        for rank, i in enumerate(top_candidates(scores, self.arrays.tie_order, np.flatnonzero(keep), k), start=1):
+            task = pool[int(i)]
+            results.append(Selected(rank, task.id, task.label, task.dataset, round(float(scores.score[i]), 6),
+                                    scores.explain(int(i))))
+        return self._selection(target, k, n_candidates, results, unmatched)
 
     def select(self, target: Target, k: int = 5, exclusions: Exclusions | None = None,
                n_instructions: int | None = None) -> Selection:
@@ -256,16 +342,25 @@ class Selector(abc.ABC):
 
     def select_many(self, targets: Iterable[Target], k: int = 5, exclusions: Exclusions | None = None,
                     n_instructions: int | None = None, progress: ProgressFn | None = None) -> list[Selection]:
-        """Select for many targets (their instructions are processed in one batch)."""
+        """Select for many targets (see :meth:`iter_select`, which streams them)."""
+        return list(self.iter_select(targets, k, exclusions, n_instructions, progress))
+
+    def iter_select(self, targets: Iterable[Target], k: int = 5, exclusions: Exclusions | None = None,
+                    n_instructions: int | None = None, progress: ProgressFn | None = None) -> Iterator[Selection]:
+        """One :class:`Selection` per target, in order, as each is done: only the current chunk
+        of targets' scores is held, so a long list of targets runs in bounded memory."""
         check_k(k)
-        self._require_fit()
+        pool = self._require_fit()
         targets = [truncate(t, n_instructions) for t in targets]
-        all_scores = self.score_many(targets, k, progress=progress)
-        selections = [self._select_one(t, s, k, exclusions) for t, s in zip(targets, all_scores)]
-        unmatched = exclusions.unmatched(self._require_fit()) if exclusions else []
-        for s in selections:
-            s.warnings[:0] = unmatched
-        return selections
+        exclusions = exclusions or Exclusions()
+        static = self.arrays.excluded(exclusions)
+        unmatched = exclusions.unmatched(pool)
+        yield from self._iter_select(targets, k, static, exclusions, unmatched, progress)
+
+    def _iter_select(self, targets: list[Target], k: int, static: np.ndarray, exclusions: Exclusions,
+                     unmatched: list[str], progress: ProgressFn | None) -> Iterator[Selection]:
+        for target, scores in zip(targets, self.iter_scores(targets, k, progress)):
+            yield self._select_one(target, scores, k, static, exclusions, unmatched)
 
 
 def truncate(target: Target, n_instructions: int | None) -> Target:
@@ -278,33 +373,60 @@ def truncate(target: Target, n_instructions: int | None) -> Target:
 
 
 class InstructionSelector(Selector):
-    """INSTA: rank the tasks of a pool by instruction similarity to a target."""
+    """INSTA: rank the tasks of a pool by instruction similarity to a target.
+
+    With ``max`` (the default), selection runs on :class:`insta.search.FlatIndex`: targets in
+    chunks, top-k from the top hits, float64 scores for what is returned. ``score_many`` (the
+    full score of every task, as the benchmark ranks by) and ``mean``/``vote`` compute each
+    target's whole similarity matrix."""
 
     method = "insta"
+    #: targets whose instructions are embedded at once on the streaming path
+    ENCODE_CHUNK = 1024
 
-    def __init__(self, encoder: Embedder | None = None, *, aggregate: str = "max", vote_depth: int | None = None):
+    def __init__(self, encoder: Embedder | None = None, *, aggregate: str = "max", vote_depth: int | None = None,
+                 memory: int | None = None, index: str = "flat"):
         super().__init__()
         if aggregate not in AGGREGATIONS:
             raise unknown("aggregation", aggregate, AGGREGATIONS)
+        kind, _, factory = index.partition(":")
+        if kind not in ("flat", "faiss") or (kind == "flat" and factory):
+            raise InstaError(f"unknown index {index!r}; available: flat (exact, default), faiss (exact IndexFlatIP), "
+                             "faiss:FACTORY (a FAISS index-factory string, e.g. faiss:HNSW32)")
+        if kind == "faiss" and aggregate != "max":
+            raise InstaError(f"--index {index} serves the max aggregation only; {aggregate} needs every pair (use --index flat)")
         self.encoder: Embedder = encoder or Encoder()
         self.aggregate = aggregate
         self.vote_depth = vote_depth
+        self.memory = memory
+        self.index_spec = index
 
     def fit(self, pool: TaskPool, progress: ProgressFn | None = None) -> InstructionSelector:
         """Embed every instruction of the pool (cached on disk by model and text)."""
+        from .encoder import embed_pool
+        from .search import DEFAULT_MEMORY, FaissIndex, FlatIndex
+
         self._texts = [ins.text for t in pool for ins in t.instructions]
         self._names = [ins.name for t in pool for ins in t.instructions]
-        self._embeddings = self.encoder.encode(self._texts, progress=progress)
+        self._embeddings = embed_pool(self.encoder, self._texts, progress=progress)
         self._counts = np.array([len(t.instructions) for t in pool])
         self._starts = np.concatenate([[0], np.cumsum(self._counts)[:-1]]).astype(np.int64)
         self._owner = np.repeat(np.arange(len(pool)), self._counts)
-        self.pool = pool
+        self._set_pool(pool)
+        kind, _, factory = self.index_spec.partition(":")
+        memory = self.memory or DEFAULT_MEMORY
+        self.index = (FlatIndex(self._embeddings, self._counts, self.arrays.tie_order, memory=memory) if kind == "flat"
+                      else FaissIndex(self._embeddings, self._counts, self.arrays.tie_order, factory=factory or "Flat",
+                                      memory=memory))
         return self
+
+    def _encode_targets(self, targets: Sequence[Target], progress: ProgressFn | None = None) -> np.ndarray:
+        texts = [t for tg in targets for t in tg.instructions]
+        return self.encoder.encode(texts, progress=progress) if texts else np.zeros((0, 1), dtype=np.float32)
 
     def score_many(self, targets: Sequence[Target], k: int = 5, progress: ProgressFn | None = None) -> list[Scores]:
         self._require_fit()
-        texts = [t for tg in targets for t in tg.instructions]
-        emb = self.encoder.encode(texts, progress=progress) if texts else np.zeros((0, 1), dtype=np.float32)
+        emb = self._encode_targets(targets, progress)
         out, pos = [], 0
         for tg in targets:
             n = len(tg.instructions)
@@ -313,13 +435,33 @@ class InstructionSelector(Selector):
         return out
 
     def _scores(self, target: Target, t_emb: np.ndarray, k: int) -> Scores:
-        sims = t_emb @ self._embeddings.T
-        score, best, flat = aggregate_matrix(sims, self._starts, self._counts, self._owner, self.aggregate,
-                                             self.vote_depth or k)
-        n_src = sims.shape[1]
+        agg = aggregate_matrix(t_emb @ np.asarray(self._embeddings).T, self._starts, self._counts, self._owner,
+                               self.aggregate, self.vote_depth or k)
 
         def explain(i: int) -> Match:
-            t_idx, s_idx = divmod(int(flat[i]), n_src)
-            return Match(target.instructions[t_idx], self._texts[s_idx], self._names[s_idx], round(float(best[i]), 6))
+            t_idx, s_idx = agg.pair(i)
+            return Match(target.instructions[t_idx], self._texts[s_idx], self._names[s_idx], round(float(agg.best[i]), 6))
 
-        return Scores(score, best, explain)
+        return Scores(agg.score, agg.best, explain)
+
+    def _iter_select(self, targets, k, static, exclusions, unmatched, progress):
+        if self.aggregate != "max":
+            yield from super()._iter_select(targets, k, static, exclusions, unmatched, progress)
+            return
+        pool = self._require_fit()
+        done = 0
+        for start in range(0, len(targets), self.ENCODE_CHUNK):
+            chunk = targets[start:start + self.ENCODE_CHUNK]
+            queries = self._encode_targets(chunk)
+            counts = [self._excluded(t, static, exclusions) for t in chunk]
+            hits = self.index.search(queries, [len(t.instructions) for t in chunk], k, excluded=static,
+                                     excluded_for=lambda j: counts[j][0])
+            for target, (_, n_candidates), found in zip(chunk, counts, hits):
+                results = [Selected(rank, pool[h.task].id, pool[h.task].label, pool[h.task].dataset, round(h.score, 6),
+                                    Match(target.instructions[h.target_row], self._texts[h.source_row],
+                                          self._names[h.source_row], round(h.score, 6)))
+                           for rank, h in enumerate(found, start=1)]
+                yield self._selection(target, k, n_candidates, results, unmatched)
+                done += 1
+                if progress:
+                    progress(done, len(targets))

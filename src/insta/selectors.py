@@ -72,7 +72,7 @@ def method_label(name: str, aggregate: str | None) -> str:
 
 
 def make_selector(spec: str, *, aggregate: str | None = None, encoder: Any = None, seed: int = 0,
-                  vote_depth: int | None = None) -> Selector:
+                  vote_depth: int | None = None, index: str | None = None) -> Selector:
     """Build the selector a method spec names."""
     from .checks import check_seed
 
@@ -91,4 +91,8 @@ def make_selector(spec: str, *, aggregate: str | None = None, encoder: Any = Non
         kwargs["seed"] = check_seed(seed)
     if method.aggregating:
         kwargs.update(aggregate=agg or "max", vote_depth=vote_depth)
+    if index is not None:
+        if name != "insta":
+            raise InstaError(f"--index applies to --method insta (the search of its max aggregation); {name!r} ranks every task")
+        kwargs["index"] = index
     return import_object(method.factory)(**kwargs)

@@ -12,9 +12,9 @@ import numpy as np
 
 from ..encoder import Encoder
 from ..errors import InstaError
-from ..select import InstructionSelector, Target, order_candidates, truncate
+from ..select import InstructionSelector, PoolArrays, Target, order_candidates, truncate
 from ..selectors import METHODS, make_selector, method_label, parse_method
-from ..tasks import TaskPool, family
+from ..tasks import TaskPool
 from .folds import make_folds
 from .metrics import METRICS, bootstrap_ci, bootstrap_indices
 from .suites import Suite
@@ -91,17 +91,15 @@ class BenchResult:
         return max(done, key=lambda m: m.metrics[metric]) if done else None
 
 
-def _relevance(ids: np.ndarray, labels: np.ndarray, scores, target: Target, candidates: np.ndarray) -> np.ndarray:
+def _relevance(arrays: PoolArrays, labels: np.ndarray, scores, target: Target, candidates: np.ndarray) -> np.ndarray:
     """Relevance (same label as the target) of the candidates in ranked order."""
-    return labels[candidates[order_candidates(scores, ids, candidates)]] == target.label
+    return labels[candidates[order_candidates(scores, arrays.tie_order, candidates)]] == target.label
 
 
-def _candidates(pool: TaskPool, target: Target, exclude_siblings: bool) -> np.ndarray:
-    keep = [
-        i for i, t in enumerate(pool)
-        if t.id != target.id and not (exclude_siblings and family(t) == family(target))
-    ]
-    return np.asarray(keep, dtype=np.int64)
+def _candidates(arrays: PoolArrays, target: Target, exclude_siblings: bool) -> np.ndarray:
+    keep = np.ones(len(arrays.ids), dtype=bool)
+    keep[arrays.excluded_for(target, exclude_siblings)] = False
+    return np.flatnonzero(keep)
 
 
 def _check_answerable(suite: Suite, groups) -> None:
@@ -168,11 +166,11 @@ def _per_target(suite: Suite, groups: list[Group], make, label: str,
         selector.fit(pool)
         if progress:
             progress(f"{label}: ranking", 0, len(targets))
-        all_scores = selector.score_many(targets, k=10)
-        ids = np.array(pool.ids)
+        arrays = PoolArrays(pool)
         labels = np.array([t.label for t in pool], dtype=object)
-        for n, (target, scores) in enumerate(zip(targets, all_scores), start=1):
-            rel = _relevance(ids, labels, scores, target, _candidates(pool, target, suite.exclude_siblings))
+        # streamed: only one chunk of targets' full score vectors is alive at a time
+        for n, (target, scores) in enumerate(zip(targets, selector.iter_scores(targets, k=10)), start=1):
+            rel = _relevance(arrays, labels, scores, target, _candidates(arrays, target, suite.exclude_siblings))
             if rel.any():
                 values[target.id] = {metric: fn(rel) for metric, fn in METRICS.items()}
             if progress:

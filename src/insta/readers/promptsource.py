@@ -9,20 +9,21 @@ directory / tarball the user points at).
 from __future__ import annotations
 
 import fnmatch
+import hashlib
+import json
+from collections.abc import Iterator, Mapping
 import os
 import re
 import tempfile
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from .. import t0
 from ..errors import InstaError, did_you_mean
 from ..fetch import extract_atomically, pip_download
-from ..io import read_yaml
+from ..io import read_yaml, write_json_atomic
 from ..paths import cache_dir
 from .base import PoolSpec, Reader
 from ..tasks import Instruction, Task, TaskPool, clean_text
@@ -68,16 +69,21 @@ class Template:
         return template_to_instruction(self.jinja)
 
 
-class _Loader(yaml.CSafeLoader if hasattr(yaml, "CSafeLoader") else yaml.SafeLoader):  # type: ignore[misc]
-    """Safe YAML loader that reads promptsource's !Template / !TemplateMetadata tags as mappings."""
+@lru_cache(maxsize=1)
+def _loader() -> type:
+    """Safe YAML loader that reads promptsource's !Template / !TemplateMetadata tags as mappings
+    (built on first use: a warm start reads parsed entries from the cache and never needs yaml)."""
+    import yaml
 
+    class Loader(yaml.CSafeLoader if hasattr(yaml, "CSafeLoader") else yaml.SafeLoader):  # type: ignore[misc]
+        pass
 
-def _mapping(loader: yaml.SafeLoader, node: yaml.Node) -> dict[str, Any]:
-    return loader.construct_mapping(node, deep=True)  # type: ignore[arg-type]
+    def mapping(loader: Any, node: Any) -> dict[str, Any]:
+        return loader.construct_mapping(node, deep=True)
 
-
-_Loader.add_constructor("!Template", _mapping)
-_Loader.add_constructor("!TemplateMetadata", _mapping)
+    Loader.add_constructor("!Template", mapping)
+    Loader.add_constructor("!TemplateMetadata", mapping)
+    return Loader
 
 
 # ---------------------------------------------------------------- locating the templates
@@ -161,25 +167,92 @@ def _template(path: Path, tid: Any, tpl: Any) -> Template:
                     choices_in_prompt=meta.get("choices_in_prompt"), metrics=tuple(str(m) for m in metrics))
 
 
-@lru_cache(maxsize=4)
-def _read_all(root: Path) -> dict[str, tuple[str, str | None, tuple[Template, ...]]]:
-    """key -> (dataset, subset, templates) for every templates.yaml under root."""
-    out: dict[str, tuple[str, str | None, tuple[Template, ...]]] = {}
-    for path in sorted(root.rglob("templates.yaml")):
-        key = path.parent.relative_to(root).as_posix()
-        doc = read_yaml(path, "promptsource templates", loader=_Loader) or {}
-        if not isinstance(doc, dict) or not isinstance(doc.get("templates") or {}, dict):
-            raise InstaError(f"{path}: expected a mapping with 'dataset' and 'templates' (id -> !Template)")
-        templates = tuple(_template(path, tid, tpl) for tid, tpl in
-                          sorted((doc.get("templates") or {}).items(), key=lambda kv: str(kv[0])))
-        subset = doc.get("subset")
-        out[key] = (str(doc.get("dataset", key.split("/")[0])), None if subset is None else str(subset), templates)
-    return out
+@lru_cache(maxsize=1024)
+def _read_entry(path: Path, key: str) -> tuple[str, str | None, tuple[Template, ...]]:
+    """(dataset, subset, templates) of one templates.yaml."""
+    doc = read_yaml(path, "promptsource templates", loader=_loader()) or {}
+    if not isinstance(doc, dict) or not isinstance(doc.get("templates") or {}, dict):
+        raise InstaError(f"{path}: expected a mapping with 'dataset' and 'templates' (id -> !Template)")
+    templates = tuple(_template(path, tid, tpl) for tid, tpl in
+                      sorted((doc.get("templates") or {}).items(), key=lambda kv: str(kv[0])))
+    subset = doc.get("subset")
+    return str(doc.get("dataset", key.split("/")[0])), None if subset is None else str(subset), templates
 
 
-def read_templates(location: str | os.PathLike[str] | None = None) -> dict[str, tuple[str, str | None, tuple[Template, ...]]]:
-    """All promptsource entries: key -> (dataset, subset, templates)."""
-    return _read_all(templates_root(location))
+class Entries(Mapping[str, tuple[str, str | None, tuple[Template, ...]]]):
+    """key -> (dataset, subset, templates) for every templates.yaml under a templates folder.
+
+    Keys come from the file names; a file is parsed only when its entry is read (a pool of
+    38 entries parses 38 files, not all 279), and what was parsed is kept as JSON in the
+    cache, keyed by each file's size and modification time, so a warm start parses nothing.
+    """
+
+    def __init__(self, root: Path):
+        self.root = root
+        self._paths = {p.parent.relative_to(root).as_posix(): p for p in sorted(root.rglob("templates.yaml"))}
+        self._parsed: dict[str, Any] | None = None
+        self._dirty = False
+
+    def _stamp(self, key: str) -> str:
+        st = self._paths[key].stat()
+        return f"{st.st_size}:{st.st_mtime_ns}"
+
+    @property
+    def _store(self) -> Path:
+        return cache_dir() / "promptsource-parsed" / f"{hashlib.sha256(str(self.root.resolve()).encode()).hexdigest()[:16]}.json"
+
+    def _load_store(self) -> dict[str, Any]:
+        if self._parsed is None:
+            self._parsed = {}
+            try:
+                doc = json.loads(self._store.read_text(encoding="utf-8"))
+                if isinstance(doc, dict) and doc.get("version") == 1 and isinstance(doc.get("entries"), dict):
+                    self._parsed = doc["entries"]
+            except (OSError, ValueError):
+                pass  # absent or damaged: parse again
+        return self._parsed
+
+    def __getitem__(self, key: str) -> tuple[str, str | None, tuple[Template, ...]]:
+        path = self._paths[key]
+        stored = self._load_store().get(key)
+        stamp = self._stamp(key)
+        if isinstance(stored, dict) and stored.get("stamp") == stamp and all(
+                isinstance(t, dict) and isinstance(t.get("jinja"), str) for t in stored.get("templates") or [None]):
+            try:
+                return (stored["dataset"], stored["subset"],
+                        tuple(Template(**{**t, "metrics": tuple(t["metrics"])}) for t in stored["templates"]))
+            except (KeyError, TypeError):
+                pass  # not what this version writes: parse again
+        entry = _read_entry(path, key)
+        self._parsed[key] = {"stamp": stamp, "dataset": entry[0], "subset": entry[1],  # type: ignore[index]
+                             "templates": [asdict(t) for t in entry[2]]}
+        self._dirty = True
+        return entry
+
+    def save(self) -> None:
+        """Keep what was parsed for the next start (best effort: an unwritable cache is no error)."""
+        if not self._dirty:
+            return
+        try:
+            write_json_atomic(self._store, {"version": 1, "root": str(self.root), "entries": self._parsed},
+                              what="promptsource cache")
+            self._dirty = False
+        except (InstaError, OSError):
+            pass
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._paths)
+
+    def __len__(self) -> int:
+        return len(self._paths)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._paths
+
+
+def read_templates(location: str | os.PathLike[str] | None = None) -> Entries:
+    """All promptsource entries: key -> (dataset, subset, templates), parsed on access."""
+    return Entries(templates_root(location))
 
 
 # ---------------------------------------------------------------- the reader
@@ -250,6 +323,7 @@ def load_p3(spec: PoolSpec) -> TaskPool:
                 templates=tuple(t for t in templates if t.instruction),
             )
         )
+    entries.save()
     description = f"promptsource {PROMPTSOURCE_VERSION}: {spec.arg or 'all'}"
     if skipped:
         description += f" (without usable templates: {', '.join(skipped)})"

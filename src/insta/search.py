@@ -1,0 +1,215 @@
+"""Exact top-k search of a pool's instruction vectors, aggregated per task by ``max``.
+
+What selection costs should be the arithmetic: one matrix product per chunk of targets and a
+pass over its result. :class:`FlatIndex` holds the pool as arrays built once (vectors, which
+rows belong to which task, the tie-break order of the task ids) and answers, for each target
+in turn, its top-k tasks with the pair behind each score:
+
+* targets are scored in chunks whose similarity block stays within ``memory`` bytes (as
+  sentence-transformers' ``semantic_search`` does), and results are yielded per target: a
+  million-task pool never holds more than one block;
+* a task's score is its best pair (``max``), so the top-k is exact from the top hits: block
+  maxima give a threshold, and only the tasks at or above it (less a margin) are looked at;
+* the few candidates are *re-scored* in float64 from the vectors (exact products, one
+  deterministic summation per pair), ordered by (score, task id) and explained. BLAS gives
+  last-bit differences depending on how many rows a product has (about a quarter of the
+  float32 products differ between a 1-row and a 100-row product), so without this a target's
+  result would depend on which other targets share its chunk; with it, it never does. The
+  margin (1e-4) is far above float32's error on unit vectors of any practical dimension
+  (≤ d·2⁻²⁴ ≈ 2.3e-5 at d = 384), so the float32 pass never drops a true top-k task.
+
+``mean`` and ``vote`` need every pair of a target (the mean of all, or each target
+instruction's top hits), so they go through the full per-target path of
+:func:`insta.select.aggregate_matrix` instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+#: bytes of float32 similarities one chunk of targets may hold (rows × pool instructions × 4)
+DEFAULT_MEMORY = 256 * 2**20
+#: float32 pass → exact float64 re-scoring: candidates within this much of the k-th score
+MARGIN = 1e-4
+_BLOCK = 1024
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One selected task: its position in the pool, its score, and the best pair behind it
+    (the target instruction's row among the target's, the source instruction's row in the pool)."""
+
+    task: int
+    score: float
+    target_row: int
+    source_row: int
+
+
+def pair_scores(queries: np.ndarray, vectors: np.ndarray) -> np.ndarray:
+    """float64 cosines of every (query, vector) pair: exact products, one fixed summation per
+    pair, so equal inputs give equal outputs wherever they are computed."""
+    q = np.asarray(queries, dtype=np.float64)
+    v = np.asarray(vectors, dtype=np.float64)
+    return (q[:, None, :] * v[None, :, :]).sum(axis=-1)
+
+
+class FlatIndex:
+    """Exact ``max`` search over a pool's instruction vectors.
+
+    ``vectors``: (instructions, dim) float32, L2-normalised rows (a memory map is fine); the
+    instructions of one task are contiguous, task ``i`` owning ``counts[i]`` rows from
+    ``starts[i]``. ``tie_order``: each task's position in the sorted order of the task ids
+    (equal scores go to the smaller id)."""
+
+    def __init__(self, vectors: np.ndarray, counts: np.ndarray, tie_order: np.ndarray, *,
+                 memory: int = DEFAULT_MEMORY):
+        self.vectors = vectors
+        self.counts = np.asarray(counts, dtype=np.int64)
+        self.starts = np.concatenate([[0], np.cumsum(self.counts)[:-1]]).astype(np.int64)
+        self.tie_order = np.asarray(tie_order, dtype=np.int64)
+        if self.counts.sum() != len(vectors) or len(self.tie_order) != len(self.counts):
+            raise ValueError("counts must sum to the number of vectors and tie_order have one entry per task")
+        self.single = bool((self.counts == 1).all())
+        self.memory = memory
+
+    @property
+    def n_tasks(self) -> int:
+        return len(self.counts)
+
+    def search(self, queries: np.ndarray, sizes: Sequence[int], k: int, *,
+               excluded: np.ndarray | None = None,
+               excluded_for: Callable[[int], np.ndarray] | None = None) -> Iterator[list[Hit]]:
+        """Top-k tasks of each target, in target order. Target ``j`` owns ``sizes[j]``
+        consecutive rows of ``queries``; ``excluded`` (task positions) are never returned,
+        nor ``excluded_for(j)`` for target ``j``. Fewer than k hits when fewer tasks remain."""
+        sizes = np.asarray(sizes, dtype=np.int64)
+        offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+        rows_per_chunk = max(1, self.memory // (4 * max(1, len(self.vectors))))
+        j = 0
+        while j < len(sizes):
+            end = j + 1
+            while end < len(sizes) and offsets[end + 1] - offsets[j] <= rows_per_chunk:
+                end += 1
+            yield from self._chunk(queries, offsets, j, end, k, excluded, excluded_for)
+            j = end
+
+    def _task_scores(self, sims: np.ndarray, offsets: np.ndarray, j0: int, j1: int) -> np.ndarray:
+        """(targets, tasks) float32 best pair per task, from (rows, instructions) similarities."""
+        if offsets[j1] - offsets[j0] == j1 - j0:
+            per_target = sims  # one instruction per target: already one row each
+        else:
+            per_target = np.stack([sims[offsets[j] - offsets[j0]:offsets[j + 1] - offsets[j0]].max(axis=0)
+                                   for j in range(j0, j1)])
+        return per_target if self.single else np.maximum.reduceat(per_target, self.starts, axis=1)
+
+    def _chunk(self, queries, offsets, j0, j1, k, excluded, excluded_for) -> Iterator[list[Hit]]:
+        q = np.ascontiguousarray(queries[offsets[j0]:offsets[j1]], dtype=np.float32)
+        scores = self._task_scores(q @ np.asarray(self.vectors).T, offsets, j0, j1)
+        if excluded is not None and len(excluded):
+            scores[:, excluded] = -np.inf
+        for j in range(j0, j1):
+            if excluded_for is not None:
+                mine = excluded_for(j)
+                if len(mine):
+                    scores[j - j0, mine] = -np.inf
+        n = scores.shape[1]
+        n_blocks = n // _BLOCK
+        block_max = scores[:, :n_blocks * _BLOCK].reshape(len(scores), n_blocks, _BLOCK).max(axis=2) if n_blocks else None
+        for j in range(j0, j1):
+            row = scores[j - j0]
+            cand = self._candidates(row, None if block_max is None else block_max[j - j0], k)
+            yield self._exact(queries[offsets[j]:offsets[j + 1]], cand, k)
+
+    def _candidates(self, row: np.ndarray, block_max: np.ndarray | None, k: int) -> np.ndarray:
+        """Tasks that may be in the exact top-k: float32 score within MARGIN of the k-th."""
+        n = len(row)
+        if block_max is None or k >= len(block_max):
+            pool = np.flatnonzero(row > -np.inf)
+        else:
+            tail = row[len(block_max) * _BLOCK:]
+            maxima = np.concatenate([block_max, [tail.max()]]) if len(tail) else block_max
+            # the k-th largest block maximum is a lower bound of the k-th largest score
+            bound = np.partition(maxima, len(maxima) - k)[len(maxima) - k] - MARGIN
+            blocks = np.flatnonzero(maxima >= bound)
+            pool = np.concatenate([np.arange(b * _BLOCK, min((b + 1) * _BLOCK, n)) for b in blocks])
+            pool = pool[row[pool] >= bound]
+            pool = pool[row[pool] > -np.inf]
+        if len(pool) > k:
+            kth = np.partition(row[pool], len(pool) - k)[len(pool) - k]
+            pool = pool[row[pool] >= kth - MARGIN]
+        return pool
+
+    def _exact(self, target_rows: np.ndarray, cand: np.ndarray, k: int) -> list[Hit]:
+        """Re-score the candidates in float64, order by (score, id), keep k, explain each."""
+        if len(cand) == 0:
+            return []
+        counts = self.counts[cand]
+        cols = np.concatenate([np.arange(s, s + c) for s, c in zip(self.starts[cand], counts)])
+        pairs = pair_scores(target_rows, np.asarray(self.vectors[cols]))  # (target rows, candidate columns)
+        col_best = pairs.max(axis=0)
+        col_arg = pairs.argmax(axis=0)  # first target row reaching each column's best
+        bounds = np.concatenate([[0], np.cumsum(counts)])
+        best = np.maximum.reduceat(col_best, bounds[:-1])
+        order = np.lexsort((self.tie_order[cand], -best))[:k]
+        hits = []
+        for i in order:
+            lo, hi = bounds[i], bounds[i + 1]
+            c = lo + int(np.argmax(col_best[lo:hi]))  # first instruction (by position) reaching it
+            hits.append(Hit(int(cand[i]), float(best[i]), int(col_arg[c]), int(cols[c])))
+        return hits
+
+
+class FaissIndex(FlatIndex):
+    """The same search on a FAISS index (``faiss-cpu``, the ``faiss`` extra): ``factory`` is a
+    FAISS index-factory string, ``Flat`` (exact inner product, the default) or an approximate
+    one (``HNSW32``, ``IVF4096,Flat``, ...). FAISS returns each target instruction's top
+    instructions; tasks are gathered from them, more are fetched until the k-th task's score
+    clears what any unseen instruction could reach, and the candidates are re-scored exactly as
+    in :class:`FlatIndex`. With ``Flat`` the results are FlatIndex's; an approximate index may
+    miss tasks it never returns."""
+
+    def __init__(self, vectors: np.ndarray, counts: np.ndarray, tie_order: np.ndarray, *, factory: str = "Flat",
+                 memory: int = DEFAULT_MEMORY):
+        super().__init__(vectors, counts, tie_order, memory=memory)
+        try:
+            import faiss
+        except ImportError:
+            from .errors import InstaError
+
+            raise InstaError("--index faiss needs FAISS: pip install 'insta-select[faiss]' (faiss-cpu)") from None
+        self.factory = factory
+        self.exact = factory == "Flat"  # an approximate index's returned scores bound nothing
+        self.owner = np.repeat(np.arange(len(self.counts)), self.counts)
+        self.faiss = faiss.index_factory(vectors.shape[1], factory, faiss.METRIC_INNER_PRODUCT)
+        matrix = np.ascontiguousarray(vectors, dtype=np.float32)
+        if not self.faiss.is_trained:
+            self.faiss.train(matrix)
+        self.faiss.add(matrix)
+
+    def _chunk(self, queries, offsets, j0, j1, k, excluded, excluded_for) -> Iterator[list[Hit]]:
+        skip = set(excluded.tolist()) if excluded is not None else set()
+        for j in range(j0, j1):
+            rows = np.ascontiguousarray(queries[offsets[j]:offsets[j + 1]], dtype=np.float32)
+            banned = skip | (set(excluded_for(j).tolist()) if excluded_for is not None else set())
+            fetch = min(len(self.vectors), max(4 * k, 32) + len(banned))
+            while True:
+                scores, found = self.faiss.search(rows, fetch)
+                ok = found >= 0
+                best: dict[int, float] = {}
+                for s, i in zip(scores[ok], found[ok]):
+                    task = int(self.owner[i])
+                    if task not in banned and s > best.get(task, -np.inf):
+                        best[task] = float(s)
+                # an instruction not returned scores at most the smallest score fetched
+                unseen = float(scores[:, -1].max()) if fetch < len(self.vectors) else -np.inf
+                ranked = sorted(best.values(), reverse=True)
+                enough = len(ranked) >= k and (not self.exact or ranked[k - 1] - MARGIN > unseen + MARGIN)
+                if fetch >= len(self.vectors) or enough:
+                    break
+                fetch = min(len(self.vectors), fetch * 4)
+            kth = ranked[k - 1] if len(ranked) >= k else -np.inf
+            cand = np.array(sorted(t for t, s in best.items() if s >= kth - MARGIN), dtype=np.int64)
+            yield self._exact(rows, cand, k)
