@@ -426,7 +426,7 @@ def test_the_house_has_no_import_cycles_and_one_registry():
     import ast
 
     import insta
-    from insta.align import RECIPES
+    from insta.config import RECIPES
     from insta.bench.suites import SUITES
     from insta.pools import READERS
     from insta.registry import Registry

@@ -35,7 +35,9 @@ def brute_force(queries, sizes, vectors, counts, ids, k, excluded_for):
 
 
 @pytest.mark.parametrize("single", [True, False])
-def test_flat_index_equals_brute_force(single):
+@pytest.mark.parametrize("query_rows", [1024, 3])
+def test_flat_index_equals_brute_force(single, query_rows, monkeypatch):
+    monkeypatch.setattr("insta.search.QUERY_ROWS", query_rows)
     rng = np.random.default_rng(0)
     n_tasks, d = 2600, 16  # more than two blocks of 1024 tasks, and a tail
     counts = np.ones(n_tasks, dtype=int) if single else rng.integers(1, 4, n_tasks)
@@ -54,8 +56,8 @@ def test_flat_index_equals_brute_force(single):
         return np.union1d(excluded, mine[j])
 
     for k in (1, 10, 70):
-        # a memory budget of a few rows forces many chunks
-        index = FlatIndex(vectors, counts, tie_order, memory=4 * len(vectors) * 5)
+        # a small memory budget forces many tiles of the pool
+        index = FlatIndex(vectors, counts, tie_order, memory=4 * 1024 * 3)
         got = [[(h.task, h.score, h.target_row, h.source_row) for h in hits]
                for hits in index.search(queries, sizes, k, excluded=excluded, excluded_for=lambda j: mine[j])]
         want = brute_force(queries, sizes, vectors, counts, ids, k, lambda j: set(excluded_for(j).tolist()))

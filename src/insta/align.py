@@ -42,60 +42,16 @@ from typing import Any
 
 import numpy as np
 
-from .checks import check_fields, check_float, check_int, option
 from .encoder import Encoder
-from .errors import InstaError, unknown
+from .errors import InstaError
 from .checkpoints import last_whole_checkpoint
 from .io import read_json, write_json_atomic, write_text_atomic
-from .registry import Registry
+from .config import RECIPES, AlignConfig  # noqa: F401 - re-exported (insta.align.AlignConfig)
 from .tasks import Task, TaskPool, family
 
-#: each recipe's defaults (its loss and pairs: see build_examples)
-RECIPES: Registry[dict[str, Any]] = Registry("recipe", {
-    "paper": {"epochs": 5, "lr": 1e-6, "batch_size": 16},
-    # set a priori (the usual MultipleNegativesRankingLoss fine-tuning settings), never tuned on
-    # benchmark targets; every alignment reports its dev curve (align.json, model card)
-    "contrastive": {"epochs": 3, "lr": 2e-5, "batch_size": 16},
-})
-VIEWS = ("auto", "instructions", "labels", "self")
 STATE_FILE = "align.json"
 
 ProgressFn = Callable[[str], None]
-
-
-@dataclass
-class AlignConfig:
-    recipe: str = "contrastive"
-    base: str | None = None
-    epochs: int | None = None
-    lr: float | None = None
-    batch_size: int | None = None
-    seed: int = 0
-    view: str = "auto"
-    warmup_fraction: float = 0.1  # of one epoch
-    positive_fraction: float = 0.4  # paper: share of same-task pairs kept
-    negative_threshold: float = 0.3  # paper: a negative's base cosine must be below this
-    negative_max_uses: int = 4  # paper: each negative text at most this often
-    label_partners: int = 3  # 'labels' view: same-label partner tasks per task
-    dev_fraction: float = 0.15  # held-out tasks for checkpoint selection
-    max_seq_length: int = 128
-    keep_base: bool = True  # the base model is a candidate too: kept when no epoch beats it on dev
-
-    def __post_init__(self) -> None:
-        defaults = RECIPES.get(self.recipe)
-        if self.view not in VIEWS:
-            raise unknown("view", self.view, VIEWS)
-        self.epochs = self.epochs if self.epochs is not None else defaults["epochs"]
-        self.lr = self.lr if self.lr is not None else defaults["lr"]
-        self.batch_size = self.batch_size if self.batch_size is not None else defaults["batch_size"]
-        check_fields(self, "align")
-        for name in ("epochs", "batch_size", "label_partners", "max_seq_length", "negative_max_uses"):
-            check_int(getattr(self, name), option("align", name), min=1)
-        check_float(self.lr, option("align", "lr"), positive=True, max=10.0)
-        check_float(self.negative_threshold, option("align", "negative_threshold"), min=-1.0, max=1.0)
-        check_float(self.warmup_fraction, option("align", "warmup_fraction"), min=0.0, max=1.0)
-        check_float(self.positive_fraction, option("align", "positive_fraction"), positive=True, max=1.0)
-        check_float(self.dev_fraction, option("align", "dev_fraction"), min=0.0, max=0.9)
 
 
 @dataclass

@@ -27,17 +27,30 @@ from .tasks import TaskPool
 
 
 def import_bm25s():
-    """bm25s, imported without the two things insta never uses of it, which cost ~150 ms of
-    every command's start-up: its tqdm progress bars (we always pass show_progress=False;
-    DISABLE_TQDM is bm25s's own switch) and scipy (for its 'scipy' CSC backend; insta asks
-    for the 'numpy' backend, bm25s's default, explicitly)."""
+    """bm25s, imported without what insta never uses of it, which would cost ~170 ms of every
+    command's start-up: its tqdm progress bars (we always pass show_progress=False;
+    DISABLE_TQDM is bm25s's own switch), scipy (for its 'scipy' CSC backend; insta asks for
+    the 'numpy' backend, bm25s's default, explicitly) and importlib.metadata (bm25s.version
+    looks its version up there; the same value is read from its dist-info folder's name)."""
     if "bm25s" in sys.modules:
         return sys.modules["bm25s"]
+    import importlib.util
+    import re
+    import types
+
     before = os.environ.get("DISABLE_TQDM")
-    block = "scipy.sparse" not in sys.modules
+    blocked = [] if "scipy.sparse" in sys.modules else ["scipy.sparse"]
     os.environ["DISABLE_TQDM"] = "1"
-    if block:
-        sys.modules["scipy.sparse"] = None  # type: ignore[assignment]  # an import of it fails, as when absent
+    for name in blocked:
+        sys.modules[name] = None  # type: ignore[assignment]  # importing it fails, as when it is absent
+    spec = importlib.util.find_spec("bm25s")
+    if spec is not None and spec.origin and "bm25s.version" not in sys.modules:
+        site = os.path.dirname(os.path.dirname(spec.origin))
+        found = [m.group(1) for f in os.listdir(site) if (m := re.fullmatch(r"bm25s-([^-]+)\.dist-info", f))]
+        if len(found) == 1:
+            version = types.ModuleType("bm25s.version")
+            version.__version__ = found[0]  # type: ignore[attr-defined]
+            sys.modules["bm25s.version"] = version
     try:
         import bm25s
     finally:
@@ -45,8 +58,9 @@ def import_bm25s():
             os.environ.pop("DISABLE_TQDM", None)
         else:
             os.environ["DISABLE_TQDM"] = before
-        if block and sys.modules.get("scipy.sparse", 0) is None:
-            del sys.modules["scipy.sparse"]
+        for name in blocked:
+            if sys.modules.get(name, 0) is None:
+                del sys.modules[name]
     return bm25s
 
 

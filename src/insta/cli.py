@@ -9,20 +9,14 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.markup import escape
-from rich.table import Table
 
 from . import __version__
-from .align import AlignConfig
+from .config import AlignConfig, MixConfig, TrainConfig
 from .errors import InstaError
-from .mix import MixConfig
 from .selectors import DEFAULT_METHOD
-from .train import TrainConfig
 
 SPEC_HELP = (
     "Pool spec KIND[:ARG][?OPTION=VALUE&...]: p3:t0-train, p3:t0-train?group=dataset, "
@@ -44,10 +38,47 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 
-out = Console(soft_wrap=False)
-if not out.is_terminal:  # piped or captured: do not squeeze tables into 80 columns
-    out = Console(soft_wrap=False, width=160)
-err = Console(stderr=True, soft_wrap=True)  # messages stay one line each
+class _Lazy:
+    """A rich object built on first use: a command that prints only JSON never imports rich's
+    console and table machinery (~20 ms of start-up)."""
+
+    def __init__(self, make: Callable[[], Any]):
+        self._make, self._obj = make, None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._obj is None:
+            self._obj = self._make()
+        return getattr(self._obj, name)
+
+
+def _out_console():
+    from rich.console import Console
+
+    console = Console(soft_wrap=False)
+    # piped or captured: do not squeeze tables into 80 columns
+    return console if console.is_terminal else Console(soft_wrap=False, width=160)
+
+
+def _err_console():
+    from rich.console import Console
+
+    return Console(stderr=True, soft_wrap=True)  # messages stay one line each
+
+
+out = _Lazy(_out_console)
+err = _Lazy(_err_console)
+
+
+def escape(text: str) -> str:
+    from rich.markup import escape as rich_escape
+
+    return rich_escape(text)
+
+
+def Table(*args: Any, **kwargs: Any):  # noqa: N802 - rich's Table, imported when a table is printed
+    from rich.table import Table as RichTable
+
+    return RichTable(*args, **kwargs)
 
 
 #: click's exceptions, wherever this typer takes click from (its own copy, or the package)
@@ -78,7 +109,27 @@ def _say(quiet: bool) -> Callable[[str], None]:
     return (lambda msg: None) if quiet else (lambda msg: err.print(f"[dim]{escape(msg)}[/]"))
 
 
+class _NoProgress:
+    """What --quiet (or no terminal) gets instead of rich's Progress: the same calls, no output."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+    def add_task(self, *args, **kwargs) -> int:
+        return 0
+
+    def update(self, *args, **kwargs) -> None:
+        return None
+
+
 def _progress(quiet: bool):
+    if quiet or not err.is_terminal:  # no bars (nor their blank line) in logs and pipes
+        return _NoProgress()
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
     return Progress(
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),
@@ -86,7 +137,7 @@ def _progress(quiet: bool):
         TimeElapsedColumn(),
         console=err,
         transient=True,
-        disable=quiet or not err.is_terminal,  # no bars (nor their blank line) in logs and pipes
+        disable=False,
     )
 
 
@@ -618,6 +669,21 @@ def cache(
         print(f"{store.root}: {len(arrays)} pool vector file(s), {size / 2**20:.1f} MiB")
 
 
+def _one_command(name: str) -> typer.Typer:
+    """The app with only the command being run: typer builds every registered command's
+    parameters (signatures, types) before dispatching, which costs each invocation tens of
+    milliseconds for commands it will not run. Anything else (help, an unknown or misspelt
+    command) gets the whole app."""
+    chosen = [c for c in app.registered_commands if (c.name or c.callback.__name__.replace("_", "-")) == name]
+    if len(chosen) != 1:
+        return app
+    one = typer.Typer(**{k: getattr(app.info, k) for k in ("name", "help")}, no_args_is_help=True,
+                      add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None)
+    one.registered_commands = chosen
+    one.registered_callback = app.registered_callback
+    return one
+
+
 def main() -> None:
     """Entry point: run the app; user errors become one line on stderr and exit code 2."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -634,14 +700,15 @@ def main() -> None:
     if not any(isinstance(h, _WarningLines) for h in insta_log.handlers):
         insta_log.addHandler(_WarningLines())
     global _json_stream
+    runner = _one_command(sys.argv[1] if len(sys.argv) > 1 else "")
     try:
         if "--json" in sys.argv[1:]:  # stdout carries the JSON document and nothing else
             _json_stream = sys.stdout
             with contextlib.redirect_stdout(sys.stderr):
-                code = app(standalone_mode=False, prog_name="insta")
+                code = runner(standalone_mode=False, prog_name="insta")
         else:
             _json_stream = None
-            code = app(standalone_mode=False, prog_name="insta")
+            code = runner(standalone_mode=False, prog_name="insta")
         sys.exit(code if isinstance(code, int) else 0)
     except _CLICK.UsageError as exc:  # an unknown command or option, a value of the wrong type
         if type(exc).__name__ == "NoArgsIsHelpError":  # 'insta' alone: the help

@@ -17,7 +17,6 @@ import numpy as np
 
 from .cache import EmbeddingCache, VectorStore
 from .errors import InstaError
-from .models import hub_reachable, in_hf_cache
 from .paths import cache_dir
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
@@ -124,6 +123,8 @@ class Encoder:
             raise InstaError(f"model {self.model_path!r}: no such folder; give a sentence-transformers model folder or hub id")
         local_only = False
         if not path.exists():
+            from .models import hub_reachable, in_hf_cache
+
             # Decide before importing torch: in the local HF cache, or a reachable hub?
             local_only = in_hf_cache(self.model_path, (self.model_path, f"sentence-transformers/{self.model_path}"))
             if not local_only and not hub_reachable():

@@ -21,12 +21,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .checks import check_choice, check_fields, check_int, option
 from .errors import InstaError, unknown
+from .config import MixConfig  # noqa: F401 - re-exported (insta.mix.MixConfig)
 from .io import atomic_dir, check_text, dumps, iter_jsonl, read_json
 from .tasks import Task, TaskPool
 
-FORMATS = ("def", "def+pos")
 PIPE = "|||"
 _PIPE_GUARD = "\x00pipe\x00"
 #: a task whose outputs take at most this many distinct values is treated as classification:
@@ -34,25 +33,6 @@ _PIPE_GUARD = "\x00pipe\x00"
 MAX_LABEL_CHOICES = 12
 
 RowSource = Callable[[str, str | None, str], Sequence[dict[str, Any]]]
-
-
-@dataclass
-class MixConfig:
-    per_task_cap: int = 5000
-    format: str = "def"
-    n_positive: int = 2
-    seed: int = 0
-    #: at most this many examples in all, drawn evenly across the tasks (a task with fewer
-    #: examples than its share leaves the rest to the others); None: no total budget
-    total_examples: int | None = None
-
-    def __post_init__(self) -> None:
-        check_fields(self, "mix")
-        check_int(self.per_task_cap, option("mix", "per_task_cap"), min=1)
-        if self.total_examples is not None:
-            check_int(self.total_examples, option("mix", "total_examples"), min=1)
-        check_int(self.n_positive, option("mix", "n_positive"), min=0)
-        check_choice(self.format, option("mix", "format"), FORMATS)
 
 
 @dataclass

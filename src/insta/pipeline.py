@@ -134,7 +134,7 @@ def _typed(p: Path, doc: dict[str, Any], key: str, kind: type, default: Any = No
 
 def _check_eval(p: Path, section: dict[str, Any]) -> dict[str, Any]:
     """The eval section's values, checked now (not after hours of training)."""
-    from .mix import FORMATS
+    from .config import FORMATS
 
     checks = {"metric": lambda v, n: check_choice(v, n, METRICS), "format": lambda v, n: check_choice(v, n, FORMATS),
               "max_examples": lambda v, n: check_int(v, n, min=1), "max_new_tokens": lambda v, n: check_int(v, n, min=1),

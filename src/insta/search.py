@@ -34,6 +34,8 @@ import numpy as np
 DEFAULT_MEMORY = 256 * 2**20
 #: float32 pass → exact float64 re-scoring: candidates within this much of the k-th score
 MARGIN = 1e-4
+#: query rows (target instructions) multiplied with the pool at once
+QUERY_ROWS = 1024
 _BLOCK = 1024
 
 
@@ -46,6 +48,14 @@ class Hit:
     score: float
     target_row: int
     source_row: int
+
+
+def positions(*parts: Sequence[int] | np.ndarray | None) -> np.ndarray:
+    """The sorted distinct int64 positions of all parts (np.union1d without its import of
+    numpy.ma, which alone costs a command ~10 ms of start-up)."""
+    x = np.sort(np.concatenate([np.asarray(p, dtype=np.int64).ravel() for p in parts if p is not None]
+                               or [np.zeros(0, dtype=np.int64)]))
+    return x[np.concatenate([[True], x[1:] != x[:-1]])] if len(x) else x
 
 
 def pair_scores(queries: np.ndarray, vectors: np.ndarray) -> np.ndarray:
@@ -87,60 +97,95 @@ class FlatIndex:
         nor ``excluded_for(j)`` for target ``j``. Fewer than k hits when fewer tasks remain."""
         sizes = np.asarray(sizes, dtype=np.int64)
         offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
-        rows_per_chunk = max(1, self.memory // (4 * max(1, len(self.vectors))))
         j = 0
         while j < len(sizes):
             end = j + 1
-            while end < len(sizes) and offsets[end + 1] - offsets[j] <= rows_per_chunk:
+            while end < len(sizes) and offsets[end + 1] - offsets[j] <= QUERY_ROWS:
                 end += 1
             yield from self._chunk(queries, offsets, j, end, k, excluded, excluded_for)
             j = end
 
-    def _task_scores(self, sims: np.ndarray, offsets: np.ndarray, j0: int, j1: int) -> np.ndarray:
-        """(targets, tasks) float32 best pair per task, from (rows, instructions) similarities."""
-        if offsets[j1] - offsets[j0] == j1 - j0:
-            per_target = sims  # one instruction per target: already one row each
-        else:
-            per_target = np.stack([sims[offsets[j] - offsets[j0]:offsets[j + 1] - offsets[j0]].max(axis=0)
-                                   for j in range(j0, j1)])
-        return per_target if self.single else np.maximum.reduceat(per_target, self.starts, axis=1)
+    def _tiles(self, rows: int) -> list[tuple[int, int]]:
+        """Task ranges whose similarity block (rows x their instructions) fits the memory budget."""
+        width = max(_BLOCK, self.memory // (4 * max(1, rows)))
+        ends = self.starts + self.counts
+        tiles, a = [], 0
+        while a < self.n_tasks:
+            b = max(a + 1, int(np.searchsorted(ends, self.starts[a] + width, side="right")))
+            tiles.append((a, b))
+            a = b
+        return tiles
 
     def _chunk(self, queries, offsets, j0, j1, k, excluded, excluded_for) -> Iterator[list[Hit]]:
+        """One chunk of targets against the pool, tile by tile: the similarity block of a tile is
+        reduced to the tasks that may still reach a target's top-k (a running lower bound of its
+        k-th score), so what is kept per target stays about k long whatever the pool's size."""
         q = np.ascontiguousarray(queries[offsets[j0]:offsets[j1]], dtype=np.float32)
-        scores = self._task_scores(q @ np.asarray(self.vectors).T, offsets, j0, j1)
-        if excluded is not None and len(excluded):
-            scores[:, excluded] = -np.inf
-        for j in range(j0, j1):
-            if excluded_for is not None:
-                mine = excluded_for(j)
-                if len(mine):
-                    scores[j - j0, mine] = -np.inf
-        n = scores.shape[1]
-        n_blocks = n // _BLOCK
-        block_max = scores[:, :n_blocks * _BLOCK].reshape(len(scores), n_blocks, _BLOCK).max(axis=2) if n_blocks else None
-        for j in range(j0, j1):
-            row = scores[j - j0]
-            cand = self._candidates(row, None if block_max is None else block_max[j - j0], k)
-            yield self._exact(queries[offsets[j]:offsets[j + 1]], cand, k)
+        vectors = np.asarray(self.vectors)
+        n_t = j1 - j0
+        skip = [positions(excluded, excluded_for(j) if excluded_for else None) for j in range(j0, j1)]
+        floor = np.finfo(np.float32).min  # below any score, above an excluded task's -inf
+        bound = np.full(n_t, floor, dtype=np.float64)  # never above the target's k-th float32 score
+        kept_task: list[np.ndarray] = [np.zeros(0, dtype=np.int64)] * n_t
+        kept_score: list[np.ndarray] = [np.zeros(0, dtype=np.float32)] * n_t
+        for a, b in self._tiles(len(q)):
+            c0, c1 = int(self.starts[a]), int(self.starts[b - 1] + self.counts[b - 1])
+            sims = q @ vectors[c0:c1].T
+            if offsets[j1] - offsets[j0] != n_t:  # several instructions per target: best row
+                sims = np.stack([sims[offsets[j] - offsets[j0]:offsets[j + 1] - offsets[j0]].max(axis=0)
+                                 for j in range(j0, j1)])
+            scores = sims if self.single else np.maximum.reduceat(sims, self.starts[a:b] - c0, axis=1)
+            for r, mine in enumerate(skip):
+                lo, hi = np.searchsorted(mine, [a, b])
+                if hi > lo:
+                    scores[r, mine[lo:hi] - a] = -np.inf
+            rows, cols = self._above_bound(scores, bound, k)
+            cuts = np.searchsorted(rows, np.arange(n_t + 1))
+            for r in range(n_t):
+                if cuts[r + 1] == cuts[r]:
+                    continue
+                c = cols[cuts[r]:cuts[r + 1]]
+                tasks = np.concatenate([kept_task[r], c + a])
+                vals = np.concatenate([kept_score[r], scores[r, c]])
+                if len(vals) >= k:
+                    bound[r] = max(bound[r], float(np.partition(vals, len(vals) - k)[len(vals) - k]))
+                keep = vals >= bound[r] - MARGIN
+                kept_task[r], kept_score[r] = tasks[keep], vals[keep]
+        for r, j in enumerate(range(j0, j1)):
+            yield self._exact(queries[offsets[j]:offsets[j + 1]], kept_task[r], k)
 
-    def _candidates(self, row: np.ndarray, block_max: np.ndarray | None, k: int) -> np.ndarray:
-        """Tasks that may be in the exact top-k: float32 score within MARGIN of the k-th."""
-        n = len(row)
-        if block_max is None or k >= len(block_max):
-            pool = np.flatnonzero(row > -np.inf)
-        else:
-            tail = row[len(block_max) * _BLOCK:]
-            maxima = np.concatenate([block_max, [tail.max()]]) if len(tail) else block_max
-            # the k-th largest block maximum is a lower bound of the k-th largest score
-            bound = np.partition(maxima, len(maxima) - k)[len(maxima) - k] - MARGIN
-            blocks = np.flatnonzero(maxima >= bound)
-            pool = np.concatenate([np.arange(b * _BLOCK, min((b + 1) * _BLOCK, n)) for b in blocks])
-            pool = pool[row[pool] >= bound]
-            pool = pool[row[pool] > -np.inf]
-        if len(pool) > k:
-            kth = np.partition(row[pool], len(pool) - k)[len(pool) - k]
-            pool = pool[row[pool] >= kth - MARGIN]
-        return pool
+    @staticmethod
+    def _above_bound(scores: np.ndarray, bound: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(row, column) of the scores that may be in their row's top-k, rows ascending.
+
+        Each row's lower bound of its k-th score is first raised from this tile: the k-th
+        largest maximum of k or more blocks of tasks (any k blocks hold k scores at least that
+        high), or the k-th largest score itself when the tile is narrow. Only blocks whose
+        maximum clears the bound are then looked into, so the scan is one pass of block maxima."""
+        n_t, width = scores.shape
+        n_blocks = width // _BLOCK
+        whole = scores[:, :n_blocks * _BLOCK].reshape(n_t, n_blocks, _BLOCK)
+        maxima = whole.max(axis=2) if n_blocks else None
+        if n_blocks >= k:
+            kth = np.partition(maxima, n_blocks - k, axis=1)[:, n_blocks - k]
+            np.maximum(bound, kth.astype(np.float64), out=bound)
+        elif width >= k:
+            kth = np.partition(scores, width - k, axis=1)[:, width - k]
+            np.maximum(bound, kth.astype(np.float64), out=bound)
+        cut = (bound - MARGIN).astype(np.float32)
+        rows, cols = [], []
+        if n_blocks:
+            rb, bb = np.nonzero(maxima >= cut[:, None])
+            r, c = np.nonzero(whole[rb, bb] >= cut[rb][:, None])
+            rows.append(rb[r])
+            cols.append(bb[r] * _BLOCK + c)
+        if width > n_blocks * _BLOCK:
+            r, c = np.nonzero(scores[:, n_blocks * _BLOCK:] >= cut[:, None])
+            rows.append(r)
+            cols.append(c + n_blocks * _BLOCK)
+        row, col = np.concatenate(rows), np.concatenate(cols)
+        order = np.argsort(row, kind="stable")
+        return row[order], col[order]
 
     def _exact(self, target_rows: np.ndarray, cand: np.ndarray, k: int) -> list[Hit]:
         """Re-score the candidates in float64, order by (score, id), keep k, explain each."""

@@ -32,6 +32,7 @@ import numpy as np
 from .encoder import Embedder, Encoder, ProgressFn
 from .errors import InstaError, did_you_mean, unknown
 from .io import check_text
+from .search import positions
 from .tasks import Task, TaskPool, clean_text, family
 
 AGGREGATIONS = ("max", "mean", "vote")
@@ -134,7 +135,7 @@ class Exclusions:
         """Which tasks remain candidates for ``target`` (True = may be selected)."""
         arrays = PoolArrays(tasks)
         keep = np.ones(len(arrays.ids), dtype=bool)
-        keep[np.union1d(arrays.excluded(self), arrays.excluded_for(target, self.siblings))] = False
+        keep[positions(arrays.excluded(self), arrays.excluded_for(target, self.siblings))] = False
         return keep
 
     def unmatched(self, pool: TaskPool) -> list[str]:
@@ -172,14 +173,14 @@ class PoolArrays:
             out.extend(self.position[i] for i in fnmatch.filter(self.ids, p))
         for lab in exclusions.labels:
             out.extend(self._by_label.get(lab, ()))
-        return np.unique(np.asarray(out, dtype=np.int64))
+        return positions(out)
 
     def excluded_for(self, target: Target, siblings: bool) -> np.ndarray:
         """Positions this target must skip besides: itself, and its siblings when asked."""
         out = list(self._by_family.get(family(target), ())) if siblings else []
         if target.id in self.position:
             out.append(self.position[target.id])
-        return np.unique(np.asarray(out, dtype=np.int64))
+        return positions(out)
 
 
 def check_k(k: int) -> None:
@@ -309,7 +310,7 @@ class Selector(abc.ABC):
     def _excluded(self, target: Target, static: np.ndarray, exclusions: Exclusions) -> tuple[np.ndarray, int]:
         """Positions excluded for this target, and how many candidates remain (error if none)."""
         pool = self._require_fit()
-        excluded = np.union1d(static, self.arrays.excluded_for(target, exclusions.siblings))
+        excluded = positions(static, self.arrays.excluded_for(target, exclusions.siblings))
         n_candidates = len(pool) - len(excluded)
         if n_candidates == 0:
             raise InstaError(f"target {target.id!r}: every task of {pool.name} is excluded; nothing to select")

@@ -21,47 +21,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .checks import check_fields, check_float, check_int, option, resolve_device
+from .checks import resolve_device
 from .checkpoints import last_whole_checkpoint
 from .errors import InstaError
+from .config import TrainConfig  # noqa: F401 - re-exported (insta.train.TrainConfig)
 from .io import read_json, write_json_atomic
 
 DEFAULT_LR = {"p3": 1e-4, "niv2": 5e-5}
 STATE = "train.json"
-
-
-@dataclass
-class TrainConfig:
-    epochs: float = 3.0
-    lr: float | None = None  # None: the paper's, by the mixture's source (P3 1e-4, NIV2 5e-5)
-    batch_size: int = 8
-    grad_accum: int = 1
-    max_input_length: int = 768
-    max_target_length: int = 256
-    max_steps: int = -1
-    warmup_ratio: float = 0.0
-    weight_decay: float = 0.0
-    lora: bool = False
-    lora_r: int = 16
-    lora_alpha: int = 32
-    lora_dropout: float = 0.05
-    bf16: bool | None = None  # None: on where CUDA supports it
-    gradient_checkpointing: bool | None = None  # None: on with CUDA
-    device: str = "auto"
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        check_fields(self, "train")
-        for name in ("batch_size", "grad_accum", "max_input_length", "max_target_length", "lora_r", "lora_alpha"):
-            check_int(getattr(self, name), option("train", name), min=1)
-        check_int(self.max_steps, option("train", "max_steps"), min=-1)
-        if self.max_steps <= 0:
-            check_float(self.epochs, option("train", "epochs") + " (or give --max-steps)", positive=True, max=1e6)
-        if self.lr is not None:
-            check_float(self.lr, option("train", "lr"), positive=True, max=10.0)
-        check_float(self.warmup_ratio, option("train", "warmup_ratio"), min=0.0, max=1.0)
-        check_float(self.weight_decay, option("train", "weight_decay"), min=0.0)
-        check_float(self.lora_dropout, option("train", "lora_dropout"), min=0.0, max=0.99)
 
 
 @dataclass
