@@ -259,3 +259,25 @@ def test_index_option(monkeypatch, capsys, tmp_path, tiny_model):
     fails(monkeypatch, capsys, *common, "--method", "insta", "--index", "annoy", match="unknown index 'annoy'; available: flat")
     fails(monkeypatch, capsys, *common, "--method", "bm25", "--index", "faiss", match="--index applies to --method insta")
     fails(monkeypatch, capsys, *common, "--method", "insta:mean", "--index", "faiss", match="serves the max aggregation only")
+
+
+def test_pool_embedding_on_a_local_ray_instance(tiny_model, isolated_cache):
+    """Ray Data embeds the pool (two encoder actors); vectors equal the local ones, in order,
+    and land in the caches like any others."""
+    pytest.importorskip("ray.data")
+    from insta import Encoder
+
+    import ray
+
+    texts = [f"classify review number {i} of the movie" for i in range(300)]
+    local = Encoder(str(tiny_model), cache=False).encode(texts)
+    enc = Encoder(str(tiny_model), engine="ray", ray_actors=2)
+    try:
+        got = enc.encode_pool(texts)
+    finally:
+        ray.shutdown()
+    np.testing.assert_allclose(got, local, atol=1e-5)
+    assert enc.encoded == len(texts) and enc.cache.count() == len(texts)
+    assert Encoder(str(tiny_model)).encode_pool(texts).shape == local.shape  # served from the store
+    with pytest.raises(Exception, match="unknown embedding engine 'spark'"):
+        Encoder(str(tiny_model), engine="spark")

