@@ -2,9 +2,11 @@
 
 Every selector has the same lifecycle (one object, as DSIR does it): construct →
 ``fit(pool)`` (e.g. encode every instruction of the pool, served from the embedding cache)
-→ ``select(target, k)`` / ``select_many(targets, k)``, or ``score_many(targets)`` for the
-raw per-task scores the benchmark ranks by. This module holds the shared machinery and
-the INSTA selector; the baselines live in :mod:`insta.baselines`.
+→ ``select(target, k)`` / ``select_many(targets, k)`` / ``iter_select(targets, k)`` (one
+selection at a time, for any number of targets), or ``score_many(targets)`` /
+``iter_scores(targets)`` for the raw per-task scores the benchmark ranks by. This module
+holds the shared machinery and the INSTA selector; the baselines live in
+:mod:`insta.baselines`, the search for large pools in :mod:`insta.search`.
 
 INSTA's score: the cosine between each target instruction and each source instruction,
 aggregated per source task by
