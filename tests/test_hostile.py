@@ -154,7 +154,7 @@ def test_malformed_promptsource_templates(monkeypatch, capsys, tmp_path, text, m
 @pytest.mark.parametrize("doc, match", [
     ({"selections": [{"target": {"id": "t"}, "results": "abc"}]}, "selections[0] must be an object with 'target' and 'results'"),
     ({"selections": [{"target": {"id": "t"}, "results": [{"rank": 1}]}]}, "selections[0].results[0] must be an object with a text 'task_id'"),
-    ({"selections": [{"target": {"id": "t"}, "results": []}]}, "selections[0] selects no task"),
+    ({"selections": [{"target": {"id": "t"}, "results": []}]}, "selections[0] (target 't') selects no task"),
     ({"selections": [{"target": {"id": "t"}, "results": [{"task_id": "a"}]}], "pool": 5}, "field 'pool' must be a pool spec"),
     ([1], "expected a JSON object, got array"),
     ({"selections": {}}, "field 'selections' is missing or empty"),

@@ -281,3 +281,116 @@ def test_pool_embedding_on_a_local_ray_instance(tiny_model, isolated_cache):
     assert Encoder(str(tiny_model)).encode_pool(texts).shape == local.shape  # served from the store
     with pytest.raises(Exception, match="unknown embedding engine 'spark'"):
         Encoder(str(tiny_model), engine="spark")
+
+
+# ---------------------------------------------------------------- damage and misuse (hostile review)
+
+
+@pytest.mark.parametrize("damage", ["empty", "narrow", "nan", "scaled", "zeros"])
+def test_a_damaged_pool_vector_file_is_rebuilt(damage, shared_data, tiny_model, isolated_cache, caplog):
+    from insta import Encoder
+
+    pool = load_pool(f"{shared_data}/bbh/tasks.jsonl")
+    want = InstructionSelector(Encoder(str(tiny_model), cache=False)).fit(pool)._embeddings
+    InstructionSelector(Encoder(str(tiny_model))).fit(pool)
+    (stored,) = (isolated_cache / "vectors").glob("*.npy")
+    good = np.load(stored)
+    bad = {"narrow": lambda: good[:, :5].copy(), "nan": lambda: np.full_like(good, np.nan),
+           "scaled": lambda: good * 7, "zeros": lambda: np.zeros_like(good)}
+    if damage == "empty":
+        stored.write_bytes(b"")
+    else:
+        np.save(stored, bad[damage]())
+    got = InstructionSelector(Encoder(str(tiny_model))).fit(pool)._embeddings
+    assert "unusable" in caplog.text
+    np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+def test_faiss_index_misuse_and_approximate_indexes(monkeypatch, capsys, tmp_path, tiny_model):
+    pytest.importorskip("faiss")
+    from test_cli import fails, run
+
+    pool = tmp_path / "pool.jsonl"
+    pool.write_text("".join(f'{{"id": "t{i:03d}", "instruction": "classify review number {i} {i % 7}"}}\n' for i in range(300)))
+    common = ["select", "-p", str(pool), "-i", "classify the review", "--method", "insta", "--model", str(tiny_model),
+              "-q", "--json"]
+    code, out, err = run(monkeypatch, capsys, *common, "-k", "30", "--index", "faiss:IVF16,Flat")
+    assert code == 0, err
+    assert len(json.loads(out)["selections"][0]["results"]) == 30  # an IVF index never gives a short answer
+    fails(monkeypatch, capsys, *common, "--index", "faiss:Bogus99", match="--index faiss:Bogus99: FAISS cannot build")
+    fails(monkeypatch, capsys, *common, "--index", "faiss:IVF4096,Flat", match="FAISS cannot build this index on 300")
+    fails(monkeypatch, capsys, *common, "--index", "faiss:", match="unknown index 'faiss:'")
+    fails(monkeypatch, capsys, *common, "--index", "flat:", match="unknown index 'flat:'")
+
+
+def test_vote_ties_follow_task_ids_not_pool_order():
+    enc = CountingEncoder()
+    rows = [("b_task", "same text"), ("a_task", "same text"), ("c_task", "same text"), ("d", "other words here")]
+    picks = []
+    for order in (rows, rows[::-1]):
+        pool = TaskPool([Task(id=i, instructions=[Instruction(t)]) for i, t in order])
+        sel = InstructionSelector(enc, aggregate="vote").fit(pool).select(Target("q", ["same text"]), k=1)
+        picks.append(sel.ids)
+    assert picks == [["a_task"], ["a_task"]]
+
+
+def test_a_batch_target_with_nothing_to_select_is_a_warning(tmp_path, tiny_model):
+    from insta import Encoder
+
+    pool = TaskPool([Task(id=f"t{i}", instructions=[Instruction(f"text {i}")], label="L" if i else "only")
+                     for i in range(5)])
+    selector = InstructionSelector(Encoder(str(tiny_model), cache=False)).fit(pool)
+    lone = Target("t0", ["text 0"], label="only")
+    sels = selector.select_many([Target("x", ["text 1"]), lone], k=2, exclusions=Exclusions(labels=["L"]))
+    assert sels[0].ids == ["t0"] and sels[1].ids == [] and "nothing selected" in sels[1].warnings[-1]
+    with pytest.raises(Exception, match="every task of pool is excluded"):
+        selector.select(lone, k=2, exclusions=Exclusions(labels=["L"]))
+    assert Exclusions(ids="t1").ids == ["t1"]  # one id, not its characters
+
+
+def test_out_is_never_an_input_and_never_empty(monkeypatch, capsys, tmp_path, tiny_model):
+    from test_cli import fails, run
+
+    pool = tmp_path / "pool.jsonl"
+    text = "".join(f'{{"id": "t{i}", "instruction": "classify review number {i}"}}\n' for i in range(6))
+    pool.write_text(text)
+    common = ["select", "-p", f"jsonl:{pool}", "-i", "classify", "--model", str(tiny_model), "-q"]
+    fails(monkeypatch, capsys, *common, "--out", str(pool), match="is an input of this command")
+    fails(monkeypatch, capsys, *common, "--out", "", match="--out is empty")
+    assert pool.read_text() == text
+    out = tmp_path / "sel.jsonl"
+    code, _, err = run(monkeypatch, capsys, "select", "-p", str(pool), "--targets", str(pool), "-k", "2",
+                       "--model", str(tiny_model), "-q", "--out", str(out))
+    assert code == 0, err
+    from insta.mix import read_selection
+
+    doc, chosen = read_selection(out, "t3")  # insta mix reads the streamed file too
+    assert chosen["target"]["id"] == "t3" and len(chosen["results"]) == 2 and doc["pool"] == str(pool)
+
+
+def test_parsed_templates_cache_is_checked(p3, isolated_cache, tmp_path, monkeypatch):
+    import os
+    import shutil
+
+    src = tmp_path / "templates"
+    shutil.copytree(os.environ["INSTA_PROMPTSOURCE"], src)
+    monkeypatch.setenv("INSTA_PROMPTSOURCE", str(src))
+    before = [t.instruction for t in load_pool("p3:imdb")[0].templates]
+    (store,) = (isolated_cache / "promptsource-parsed").glob("*.json")
+    doc = json.loads(store.read_text())
+    doc["entries"]["imdb"]["dataset"] = ["not", "text"]
+    store.write_text(json.dumps(doc))
+    assert [t.instruction for t in load_pool("p3:imdb")[0].templates] == before  # re-parsed, not a crash
+    # an edit that keeps the size and restores the modification time is still seen
+    yaml_path = src / "imdb" / "templates.yaml"
+    st = yaml_path.stat()
+    data = yaml_path.read_text()
+    word = "sentiment"
+    assert word in data
+    yaml_path.write_text(data.replace(word, "SENTIMENT", 1))
+    os.utime(yaml_path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    from insta.readers import promptsource
+
+    promptsource._read_entry.cache_clear()
+    after = [t.jinja for t in load_pool("p3:imdb")[0].templates]
+    assert any("SENTIMENT" in j for j in after)

@@ -183,18 +183,30 @@ class VectorStore:
     def path(self, key: str) -> Path:
         return self.root / f"{key}.npy"
 
-    def load(self, key: str, n: int) -> np.ndarray | None:
-        """The stored (n, dim) float32 array, memory-mapped, or None (absent or unusable)."""
+    def load(self, key: str, n: int, first: np.ndarray | None = None) -> np.ndarray | None:
+        """The stored (n, dim) float32 array, memory-mapped, or None (absent or unusable).
+
+        Checked before use: its shape and type, that its rows are finite unit vectors (every
+        row of a small file, an even sample of a large one) and, when ``first`` (the first
+        text's vector from the text cache) is given, that row 0 is that vector. A damaged
+        file is a warning and a rebuild, never a wrong result."""
         path = self.path(key)
         if not path.is_file():
             return None
         try:
             arr = np.load(path, mmap_mode="r", allow_pickle=False)
-            if arr.dtype != np.float32 or arr.ndim != 2 or arr.shape[0] != n:
+            if arr.dtype != np.float32 or arr.ndim != 2 or arr.shape[0] != n or arr.shape[1] == 0:
                 raise ValueError(f"holds a {arr.dtype} array of shape {arr.shape}, expected ({n}, dim) float32")
+            rows = np.asarray(arr[::max(1, n // 4096)])
+            norms = np.linalg.norm(rows, axis=1) if np.isfinite(rows).all() else np.array([np.nan])
+            if not np.allclose(norms, 1.0, atol=1e-3):
+                raise ValueError("its rows are not finite unit vectors")
+            if first is not None and (first.shape != arr[0].shape or not np.allclose(first, arr[0], atol=1e-5)):
+                raise ValueError("its first row is not the cached vector of the pool's first text")
             return arr
-        except (OSError, ValueError) as exc:
-            log.warning("pool vector file %s is unusable (%s): the vectors are rebuilt from the cache", path, exc)
+        except Exception as exc:  # noqa: BLE001 - any damage (EOFError, a bad header, ...) means: rebuild
+            log.warning("pool vector file %s is unusable (%s): the vectors are rebuilt from the cache", path,
+                        str(exc) or type(exc).__name__)
             return None
 
     def save(self, key: str, vectors: np.ndarray) -> np.ndarray:
@@ -214,9 +226,15 @@ class VectorStore:
         return self.load(key, len(vectors)) if len(vectors) else vectors
 
     def clear(self) -> int:
-        """Delete every stored array; returns how many."""
+        """Delete every stored array (and temporaries of writes that were killed); returns how
+        many arrays."""
+        import shutil
+
         n = 0
-        for f in self.root.glob("*.npy"):
-            f.unlink(missing_ok=True)
-            n += 1
+        for f in self.root.glob("*"):
+            if f.is_dir() and not f.is_symlink():
+                shutil.rmtree(f, ignore_errors=True)
+            else:
+                f.unlink(missing_ok=True)
+            n += f.name.endswith(".npy")
         return n

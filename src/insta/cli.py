@@ -6,6 +6,7 @@ import contextlib
 import errno
 import logging
 import os
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -190,8 +191,9 @@ def select(
 
     check_k(k)
     check_seed(seed)
-    if out_file:
+    if out_file is not None:
         check_out(out_file)
+        _not_an_input(out_file, [pool, targets, targets_file])
     if n_instructions is not None:
         check_int(n_instructions, "--n-instructions", min=1)
     check_int(ray_actors, "--ray-actors", min=1)
@@ -212,7 +214,7 @@ def select(
         head = {"pool": pool, "pool_size": len(source), "model": encoder.describe(), "method": selector.method,
                 "aggregate": selector.aggregate, "k": k}
         if out_file and Path(out_file).suffix.lower() == ".jsonl":
-            n = _stream_jsonl(out_file, stream, pool, quiet or json_out)
+            n = _stream_jsonl(out_file, stream, pool, json_out)
             if json_out:
                 _print_json({**head, "out": out_file, "targets": n})
             return
@@ -231,6 +233,21 @@ def select(
         err.print(f"[dim]embeddings: {encoder.encoded} encoded, {encoder.cache.hits} from cache ({encoder.cache.path})[/]", highlight=False)
 
 
+def _not_an_input(out_file: str, inputs: list[str | None]) -> None:
+    """--out must not name a file the command reads (a pool or targets file)."""
+    out_path = Path(out_file).expanduser()
+    if not out_path.exists():
+        return
+    for spec in filter(None, inputs):
+        for candidate in {spec.split("?", 1)[0], spec.split("?", 1)[0].partition(":")[2]}:
+            try:
+                same = bool(candidate) and Path(candidate).expanduser().exists() and os.path.samefile(candidate, out_path)
+            except OSError:
+                same = False
+            if same:
+                raise InstaError(f"--out {out_file} is an input of this command ({spec}); give another file")
+
+
 def _warn(selection) -> None:
     for w in selection.warnings:
         err.print(f"[yellow]warning:[/] target {selection.target.id}: {w}", highlight=False)
@@ -242,12 +259,17 @@ def _stream_jsonl(out_file: str, stream, pool: str, quiet: bool) -> int:
     from .io import atomic_path, dumps
 
     n = 0
+    show = not quiet
     with atomic_path(out_file) as tmp, open(tmp, "w", encoding="utf-8") as fh:
         for s in stream:
             fh.write(dumps({"pool": pool, **s.to_dict()}, indent=None) + "\n")
             _warn(s)
-            if not quiet:
-                _print_selection(s)
+            if show:
+                try:
+                    _print_selection(s)
+                except BrokenPipeError:  # `| head`: the reader left; the file is still written whole
+                    show = False
+                    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             n += 1
         fh.flush()
         os.fsync(fh.fileno())
@@ -644,9 +666,11 @@ def tasks(
 
 @app.command()
 def cache(
-    clear: Annotated[bool, typer.Option("--clear", help="Delete every cached embedding.")] = False,
+    clear: Annotated[bool, typer.Option("--clear", help="Delete every cached embedding, stored pool vector and parsed template.")] = False,
 ) -> None:
-    """Show (or clear) the embedding cache and the stored pool vectors."""
+    """Show (or clear) the embedding cache, the stored pool vectors and the parsed templates."""
+    import shutil
+
     from .cache import EmbeddingCache, VectorStore, delete_cache
     from .paths import cache_dir
 
@@ -664,12 +688,28 @@ def cache(
             print(f"{path}: {EmbeddingCache(path).count()} embeddings")
         except InstaError as exc:  # a damaged cache is reported, not a failure of this command
             print(f"{path}: damaged ({exc}); 'insta cache --clear' deletes it")
-    arrays = sorted(store.root.glob("*.npy"))
-    if clear and arrays:
-        print(f"removed {store.clear()} pool vector file(s) from {store.root}")
-    elif arrays:
-        size = sum(f.stat().st_size for f in arrays)
-        print(f"{store.root}: {len(arrays)} pool vector file(s), {size / 2**20:.1f} MiB")
+    arrays = [f for f in sorted(store.root.glob("*.npy")) if f.is_file()]
+    parsed = cache_dir() / "promptsource-parsed"
+    if clear:
+        if store.root.is_dir():
+            print(f"removed {store.clear()} pool vector file(s) from {store.root}")
+        if parsed.is_dir():
+            shutil.rmtree(parsed, ignore_errors=True)
+            print(f"removed the parsed promptsource templates ({parsed})")
+    else:
+        if arrays:
+            size = sum(f.stat().st_size for f in arrays)
+            print(f"{store.root}: {len(arrays)} pool vector file(s), {size / 2**20:.1f} MiB")
+        if parsed.is_dir():
+            print(f"{parsed}: parsed promptsource templates ({len(list(parsed.glob('*.json')))} file(s))")
+
+
+class _Terminated(BaseException):
+    """SIGTERM, raised where the process is, so that temporary files are removed on the way out."""
+
+
+def _terminated(signum, frame) -> None:
+    raise _Terminated()
 
 
 def _one_command(name: str) -> typer.Typer:
@@ -703,6 +743,7 @@ def main() -> None:
     if not any(isinstance(h, _WarningLines) for h in insta_log.handlers):
         insta_log.addHandler(_WarningLines())
     global _json_stream
+    signal.signal(signal.SIGTERM, _terminated)  # timeout, SLURM, docker stop: clean up as on Ctrl-C
     runner = _one_command(sys.argv[1] if len(sys.argv) > 1 else "")
     try:
         if "--json" in sys.argv[1:]:  # stdout carries the JSON document and nothing else
@@ -729,6 +770,9 @@ def main() -> None:
     except KeyboardInterrupt:
         err.print("interrupted", highlight=False)
         sys.exit(130)
+    except _Terminated:
+        err.print("terminated", highlight=False)
+        sys.exit(143)
     except OSError as exc:
         if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
             raise

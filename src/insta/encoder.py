@@ -171,7 +171,9 @@ class Encoder:
 
     @property
     def dim(self) -> int:
-        get_dim = getattr(self.model, "get_sentence_embedding_dimension", None)
+        # sentence-transformers 6 renamed it (the old name warns)
+        get_dim = getattr(self.model, "get_embedding_dimension", None) or getattr(
+            self.model, "get_sentence_embedding_dimension", None)
         return int(get_dim()) if get_dim else int(self.encode(["x"]).shape[1])
 
     # -- encoding --------------------------------------------------------------------------
@@ -226,7 +228,9 @@ class Encoder:
             return self.encode(texts, progress, pool=True)
         store = VectorStore(self.cache.path.parent / "vectors")
         key = store.key(self.identity, texts)
-        found = store.load(key, len(texts))
+        found = None
+        if store.path(key).is_file():  # checked against the text cache's vector of its first text
+            found = store.load(key, len(texts), first=self.cache.get_many(self.identity, texts[:1]).get(texts[0]))
         if found is not None:
             if progress:
                 progress(len(texts), len(texts))

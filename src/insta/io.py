@@ -164,6 +164,8 @@ def check_out(path: PathLike, what: str = "--out") -> Path:
     """``path`` as a place for a new regular file, or a one-line error: never a folder, and
     never a FIFO, device or symbolic link (replacing one by a regular file would destroy it;
     writing through it would not be atomic). Commands call it before they start working."""
+    if not str(path).strip():
+        raise InstaError(f"{what} is empty; give a file path")
     p = Path(path).expanduser()
     blocking = next((a for a in p.parents if a.exists() or a.is_symlink()), None)
     if blocking is not None and not blocking.is_dir():
@@ -173,6 +175,13 @@ def check_out(path: PathLike, what: str = "--out") -> Path:
                 else "a FIFO" if stat.S_ISFIFO(p.stat().st_mode) else "a device or special file")
         fix = "give a file path" if kind == "a folder" else "give the path of a regular file"
         raise InstaError(f"{what} {p} is {kind}, not a regular file; {fix}")
+    if p.parent.is_dir():  # a folder that takes no new file fails now, not after the work
+        try:
+            fd, probe = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".probe", dir=p.parent)
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as exc:
+            raise InstaError(f"{what} {p}: cannot write in {p.parent} ({exc.strerror or exc}); give a writable path") from None
     return p
 
 

@@ -286,7 +286,16 @@ def read_selection(path: str | Path, target: str | None = None) -> tuple[dict[st
     p = Path(path).expanduser()
     if not p.exists():
         raise InstaError(f"selection file {p} does not exist; write one with insta select ... --out {p.name}")
-    doc = read_json(p, "selection file", expect=dict)
+    if p.suffix.lower() == ".jsonl":  # insta select --out FILE.jsonl: one selection per line
+        lines = [(n, x) for n, x in iter_jsonl(p, "selection file")]
+        bad = next((n for n, x in lines if not isinstance(x, dict)), None)
+        if bad is not None:
+            raise InstaError(f"{p}:{bad}: a line must be one selection object; write the file with insta select --out")
+        first = lines[0][1] if lines else {}
+        doc = {"pool": first.get("pool"), "method": first.get("method"), "k": first.get("k"),
+               "selections": [x for _, x in lines]}
+    else:
+        doc = read_json(p, "selection file", expect=dict)
     sels = doc.get("selections")
     if not isinstance(sels, list) or not sels:
         raise InstaError(f"{p}: field 'selections' is missing or empty; is this an insta select --out file?")
@@ -296,8 +305,6 @@ def read_selection(path: str | Path, target: str | None = None) -> tuple[dict[st
         for j, r in enumerate(sel["results"]):
             if not isinstance(r, dict) or not isinstance(r.get("task_id"), str):
                 raise InstaError(f"{p}: selections[{i}].results[{j}] must be an object with a text 'task_id'")
-        if not sel["results"]:
-            raise InstaError(f"{p}: selections[{i}] selects no task")
     if doc.get("pool") is not None and not isinstance(doc["pool"], str):
         raise InstaError(f"{p}: field 'pool' must be a pool spec (text)")
     ids = [str(s["target"].get("id")) for s in sels]
@@ -305,10 +312,14 @@ def read_selection(path: str | Path, target: str | None = None) -> tuple[dict[st
         if len(sels) > 1:
             raise InstaError(f"{p} holds {len(sels)} selections; pick one with --target (one of: {', '.join(ids[:10])}"
                              f"{', …' if len(ids) > 10 else ''})")
-        return doc, sels[0]
-    if target not in ids:
+        chosen = 0
+    elif target not in ids:
         raise unknown("target", target, ids)
-    return doc, sels[ids.index(target)]
+    else:
+        chosen = ids.index(target)
+    if not sels[chosen]["results"]:
+        raise InstaError(f"{p}: selections[{chosen}] (target {ids[chosen]!r}) selects no task")
+    return doc, sels[chosen]
 
 
 def selected_tasks(pool: TaskPool, selection: dict[str, Any], where: str) -> list[Task]:

@@ -228,11 +228,23 @@ class FaissIndex(FlatIndex):
         self.factory = factory
         self.exact = factory == "Flat"  # an approximate index's returned scores bound nothing
         self.owner = np.repeat(np.arange(len(self.counts)), self.counts)
-        self.faiss = faiss.index_factory(vectors.shape[1], factory, faiss.METRIC_INNER_PRODUCT)
         matrix = np.ascontiguousarray(vectors, dtype=np.float32)
-        if not self.faiss.is_trained:
-            self.faiss.train(matrix)
-        self.faiss.add(matrix)
+        try:
+            self.faiss = faiss.index_factory(vectors.shape[1], factory, faiss.METRIC_INNER_PRODUCT)
+            if not self.faiss.is_trained:
+                self.faiss.train(matrix)
+            self.faiss.add(matrix)
+        except (RuntimeError, AssertionError, ValueError) as exc:
+            from .errors import InstaError
+
+            first = str(exc).strip().splitlines()
+            why = next((line.strip() for line in first if "Error" in line or "failed" in line or "should" in line),
+                       first[0].strip() if first else type(exc).__name__)
+            raise InstaError(f"--index faiss:{factory}: FAISS cannot build this index on {len(matrix)} vectors of "
+                             f"dimension {matrix.shape[1]} ({why[:160]}); use --index faiss (exact) or another "
+                             "index-factory string, e.g. faiss:HNSW32") from None
+        if hasattr(self.faiss, "nprobe"):  # IVF: search a fair share of the lists, not FAISS's default of 1
+            self.faiss.nprobe = max(1, int(getattr(self.faiss, "nlist", 1)) // 4)
 
     def _chunk(self, queries, offsets, j0, j1, k, excluded, excluded_for) -> Iterator[list[Hit]]:
         skip = set(excluded.tolist()) if excluded is not None else set()
@@ -255,6 +267,11 @@ class FaissIndex(FlatIndex):
                 if fetch >= len(self.vectors) or enough:
                     break
                 fetch = min(len(self.vectors), fetch * 4)
+            if len(ranked) < min(k, self.n_tasks - len(banned)):
+                # an approximate index found too few tasks (IVF lists not probed, ...): this
+                # target gets the exact search instead of a short answer
+                yield from super()._chunk(queries, offsets, j, j + 1, k, excluded, excluded_for)
+                continue
             kth = ranked[k - 1] if len(ranked) >= k else -np.inf
             cand = np.array(sorted(t for t, s in best.items() if s >= kth - MARGIN), dtype=np.int64)
             yield self._exact(rows, cand, k)

@@ -133,6 +133,11 @@ class Exclusions:
     labels: Sequence[str] = ()
     siblings: bool = False
 
+    def __post_init__(self) -> None:
+        for name in ("ids", "patterns", "labels"):  # one text is one entry, not its characters
+            value = getattr(self, name)
+            setattr(self, name, [value] if isinstance(value, str) else list(value))
+
     def mask(self, tasks: Sequence[Task], target: Target) -> np.ndarray:
         """Which tasks remain candidates for ``target`` (True = may be selected)."""
         arrays = PoolArrays(tasks)
@@ -240,11 +245,12 @@ class Aggregated:
 
 
 def aggregate_matrix(sims: np.ndarray, starts: np.ndarray, counts: np.ndarray, owner: np.ndarray,
-                     how: str, depth: int) -> Aggregated:
+                     how: str, depth: int, tie_order: np.ndarray | None = None) -> Aggregated:
     """Aggregate a (target instructions x source instructions) similarity matrix per task
     (source instructions of one task contiguous: ``starts``/``counts``; ``owner`` maps each
     source instruction to its task). ``max`` needs the column maxima, ``mean`` every pair's
-    sum, ``vote`` each target instruction's top-``depth`` source instructions."""
+    sum, ``vote`` each target instruction's top-``depth`` source instructions (equal
+    similarities taken in task-id order, ``tie_order``, so the pool's row order never matters)."""
     n_t, n_s = sims.shape
     col_best = sims.max(axis=0)
     col_arg = sims.argmax(axis=0)
@@ -255,7 +261,8 @@ def aggregate_matrix(sims: np.ndarray, starts: np.ndarray, counts: np.ndarray, o
         score = np.add.reduceat(sims.sum(axis=0), starts) / (counts * n_t)
     elif how == "vote":
         depth = max(1, min(depth, n_s))
-        top = np.argsort(-sims, axis=1, kind="stable")[:, :depth]
+        tie = np.broadcast_to((tie_order if tie_order is not None else np.arange(len(starts)))[owner], sims.shape)
+        top = np.lexsort((tie, -sims), axis=-1)[:, :depth]
         votes = np.bincount(owner[top.ravel()], minlength=len(starts)).astype(np.float64)
         score = votes / (n_t * depth)
     else:
@@ -277,6 +284,7 @@ class Selector(abc.ABC):
     def __init__(self) -> None:
         self.pool: TaskPool | None = None
         self._arrays: PoolArrays | None = None
+        self._batch = False
 
     def fit(self, pool: TaskPool, progress: ProgressFn | None = None) -> Selector:
         self._set_pool(pool)
@@ -314,14 +322,16 @@ class Selector(abc.ABC):
         pool = self._require_fit()
         excluded = positions(static, self.arrays.excluded_for(target, exclusions.siblings))
         n_candidates = len(pool) - len(excluded)
-        if n_candidates == 0:
+        if n_candidates == 0 and not getattr(self, "_batch", False):
             raise InstaError(f"target {target.id!r}: every task of {pool.name} is excluded; nothing to select")
         return excluded, n_candidates
 
     def _selection(self, target: Target, k: int, n_candidates: int, results: list[Selected],
                    unmatched: list[str]) -> Selection:
         warnings = list(unmatched)
-        if k > n_candidates:
+        if n_candidates == 0:  # in a batch: this target gets nothing, the others their selections
+            warnings.append(f"every task of {self.pool.name if self.pool else 'the pool'} is excluded for this target; nothing selected")
+        elif k > n_candidates:
             warnings.append(f"k={k} is larger than the {n_candidates} candidate tasks; returning all of them")
         return Selection(target, self.method, self.aggregate or "", k, n_candidates, results, warnings)
 
@@ -356,6 +366,7 @@ class Selector(abc.ABC):
         pool = self._require_fit()
         targets = [truncate(t, n_instructions) for t in targets]
         exclusions = exclusions or Exclusions()
+        self._batch = len(targets) > 1  # one target with nothing to select is an error; in a batch, a warning
         static = self.arrays.excluded(exclusions)
         unmatched = exclusions.unmatched(pool)
         yield from self._iter_select(targets, k, static, exclusions, unmatched, progress)
@@ -388,16 +399,21 @@ class InstructionSelector(Selector):
     ENCODE_CHUNK = 1024
 
     def __init__(self, encoder: Embedder | None = None, *, aggregate: str = "max", vote_depth: int | None = None,
-                 memory: int | None = None, index: str = "flat"):
+                 memory: int | None = None, index: str | None = "flat"):
         super().__init__()
         if aggregate not in AGGREGATIONS:
             raise unknown("aggregation", aggregate, AGGREGATIONS)
-        kind, _, factory = index.partition(":")
-        if kind not in ("flat", "faiss") or (kind == "flat" and factory):
+        index = index or "flat"
+        kind, colon, factory = index.partition(":")
+        if kind not in ("flat", "faiss") or (kind == "flat" and colon) or (colon and not factory.strip()):
             raise InstaError(f"unknown index {index!r}; available: flat (exact, default), faiss (exact IndexFlatIP), "
                              "faiss:FACTORY (a FAISS index-factory string, e.g. faiss:HNSW32)")
         if kind == "faiss" and aggregate != "max":
             raise InstaError(f"--index {index} serves the max aggregation only; {aggregate} needs every pair (use --index flat)")
+        if vote_depth is not None:
+            from .checks import check_int
+
+            check_int(vote_depth, "vote_depth", min=1)
         self.encoder: Embedder = encoder or Encoder()
         self.aggregate = aggregate
         self.vote_depth = vote_depth
@@ -439,7 +455,7 @@ class InstructionSelector(Selector):
 
     def _scores(self, target: Target, t_emb: np.ndarray, k: int) -> Scores:
         agg = aggregate_matrix(t_emb @ np.asarray(self._embeddings).T, self._starts, self._counts, self._owner,
-                               self.aggregate, self.vote_depth or k)
+                               self.aggregate, self.vote_depth or k, self.arrays.tie_order)
 
         def explain(i: int) -> Match:
             t_idx, s_idx = agg.pair(i)

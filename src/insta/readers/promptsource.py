@@ -22,7 +22,7 @@ from typing import Any
 
 from .. import t0
 from ..errors import InstaError, did_you_mean
-from ..io import read_yaml, write_json_atomic
+from ..io import read_yaml, surrogate_at, write_json_atomic
 from ..paths import cache_dir
 from .base import PoolSpec, Reader
 from ..tasks import Instruction, Task, TaskPool, clean_text
@@ -182,6 +182,15 @@ def _read_entry(path: Path, key: str) -> tuple[str, str | None, tuple[Template, 
     return str(doc.get("dataset", key.split("/")[0])), None if subset is None else str(subset), templates
 
 
+def _sound(entry: Any) -> bool:
+    """Is a cached entry what the parser makes (texts where texts belong, no lone surrogates)?"""
+    dataset, subset, templates = entry
+    texts = [dataset, *([] if subset is None else [subset])]
+    for t in templates:
+        texts += [t.id, t.name, t.jinja, *([] if t.answer_choices is None else [t.answer_choices]), *t.metrics]
+    return all(isinstance(x, str) and surrogate_at(x) is None for x in texts)
+
+
 class Entries(Mapping[str, tuple[str, str | None, tuple[Template, ...]]]):
     """key -> (dataset, subset, templates) for every templates.yaml under a templates folder.
 
@@ -202,8 +211,12 @@ class Entries(Mapping[str, tuple[str, str | None, tuple[Template, ...]]]):
         self._dirty = False
 
     def _stamp(self, key: str) -> str:
-        st = self._paths[key].stat()
-        return f"{st.st_size}:{st.st_mtime_ns}"
+        path = self._paths[key]
+        if not path.is_file():  # a FIFO would block the read, a link loop fail it
+            raise InstaError(f"{path} is not a regular file; promptsource templates are templates.yaml files")
+        st = path.stat()
+        # ctime too: an edit that keeps the size and restores the mtime (touch -r, rsync -a) changes it
+        return f"{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}"
 
     @property
     def _store(self) -> Path:
@@ -214,23 +227,24 @@ class Entries(Mapping[str, tuple[str, str | None, tuple[Template, ...]]]):
             self._parsed = {}
             try:
                 doc = json.loads(self._store.read_text(encoding="utf-8"))
-                if isinstance(doc, dict) and doc.get("version") == 1 and isinstance(doc.get("entries"), dict):
+                if isinstance(doc, dict) and doc.get("version") == 2 and isinstance(doc.get("entries"), dict):
                     self._parsed = doc["entries"]
-            except (OSError, ValueError):
-                pass  # absent or damaged: parse again
+            except Exception:  # noqa: BLE001 - absent or damaged (bad bytes, too deep, ...): parse again
+                pass
         return self._parsed
 
     def __getitem__(self, key: str) -> tuple[str, str | None, tuple[Template, ...]]:
         path = self._paths[key]
         stored = self._load_store().get(key)
         stamp = self._stamp(key)
-        if isinstance(stored, dict) and stored.get("stamp") == stamp and all(
-                isinstance(t, dict) and isinstance(t.get("jinja"), str) for t in stored.get("templates") or [None]):
+        if isinstance(stored, dict) and stored.get("stamp") == stamp:
             try:
-                return (stored["dataset"], stored["subset"],
-                        tuple(Template(**{**t, "metrics": tuple(t["metrics"])}) for t in stored["templates"]))
-            except (KeyError, TypeError):
-                pass  # not what this version writes: parse again
+                entry = (stored["dataset"], stored["subset"],
+                         tuple(Template(**{**t, "metrics": tuple(t["metrics"])}) for t in stored["templates"]))
+                if _sound(entry):
+                    return entry
+            except Exception:  # noqa: BLE001 - not what this version writes: parse again
+                pass
         entry = _read_entry(path, key)
         self._parsed[key] = {"stamp": stamp, "dataset": entry[0], "subset": entry[1],  # type: ignore[index]
                              "templates": [asdict(t) for t in entry[2]]}
@@ -242,7 +256,7 @@ class Entries(Mapping[str, tuple[str, str | None, tuple[Template, ...]]]):
         if not self._dirty:
             return
         try:
-            write_json_atomic(self._store, {"version": 1, "root": str(self.root), "entries": self._parsed},
+            write_json_atomic(self._store, {"version": 2, "root": str(self.root), "entries": self._parsed},
                               what="promptsource cache")
             self._dirty = False
         except (InstaError, OSError):
