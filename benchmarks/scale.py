@@ -14,8 +14,8 @@ full sort; kept for mean/vote and the benchmark). Time = search only (vectors al
 FAISS's `add` not counted); the top-10 ids of FlatIndex and FAISS are compared.
 
 loo: `insta bench --pool` on a 30,000-task synthetic labelled pool (300 labels; texts built
-from label words and shared filler words), leave-one-out, methods insta and bm25, with the
-packaged MiniLM; peak RSS of the whole command against the 21.6 GB that holding every target's
+from label words and shared filler words), leave-one-out, method insta (--loo-methods), with
+the packaged MiniLM; peak RSS of the whole command against the 21.6 GB that holding every target's
 full score vector (30k × 30k × 24 bytes) would take.
 
 startup: `insta select --pool p3:t0-train -i TEXT -k 5 --json` with every embedding and the
@@ -156,7 +156,7 @@ def synthetic_pool(path: Path, n: int = 30_000, n_labels: int = 300, seed: int =
             fh.write(json.dumps({"id": f"task{i:05d}", "instruction": "Task: " + " ".join(words), "label": f"L{lab}"}) + "\n")
 
 
-def loo(n: int) -> dict:
+def loo(n: int, methods: str) -> dict:
     insta = str(Path(sys.executable).parent / "insta")
     with tempfile.TemporaryDirectory(prefix="insta-loo-") as tmp:
         pool = Path(tmp) / "pool.jsonl"
@@ -165,10 +165,12 @@ def loo(n: int) -> dict:
         wrapper = ("import resource, subprocess, sys, time; t = time.perf_counter(); "
                    "subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL); "
                    "print(time.perf_counter() - t, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
-        cmd = [insta, "bench", "--pool", str(pool), "--methods", "insta,bm25", "-q", "--json"]
-        out = subprocess.run([sys.executable, "-c", wrapper, *cmd], env=env, check=True, capture_output=True, text=True)
+        cmd = [insta, "bench", "--pool", str(pool), "--methods", methods, "-q", "--json"]
+        out = subprocess.run([sys.executable, "-c", wrapper, *cmd], env=env, capture_output=True, text=True)
+        if out.returncode:
+            raise SystemExit(f"insta bench failed:\n{out.stderr[-3000:]}")
         wall, rss = out.stdout.split()
-    doc = {"tasks": n, "seconds": float(wall), "peak_rss_mib": float(rss) / 1024,
+    doc = {"tasks": n, "methods": methods, "seconds": float(wall), "peak_rss_mib": float(rss) / 1024,
            "all_scores_held_gib": n * n * 24 / 2**30}
     print(json.dumps(doc), flush=True)
     return doc
@@ -199,6 +201,7 @@ def main() -> None:
     ap.add_argument("--only", choices=["core", "loo", "startup"])
     ap.add_argument("--sizes", default="10000,100000,1000000")
     ap.add_argument("--loo-tasks", type=int, default=30_000)
+    ap.add_argument("--loo-methods", default="insta")
     ap.add_argument("--repeats", type=int, default=15)
     ap.add_argument("--case", help=argparse.SUPPRESS)
     ap.add_argument("--n", type=int, help=argparse.SUPPRESS)
@@ -215,7 +218,7 @@ def main() -> None:
     if args.only in (None, "startup"):
         doc["startup"] = startup(args.repeats)
     if args.only in (None, "loo"):
-        doc["loo"] = loo(args.loo_tasks)
+        doc["loo"] = loo(args.loo_tasks, args.loo_methods)
     from insta.io import write_json_atomic
 
     write_json_atomic(results_path, doc)
