@@ -138,7 +138,6 @@ def _progress(quiet: bool):
         TimeElapsedColumn(),
         console=err,
         transient=True,
-        disable=False,
     )
 
 
