@@ -394,3 +394,25 @@ def test_parsed_templates_cache_is_checked(p3, isolated_cache, tmp_path, monkeyp
     promptsource._read_entry.cache_clear()
     after = [t.jinja for t in load_pool("p3:imdb")[0].templates]
     assert any("SENTIMENT" in j for j in after)
+
+
+def test_a_reader_that_leaves_does_not_lose_the_streamed_file(tmp_path, tiny_model, isolated_cache):
+    import os
+    import subprocess
+    import sys
+
+    pool = tmp_path / "pool.jsonl"
+    pool.write_text("".join(f'{{"id": "t{i}", "instruction": "classify review number {i}"}}\n' for i in range(200)))
+    out = tmp_path / "sel.jsonl"
+    insta = os.path.join(os.path.dirname(sys.executable), "insta")
+    proc = subprocess.Popen([insta, "select", "-p", str(pool), "--targets", str(pool), "-k", "3", "--method", "insta",
+                             "--model", str(tiny_model), "--out", str(out), "-q"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=dict(os.environ, COLUMNS="80"))
+    proc.stdout.close()  # as `| head` does: nobody reads the tables
+    err = proc.stderr.read().decode()
+    assert proc.wait() == 0, err
+    assert len(out.read_text().splitlines()) == 200 and "Traceback" not in err
+    cache_file = isolated_cache / "embeddings.sqlite"
+    code = subprocess.run([insta, "select", "-p", str(pool), "-i", "x", "--model", str(tiny_model), "-q",
+                           "--out", str(cache_file)], capture_output=True, text=True)
+    assert code.returncode == 2 and "inside insta's cache folder" in code.stderr

@@ -233,8 +233,13 @@ def select(
 
 
 def _not_an_input(out_file: str, inputs: list[str | None]) -> None:
-    """--out must not name a file the command reads (a pool or targets file)."""
+    """--out must not name a file the command reads (a pool or targets file) nor lie in insta's
+    own cache (the embedding database, stored vectors)."""
+    from .paths import cache_dir
+
     out_path = Path(out_file).expanduser()
+    if out_path.resolve().is_relative_to(cache_dir().resolve()):
+        raise InstaError(f"--out {out_file} is inside insta's cache folder ({cache_dir()}); give a path outside it")
     if not out_path.exists():
         return
     for spec in filter(None, inputs):
@@ -259,6 +264,7 @@ def _stream_jsonl(out_file: str, stream, pool: str, quiet: bool) -> int:
 
     n = 0
     show = not quiet
+    stdout_error: OSError | None = None
     with atomic_path(out_file) as tmp, open(tmp, "w", encoding="utf-8") as fh:
         for s in stream:
             fh.write(dumps({"pool": pool, **s.to_dict()}, indent=None) + "\n")
@@ -266,12 +272,17 @@ def _stream_jsonl(out_file: str, stream, pool: str, quiet: bool) -> int:
             if show:
                 try:
                     _print_selection(s)
-                except BrokenPipeError:  # `| head`: the reader left; the file is still written whole
-                    show = False
-                    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+                except (OSError, SystemExit) as exc:  # `| head` (rich exits on a broken pipe), a full disk:
+                    show = False  # the tables stop, the file is still written whole
+                    stdout_error = None if isinstance(exc, (BrokenPipeError, SystemExit)) else exc
+                    with contextlib.suppress(OSError):
+                        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             n += 1
         fh.flush()
         os.fsync(fh.fileno())
+    if stdout_error is not None:
+        raise InstaError(f"cannot print the tables ({stdout_error.strerror or stdout_error}); the selections are "
+                         f"in {out_file}, whole")
     return n
 
 
@@ -686,7 +697,7 @@ def cache(
         try:
             print(f"{path}: {EmbeddingCache(path).count()} embeddings")
         except InstaError as exc:  # a damaged cache is reported, not a failure of this command
-            print(f"{path}: damaged ({exc}); 'insta cache --clear' deletes it")
+            print(f"{path}: damaged ({exc})" + ("" if "--clear" in str(exc) else "; 'insta cache --clear' deletes it"))
     arrays = [f for f in sorted(store.root.glob("*.npy")) if f.is_file()]
     parsed = cache_dir() / "promptsource-parsed"
     if clear:

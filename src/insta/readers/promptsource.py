@@ -228,7 +228,8 @@ class Entries(Mapping[str, tuple[str, str | None, tuple[Template, ...]]]):
             try:
                 doc = json.loads(self._store.read_text(encoding="utf-8"))
                 if isinstance(doc, dict) and doc.get("version") == 2 and isinstance(doc.get("entries"), dict):
-                    self._parsed = doc["entries"]
+                    # only entries of files that exist: a damaged key is dropped, never written back
+                    self._parsed = {k: v for k, v in doc["entries"].items() if k in self._paths}
             except Exception:  # noqa: BLE001 - absent or damaged (bad bytes, too deep, ...): parse again
                 pass
         return self._parsed
