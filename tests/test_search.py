@@ -8,7 +8,7 @@ import pytest
 
 from insta import Exclusions, Instruction, InstructionSelector, Target, Task, TaskPool, load_pool
 from insta.search import FlatIndex, pair_scores
-from insta.select import Selector
+from insta.select import Request, Selector
 
 
 def unit(rng, n, d):
@@ -116,7 +116,8 @@ class Memo:
 
 def _generic(selector, targets, k, exclusions):
     """The full per-target path (every task's float32 score, full sort), as before the index."""
-    return list(Selector._iter_select(selector, targets, k, selector.arrays.excluded(exclusions), exclusions, [], None))
+    req = Request(k, exclusions, selector.arrays.excluded(exclusions), [], len(targets) > 1)
+    return list(Selector._iter_select(selector, targets, req, None))
 
 
 def _reference(selector, targets, k, exclusions):
@@ -416,3 +417,33 @@ def test_a_reader_that_leaves_does_not_lose_the_streamed_file(tmp_path, tiny_mod
     code = subprocess.run([insta, "select", "-p", str(pool), "-i", "x", "--model", str(tiny_model), "-q",
                            "--out", str(cache_file)], capture_output=True, text=True)
     assert code.returncode == 2 and "inside insta's cache folder" in code.stderr
+
+
+def test_an_unwritable_out_folder_fails_before_the_work(monkeypatch, tmp_path):
+    import errno
+
+    from insta import InstaError
+    from insta.io import check_out
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr("insta.io.tempfile.mkstemp", refuse)
+    with pytest.raises(InstaError, match=r"cannot write in .* \(Permission denied\); give a writable path"):
+        check_out(tmp_path / "sel.json")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_templates_file_that_is_a_fifo_is_one_error(p3, tmp_path, monkeypatch):
+    import os
+    import shutil
+
+    from insta import InstaError
+
+    src = tmp_path / "templates"
+    shutil.copytree(os.environ["INSTA_PROMPTSOURCE"], src)
+    (src / "imdb" / "templates.yaml").unlink()
+    os.mkfifo(src / "imdb" / "templates.yaml")  # reading it would block forever
+    monkeypatch.setenv("INSTA_PROMPTSOURCE", str(src))
+    with pytest.raises(InstaError, match="templates.yaml is not a regular file"):
+        load_pool("p3:imdb")

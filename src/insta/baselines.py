@@ -262,7 +262,9 @@ class HybridSelector(Selector):
     def fit(self, pool: TaskPool, progress: ProgressFn | None = None) -> HybridSelector:
         self.dense.fit(pool, progress)
         self.lexical.fit(pool)
-        self._set_pool(pool)
+        # one set of pool arrays for the three (the sort of a million ids is not done thrice)
+        self._set_pool(pool, self.dense.arrays)
+        self.lexical._set_pool(pool, self.arrays)
         return self
 
     @staticmethod

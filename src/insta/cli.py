@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import errno
 import logging
 import os
@@ -213,7 +214,7 @@ def select(
         head = {"pool": pool, "pool_size": len(source), "model": encoder.describe(), "method": selector.method,
                 "aggregate": selector.aggregate, "k": k}
         if out_file and Path(out_file).suffix.lower() == ".jsonl":
-            n = _stream_jsonl(out_file, stream, pool, json_out)
+            n = _stream_jsonl(out_file, stream, pool, tables=not json_out)
             if json_out:
                 _print_json({**head, "out": out_file, "targets": n})
             return
@@ -257,13 +258,13 @@ def _warn(selection) -> None:
         err.print(f"[yellow]warning:[/] target {selection.target.id}: {w}", highlight=False)
 
 
-def _stream_jsonl(out_file: str, stream, pool: str, quiet: bool) -> int:
+def _stream_jsonl(out_file: str, stream, pool: str, *, tables: bool) -> int:
     """--out FILE.jsonl: one selection per line, written as each target is done (memory stays
     flat for any number of targets); the file appears, whole, only when every line is written."""
     from .io import atomic_path, dumps
 
     n = 0
-    show = not quiet
+    show = tables
     stdout_error: OSError | None = None
     with atomic_path(out_file) as tmp, open(tmp, "w", encoding="utf-8") as fh:
         for s in stream:
@@ -730,10 +731,8 @@ def _one_command(name: str) -> typer.Typer:
     chosen = [c for c in app.registered_commands if (c.name or c.callback.__name__.replace("_", "-")) == name]
     if len(chosen) != 1:
         return app
-    one = typer.Typer(**{k: getattr(app.info, k) for k in ("name", "help")}, no_args_is_help=True,
-                      add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None)
+    one = copy.copy(app)  # the same settings and callback, one command
     one.registered_commands = chosen
-    one.registered_callback = app.registered_callback
     return one
 
 

@@ -160,7 +160,7 @@ def check_text(text: str, where: str) -> str:
 # ---------------------------------------------------------------- writing
 
 
-def check_out(path: PathLike, what: str = "--out") -> Path:
+def check_out(path: PathLike, what: str = "--out", *, probe: bool = True) -> Path:
     """``path`` as a place for a new regular file, or a one-line error: never a folder, and
     never a FIFO, device or symbolic link (replacing one by a regular file would destroy it;
     writing through it would not be atomic). Commands call it before they start working."""
@@ -175,11 +175,11 @@ def check_out(path: PathLike, what: str = "--out") -> Path:
                 else "a FIFO" if stat.S_ISFIFO(p.stat().st_mode) else "a device or special file")
         fix = "give a file path" if kind == "a folder" else "give the path of a regular file"
         raise InstaError(f"{what} {p} is {kind}, not a regular file; {fix}")
-    if p.parent.is_dir():  # a folder that takes no new file fails now, not after the work
+    if probe and p.parent.is_dir():  # a folder that takes no new file fails now, not after the work
         try:
-            fd, probe = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".probe", dir=p.parent)
+            fd, probe_path = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".probe", dir=p.parent)
             os.close(fd)
-            os.unlink(probe)
+            os.unlink(probe_path)
         except OSError as exc:
             raise InstaError(f"{what} {p}: cannot write in {p.parent} ({exc.strerror or exc}); give a writable path") from None
     return p
@@ -195,7 +195,7 @@ def _default_mode(path: Path) -> None:
 def atomic_path(path: PathLike, what: str = "--out") -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it replaces ``path`` (normal file
     permissions), on failure it is removed: the target is never half-written."""
-    p = check_out(path, what)
+    p = check_out(path, what, probe=False)  # its own temporary file is the probe
     try:
         p.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
@@ -205,7 +205,7 @@ def atomic_path(path: PathLike, what: str = "--out") -> Iterator[Path]:
     try:
         yield Path(tmp)
         _default_mode(Path(tmp))
-        check_out(p, what)  # still not a FIFO/device/link that appeared meanwhile
+        check_out(p, what, probe=False)  # still not a FIFO/device/link that appeared meanwhile
         os.replace(tmp, p)
     except OSError as exc:
         raise InstaError(f"cannot write {p}: {exc.strerror or exc} (nothing was replaced)") from None

@@ -5,11 +5,13 @@ pass over its result. :class:`FlatIndex` holds the pool as arrays built once (ve
 rows belong to which task, the tie-break order of the task ids) and answers, for each target
 in turn, its top-k tasks with the pair behind each score:
 
-* targets are scored in chunks whose similarity block stays within ``memory`` bytes (as
-  sentence-transformers' ``semantic_search`` does), and results are yielded per target: a
+* up to QUERY_ROWS target instructions are multiplied at once with tiles of the pool whose
+  similarity block stays within ``memory`` bytes (the tiling of FAISS's flat search and of
+  sentence-transformers' ``semantic_search``), and results are yielded per target: a
   million-task pool never holds more than one block;
-* a task's score is its best pair (``max``), so the top-k is exact from the top hits: block
-  maxima give a threshold, and only the tasks at or above it (less a margin) are looked at;
+* a task's score is its best pair (``max``), so the top-k is exact from the top hits: each
+  target keeps a running lower bound of its k-th score (from maxima of blocks of tasks), and
+  only blocks whose maximum clears it, less a margin, are looked into;
 * the few candidates are *re-scored* in float64 from the vectors (exact products, one
   deterministic summation per pair), ordered by (score, task id) and explained. BLAS gives
   last-bit differences depending on how many rows a product has (about a quarter of the

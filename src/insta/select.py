@@ -274,6 +274,17 @@ def aggregate_matrix(sims: np.ndarray, starts: np.ndarray, counts: np.ndarray, o
 SCORE_CHUNK = 64
 
 
+@dataclass
+class Request:
+    """What the targets of one ``iter_select`` call share."""
+
+    k: int
+    exclusions: Exclusions
+    static: np.ndarray  # positions excluded for every target (ids, patterns, labels)
+    unmatched: list[str]  # warnings: exclusions that match no task
+    batch: bool  # several targets: one with nothing to select is a warning, not an error
+
+
 class Selector(abc.ABC):
     """Base class: subclasses implement ``score_many`` (and ``fit`` when they index the pool);
     ranking, exclusions, explanations, warnings and streaming are shared."""
@@ -284,15 +295,15 @@ class Selector(abc.ABC):
     def __init__(self) -> None:
         self.pool: TaskPool | None = None
         self._arrays: PoolArrays | None = None
-        self._batch = False
 
     def fit(self, pool: TaskPool, progress: ProgressFn | None = None) -> Selector:
         self._set_pool(pool)
         return self
 
-    def _set_pool(self, pool: TaskPool) -> None:
+    def _set_pool(self, pool: TaskPool, arrays: PoolArrays | None = None) -> None:
+        """Fit to ``pool``; its arrays are built on first use (or shared, when given)."""
         self.pool = pool
-        self._arrays = PoolArrays(pool)
+        self._arrays = arrays
 
     @abc.abstractmethod
     def score_many(self, targets: Sequence[Target], k: int = 5, progress: ProgressFn | None = None) -> list[Scores]:
@@ -317,36 +328,35 @@ class Selector(abc.ABC):
             self._arrays = PoolArrays(pool)
         return self._arrays
 
-    def _excluded(self, target: Target, static: np.ndarray, exclusions: Exclusions) -> tuple[np.ndarray, int]:
+    def _excluded(self, target: Target, req: Request) -> tuple[np.ndarray, int]:
         """Positions excluded for this target, and how many candidates remain (error if none)."""
         pool = self._require_fit()
-        excluded = positions(static, self.arrays.excluded_for(target, exclusions.siblings))
+        excluded = positions(req.static, self.arrays.excluded_for(target, req.exclusions.siblings))
         n_candidates = len(pool) - len(excluded)
-        if n_candidates == 0 and not getattr(self, "_batch", False):
+        if n_candidates == 0 and not req.batch:
             raise InstaError(f"target {target.id!r}: every task of {pool.name} is excluded; nothing to select")
         return excluded, n_candidates
 
-    def _selection(self, target: Target, k: int, n_candidates: int, results: list[Selected],
-                   unmatched: list[str]) -> Selection:
-        warnings = list(unmatched)
+    def _selection(self, target: Target, req: Request, n_candidates: int, results: list[Selected]) -> Selection:
+        k = req.k
+        warnings = list(req.unmatched)
         if n_candidates == 0:  # in a batch: this target gets nothing, the others their selections
             warnings.append(f"every task of {self.pool.name if self.pool else 'the pool'} is excluded for this target; nothing selected")
         elif k > n_candidates:
             warnings.append(f"k={k} is larger than the {n_candidates} candidate tasks; returning all of them")
         return Selection(target, self.method, self.aggregate or "", k, n_candidates, results, warnings)
 
-    def _select_one(self, target: Target, scores: Scores, k: int, static: np.ndarray, exclusions: Exclusions,
-                    unmatched: list[str]) -> Selection:
+    def _select_one(self, target: Target, scores: Scores, req: Request) -> Selection:
         pool = self._require_fit()
-        excluded, n_candidates = self._excluded(target, static, exclusions)
+        excluded, n_candidates = self._excluded(target, req)
         keep = np.ones(len(pool), dtype=bool)
         keep[excluded] = False
         results = []
-        for rank, i in enumerate(top_candidates(scores, self.arrays.tie_order, np.flatnonzero(keep), k), start=1):
+        for rank, i in enumerate(top_candidates(scores, self.arrays.tie_order, np.flatnonzero(keep), req.k), start=1):
             task = pool[int(i)]
             results.append(Selected(rank, task.id, task.label, task.dataset, round(float(scores.score[i]), 6),
                                     scores.explain(int(i))))
-        return self._selection(target, k, n_candidates, results, unmatched)
+        return self._selection(target, req, n_candidates, results)
 
     def select(self, target: Target, k: int = 5, exclusions: Exclusions | None = None,
                n_instructions: int | None = None) -> Selection:
@@ -366,15 +376,12 @@ class Selector(abc.ABC):
         pool = self._require_fit()
         targets = [truncate(t, n_instructions) for t in targets]
         exclusions = exclusions or Exclusions()
-        self._batch = len(targets) > 1  # one target with nothing to select is an error; in a batch, a warning
-        static = self.arrays.excluded(exclusions)
-        unmatched = exclusions.unmatched(pool)
-        yield from self._iter_select(targets, k, static, exclusions, unmatched, progress)
+        req = Request(k, exclusions, self.arrays.excluded(exclusions), exclusions.unmatched(pool), len(targets) > 1)
+        yield from self._iter_select(targets, req, progress)
 
-    def _iter_select(self, targets: list[Target], k: int, static: np.ndarray, exclusions: Exclusions,
-                     unmatched: list[str], progress: ProgressFn | None) -> Iterator[Selection]:
-        for target, scores in zip(targets, self.iter_scores(targets, k, progress)):
-            yield self._select_one(target, scores, k, static, exclusions, unmatched)
+    def _iter_select(self, targets: list[Target], req: Request, progress: ProgressFn | None) -> Iterator[Selection]:
+        for target, scores in zip(targets, self.iter_scores(targets, req.k, progress)):
+            yield self._select_one(target, scores, req)
 
 
 def truncate(target: Target, n_instructions: int | None) -> Target:
@@ -463,24 +470,24 @@ class InstructionSelector(Selector):
 
         return Scores(agg.score, agg.best, explain)
 
-    def _iter_select(self, targets, k, static, exclusions, unmatched, progress):
+    def _iter_select(self, targets, req, progress):
         if self.aggregate != "max":
-            yield from super()._iter_select(targets, k, static, exclusions, unmatched, progress)
+            yield from super()._iter_select(targets, req, progress)
             return
         pool = self._require_fit()
         done = 0
         for start in range(0, len(targets), self.ENCODE_CHUNK):
             chunk = targets[start:start + self.ENCODE_CHUNK]
             queries = self._encode_targets(chunk)
-            counts = [self._excluded(t, static, exclusions) for t in chunk]
-            hits = self.index.search(queries, [len(t.instructions) for t in chunk], k, excluded=static,
-                                     excluded_for=lambda j: counts[j][0])
-            for target, (_, n_candidates), found in zip(chunk, counts, hits):
+            skip = [self._excluded(t, req) for t in chunk]  # (positions, number of candidates) per target
+            hits = self.index.search(queries, [len(t.instructions) for t in chunk], req.k,
+                                     excluded_for=lambda j: skip[j][0])
+            for target, (_, n_candidates), found in zip(chunk, skip, hits):
                 results = [Selected(rank, pool[h.task].id, pool[h.task].label, pool[h.task].dataset, round(h.score, 6),
                                     Match(target.instructions[h.target_row], self._texts[h.source_row],
                                           self._names[h.source_row], round(h.score, 6)))
                            for rank, h in enumerate(found, start=1)]
-                yield self._selection(target, k, n_candidates, results, unmatched)
+                yield self._selection(target, req, n_candidates, results)
                 done += 1
                 if progress:
                     progress(done, len(targets))

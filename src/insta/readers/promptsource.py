@@ -196,7 +196,7 @@ class Entries(Mapping[str, tuple[str, str | None, tuple[Template, ...]]]):
 
     Keys come from the file names; a file is parsed only when its entry is read (a pool of
     38 entries parses 38 files, not all 279), and what was parsed is kept as JSON in the
-    cache, keyed by each file's size and modification time, so a warm start parses nothing.
+    cache, keyed by each file's size, modification and change times, so a warm start parses nothing.
     """
 
     def __init__(self, root: Path):
