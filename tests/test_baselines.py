@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from insta import Encoder, InstaError, Instruction, Target, Task, TaskPool, load_pool
-from insta.baselines import AllSelector, BM25Selector, RandomSelector, SamplesSelector
+from insta.baselines import AllSelector, BM25Selector, RandomSelector
+from insta.example_select import SamplesSelector
 from insta.selectors import make_selector, parse_method
 
 
@@ -22,7 +23,7 @@ def test_method_registry():
     assert parse_method("bm25:vote") == ("bm25", "vote")
     assert parse_method("insta", "mean") == ("insta", "mean")
     assert parse_method("random") == ("random", None)
-    with pytest.raises(InstaError, match="unknown method 'bm52' \\(did you mean: bm25\\?\\); available: all, bm25, hybrid, hybrid-aligned-contrastive, insta, insta-aligned-contrastive, insta-aligned-paper, random, samples"):
+    with pytest.raises(InstaError, match="unknown method 'bm52' \\(did you mean: bm25\\?\\); available: all, bm25, hybrid, hybrid-aligned-contrastive, hybrid-less, hybrid-rds, insta, insta-aligned-contrastive, insta-aligned-paper, less, random, rds, samples"):
         parse_method("bm52")
     with pytest.raises(InstaError, match="takes no aggregation"):
         parse_method("random:max")
@@ -61,7 +62,7 @@ def test_samples_on_real_niv2_task_files(shared_data, tiny_model):
     pool = load_pool(f"niv2:{shared_data}/niv2?instances=40")
     enc = Encoder(str(tiny_model))
     sel = SamplesSelector(enc, per_task=20, per_target=8).fit(pool)
-    assert len(sel._texts) == 20 * len(pool)
+    assert len(sel._examples) == 20 * len(pool)
     copa = pool.get("task1393_superglue_copa_text_completion")
     (scores,) = sel.score_many([Target.from_task(copa)])
     assert scores.score.sum() == pytest.approx(1.0)  # each of the 8 target instances votes once
@@ -74,11 +75,11 @@ def test_samples_on_real_niv2_task_files(shared_data, tiny_model):
 
 def test_samples_needs_instances(shared_data, tiny_model):
     enc = Encoder(str(tiny_model))
-    with pytest.raises(InstaError, match="needs task instances"):
-        SamplesSelector(enc).fit(load_pool(f"niv2:{shared_data}/niv2"))
+    with pytest.raises(InstaError, match="needs examples of the pool's tasks"):
+        SamplesSelector(enc).fit(toy_pool())  # no instances (task files read on demand do have them)
     pool = load_pool(f"niv2:{shared_data}/niv2?instances=5")
     sel = SamplesSelector(enc).fit(pool)
-    with pytest.raises(InstaError, match="needs instances of the target 'target'"):
+    with pytest.raises(InstaError, match="needs examples of the target 'target'"):
         sel.select(Target.from_text("classify"), k=3)
 
 

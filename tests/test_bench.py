@@ -67,7 +67,7 @@ def test_samples_is_skipped_where_tasks_have_no_instances(p3, tiny_model):
     from insta import Encoder
 
     result = run_bench(build_suite("p3"), ["bm25", "samples"], encoder=Encoder(str(tiny_model)), n_boot=20)
-    assert "needs task instances" in result.methods[1].skipped
+    assert "needs examples of the pool's tasks" in result.methods[1].skipped
 
 
 @pytest.mark.slow

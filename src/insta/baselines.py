@@ -5,9 +5,8 @@
 * ``bm25``    — BM25 (bm25s) between target and source instruction texts, aggregated per
   task like the embedding scores;
 * ``hybrid``  — reciprocal-rank fusion of ``bm25`` and ``insta`` (see :class:`HybridSelector`);
-* ``samples`` — Retrieval-of-Experts style: needs target *instances*. Embed up to 32 target
-  instances and up to 100 instances per source task; each target instance's nearest source
-  instance votes for its task; score = share of the votes.
+* ``hybrid-less``, ``hybrid-rds`` — ``hybrid`` fused with a model-aware ranking of the target's
+  examples (:mod:`insta.example_select`, where ``samples``, ``less`` and ``rds`` live).
 """
 
 from __future__ import annotations
@@ -162,109 +161,28 @@ class BM25Selector(Selector):
         return explain
 
 
-def instance_text(instance: dict) -> str:
-    """The text of an instance that gets embedded: its input (targets come without labels)."""
-    return " ".join(str(instance.get("input", "")).split())
+class FusedSelector(Selector):
+    """Several rankings fused by reciprocal rank (Cormack, Clarke & Büttcher, 2009): a task's
+    score is the sum over the parts of ``1/(60 + its rank under that part)``, ranks counted over
+    the pool's tasks (tied scores share a rank). The constant 60 is the one of that paper, fixed
+    a priori; nothing is tuned on benchmark targets. Explanations carry every part's match and
+    rank; the first part's match leads."""
 
-
-class SamplesSelector(Selector):
-    """Retrieval-of-Experts style selection from target *instances* (needs instances)."""
-
-    method = "samples"
-
-    def __init__(self, encoder: Embedder | None = None, *, per_task: int = 100, per_target: int = 32, seed: int = 0):
-        super().__init__()
-        self.encoder: Embedder = encoder or Encoder()
-        self.per_task = per_task
-        self.per_target = per_target
-        self.seed = seed
-
-    def _sample(self, instances: list[dict], n: int, key: str) -> list[str]:
-        """The first n of a seeded permutation of the task's instance texts: a task's target
-        sample (32) is then a subset of its source sample (100), embedded once."""
-        texts = [t for t in (instance_text(x) for x in instances) if t]
-        order = np.random.default_rng(_target_seed(self.seed, key)).permutation(len(texts))
-        return [texts[i] for i in order[:n]]
-
-    def fit(self, pool: TaskPool, progress: ProgressFn | None = None) -> SamplesSelector:
-        with_instances = [t for t in pool if t.instances]
-        if not with_instances:
-            raise InstaError(
-                f"method 'samples' needs task instances, and no task of {pool.name} has any "
-                "(NIV2 task files do: niv2:DIR?instances=100)"
-            )
-        texts, owner = [], []
-        for i, task in enumerate(pool):
-            sample = self._sample(task.instances or [], self.per_task, task.id)
-            texts.extend(sample)
-            owner.extend([i] * len(sample))
-        self._texts = texts
-        self._owner = np.asarray(owner, dtype=np.int64)
-        self._embeddings = embed_pool(self.encoder, texts, progress=progress)
-        self._set_pool(pool)
-        return self
-
-    def score_many(self, targets: Sequence[Target], k: int = 5, progress: ProgressFn | None = None) -> list[Scores]:
-        pool = self._require_fit()
-        samples = []
-        for t in targets:
-            if not t.instances:
-                raise InstaError(f"method 'samples' needs instances of the target {t.id!r}; it has none")
-            samples.append(self._sample(t.instances, self.per_target, t.id))
-        emb = self.encoder.encode([x for s in samples for x in s], progress=progress)
-        own = {pool[int(i)].id for i in np.unique(self._owner)}
-        out, pos = [], 0
-        for t, sample in zip(targets, samples):
-            t_emb = emb[pos:pos + len(sample)]
-            pos += len(sample)
-            sims = t_emb @ self._embeddings.T
-            # the target's own instances never vote for the target's own task
-            if t.id in own:
-                sims[:, self._owner == pool.ids.index(t.id)] = -np.inf
-            nn = sims.argmax(axis=1)
-            nn_cos = sims[np.arange(len(sample)), nn]
-            votes = np.bincount(self._owner[nn], minlength=len(pool)).astype(np.float64)
-            best = np.full(len(pool), -1.0)
-            np.maximum.at(best, self._owner[nn], nn_cos)
-            out.append(Scores(votes / len(sample), best, self._explainer(sample, nn, nn_cos)))
-        return out
-
-    def _explainer(self, sample: list[str], nn: np.ndarray, nn_cos: np.ndarray):
-        def explain(i: int) -> Match | None:
-            hits = np.flatnonzero(self._owner[nn] == i)
-            if len(hits) == 0:
-                return None
-            j = hits[np.argmax(nn_cos[hits])]
-            return Match(sample[j], self._texts[nn[j]], "instance", round(float(nn_cos[j]), 6), "cosine (instances)")
-
-        return explain
-
-
-class HybridSelector(Selector):
-    """Lexical and dense rankings fused by reciprocal rank (Cormack, Clarke & Büttcher, 2009):
-    a task's score is ``1/(60 + rank under BM25) + 1/(60 + rank under INSTA)``, ranks counted
-    over the pool's tasks. The constant 60 is the one of that paper, fixed a priori; nothing is
-    tuned on benchmark targets. BM25 and the embedder fail on different tasks (topic words
-    vs paraphrase), and fusion keeps what either ranks high. Explanations carry both matches."""
-
-    method = "hybrid"
+    method = "fused"
     RRF_K = 60
 
-    def __init__(self, encoder: Embedder | None = None, *, aggregate: str = "max", vote_depth: int | None = None):
+    def __init__(self, parts: Sequence[Selector], aggregate: str | None = None):
         super().__init__()
-        from .select import InstructionSelector
-
-        self.dense = InstructionSelector(encoder, aggregate=aggregate, vote_depth=vote_depth)
-        self.lexical = BM25Selector(aggregate=aggregate, vote_depth=vote_depth)
-        self.encoder = self.dense.encoder
+        self.parts = list(parts)
         self.aggregate = aggregate
 
-    def fit(self, pool: TaskPool, progress: ProgressFn | None = None) -> HybridSelector:
-        self.dense.fit(pool, progress)
-        self.lexical.fit(pool)
-        # one set of pool arrays for the three (the sort of a million ids is not done thrice)
-        self._set_pool(pool, self.dense.arrays)
-        self.lexical._set_pool(pool, self.arrays)
+    def fit(self, pool: TaskPool, progress: ProgressFn | None = None) -> FusedSelector:
+        for i, part in enumerate(self.parts):
+            part.fit(pool, progress if i == 0 else None)
+        # one set of pool arrays for all (the sort of a million ids is not done once per part)
+        self._set_pool(pool, self.parts[0].arrays)
+        for part in self.parts[1:]:
+            part._set_pool(pool, self.arrays)
         return self
 
     @staticmethod
@@ -276,24 +194,103 @@ class HybridSelector(Selector):
 
     def score_many(self, targets: Sequence[Target], k: int = 5, progress: ProgressFn | None = None) -> list[Scores]:
         self._require_fit()
+        sides = [part.score_many(targets, k, progress if i == 0 else None) for i, part in enumerate(self.parts)]
         out = []
-        for target, dense, lexical in zip(targets, self.dense.score_many(targets, k, progress),
-                                           self.lexical.score_many(targets, k)):
-            r_dense, r_lex = self._ranks(dense), self._ranks(lexical)
-            fused = 1.0 / (self.RRF_K + r_dense) + 1.0 / (self.RRF_K + r_lex)
-            out.append(Scores(fused, dense.tiebreak, self._explainer(dense, lexical, r_dense, r_lex, fused)))
+        for j in range(len(targets)):
+            scores = [side[j] for side in sides]
+            ranks = [self._ranks(sc) for sc in scores]
+            fused = sum(1.0 / (self.RRF_K + r) for r in ranks)
+            out.append(self._fused_scores(scores, ranks, fused))
         return out
 
-    @staticmethod
-    def _explainer(dense: Scores, lexical: Scores, r_dense: np.ndarray, r_lex: np.ndarray, fused: np.ndarray):
+    def _fused_scores(self, scores: list[Scores], ranks: list[np.ndarray], fused: np.ndarray) -> Scores:
+        measure = f"rrf({', '.join(p.method if p.method != 'insta' else 'cosine' for p in self.parts)})"
+
         def explain(i: int) -> Match | None:
-            d, lx = dense.explain(i), lexical.explain(i)
-            if d is None:
-                return lx
-            parts = [{**asdict(m), "rank": int(r)} for m, r in ((d, r_dense[i]), (lx, r_lex[i])) if m is not None]
+            matches = [sc.explain(i) for sc in scores]
+            lead = next((m for m in matches if m is not None), None)
+            if lead is None:
+                return None
+            parts = [{**asdict(m), "rank": int(r[i])} for m, r in zip(matches, ranks) if m is not None]
             for p in parts:
                 p.pop("parts", None)
-            return Match(d.target_instruction, d.source_instruction, d.source_instruction_name, round(float(fused[i]), 6),
-                         "rrf(cosine, bm25)", parts)
+            return Match(lead.target_instruction, lead.source_instruction, lead.source_instruction_name,
+                         round(float(fused[i]), 6), measure, parts)
 
-        return explain
+        return Scores(fused, scores[0].tiebreak, explain)
+
+
+class HybridSelector(FusedSelector):
+    """Lexical and dense rankings fused by reciprocal rank (see :class:`FusedSelector`): BM25
+    and the embedder fail on different tasks (topic words vs paraphrase), and fusion keeps
+    what either ranks high."""
+
+    method = "hybrid"
+
+    def __init__(self, encoder: Embedder | None = None, *, aggregate: str = "max", vote_depth: int | None = None):
+        from .select import InstructionSelector
+
+        self.dense = InstructionSelector(encoder, aggregate=aggregate, vote_depth=vote_depth)
+        self.lexical = BM25Selector(aggregate=aggregate, vote_depth=vote_depth)
+        super().__init__([self.dense, self.lexical], aggregate)
+        self.encoder = self.dense.encoder
+
+
+class ModelAwareHybrid(FusedSelector):
+    """``hybrid`` (BM25 and INSTA over instructions) fused with a model-aware ranking of the
+    target's examples (``less`` or ``rds``), all three by reciprocal rank: for users who have
+    both an instruction and a few examples. The example side records what it saw."""
+
+    def __init__(self, encoder: Embedder | None = None, *, aggregate: str = "max", vote_depth: int | None = None,
+                 model_aware: Selector):
+        from .select import InstructionSelector
+
+        self.dense = InstructionSelector(encoder, aggregate=aggregate, vote_depth=vote_depth)
+        self.lexical = BM25Selector(aggregate=aggregate, vote_depth=vote_depth)
+        self.examples = model_aware
+        super().__init__([self.dense, self.lexical, model_aware], aggregate)
+        self.encoder = self.dense.encoder
+        self.method = f"hybrid-{model_aware.method}"
+
+    def fit(self, pool, progress=None):
+        super().fit(pool, progress)
+        self.examples._set_pool(pool, self.arrays)
+        return self
+
+    def _excluded(self, target, req):
+        return self.examples._excluded(target, req)
+
+    def describe(self) -> dict:
+        return self.examples.describe()
+
+    def _fused_scores(self, scores, ranks, fused):
+        from .example_select import ExampleScores
+
+        plain = super()._fused_scores(scores, ranks, fused)
+        side = scores[-1]
+        return ExampleScores(plain.score, plain.tiebreak, plain.explain, side.queries, side.sims)
+
+    def _select_one(self, target, scores, req):
+        sel = super()._select_one(target, scores, req)
+        sel.target_examples = [q.to_dict() for q in scores.queries]
+        return sel
+
+
+def hybrid_less(encoder: Embedder | None = None, *, aggregate: str = "max", vote_depth: int | None = None,
+                seed: int = 0, features=None, budget: int | None = None) -> ModelAwareHybrid:
+    from .example_select import LessSelector
+
+    if budget is not None:
+        raise InstaError("--budget applies to less, rds and samples (example-level selection); hybrid-less ranks tasks")
+    return ModelAwareHybrid(encoder, aggregate=aggregate, vote_depth=vote_depth,
+                            model_aware=LessSelector(seed=seed, features=features))
+
+
+def hybrid_rds(encoder: Embedder | None = None, *, aggregate: str = "max", vote_depth: int | None = None,
+               seed: int = 0, features=None, budget: int | None = None) -> ModelAwareHybrid:
+    from .example_select import RdsSelector
+
+    if budget is not None:
+        raise InstaError("--budget applies to less, rds and samples (example-level selection); hybrid-rds ranks tasks")
+    return ModelAwareHybrid(encoder, aggregate=aggregate, vote_depth=vote_depth,
+                            model_aware=RdsSelector(seed=seed, features=features))

@@ -15,7 +15,7 @@ import hashlib
 import os
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -238,3 +238,50 @@ class VectorStore:
                 f.unlink(missing_ok=True)
             n += f.name.endswith(".npy")
         return n
+
+
+def cached_encode(cache: EmbeddingCache | None, identity: str, texts: Sequence[str],
+                  compute: Callable[[list[str]], np.ndarray], progress: Callable[[int, int], None] | None = None,
+                  dim: Callable[[], int] | None = None) -> np.ndarray:
+    """Vectors of ``texts`` under a representation ``identity``, L2-normalised float32 rows:
+    served from the cache where it holds them, ``compute(missing texts)`` for the rest (each
+    distinct text once), which are then cached. The one caching path of every representation
+    (sentence embeddings, LM hidden states, gradients)."""
+    texts = list(texts)
+    if not texts:
+        return np.zeros((0, dim() if dim else 1), dtype=np.float32)
+    unique = list(dict.fromkeys(texts))
+    found = cache.get_many(identity, unique) if cache else {}
+    missing = [t for t in unique if t not in found]
+    if missing:
+        vecs = np.asarray(compute(missing), dtype=np.float32)
+        norms = np.linalg.norm(vecs, axis=1, keepdims=True)
+        vecs = vecs / np.where(norms == 0, 1.0, norms)  # cached as used: unit rows
+        if cache:
+            cache.put_many(identity, missing, vecs)
+        found.update(zip(missing, vecs))
+    elif progress:
+        progress(len(unique), len(unique))
+    out = np.stack([found[t] for t in texts]).astype(np.float32)
+    norms = np.linalg.norm(out, axis=1, keepdims=True)
+    return out / np.where(norms == 0, 1.0, norms)
+
+
+def cached_pool(cache: EmbeddingCache | None, identity: str, texts: Sequence[str],
+                encode: Callable[[list[str]], np.ndarray], progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+    """A whole pool's vectors as one memory-mapped array per (identity, texts) beside the text
+    cache (see :class:`VectorStore`), checked on load against the cache's vector of the first
+    text; ``encode(texts)`` (which caches by text) when absent or damaged, or with no cache."""
+    texts = list(texts)
+    if cache is None or cache.disabled is not None or not texts:
+        return encode(texts)
+    store = VectorStore(cache.path.parent / "vectors")
+    key = store.key(identity, texts)
+    found = None
+    if store.path(key).is_file():
+        found = store.load(key, len(texts), first=cache.get_many(identity, texts[:1]).get(texts[0]))
+    if found is not None:
+        if progress:
+            progress(len(texts), len(texts))
+        return found
+    return store.save(key, encode(texts))

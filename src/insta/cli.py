@@ -16,7 +16,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from . import __version__
-from .config import AlignConfig, MixConfig, TrainConfig
+from .config import AlignConfig, FeatureConfig, MixConfig, TrainConfig
 from .errors import InstaError
 from .selectors import DEFAULT_METHOD
 
@@ -163,7 +163,7 @@ def select(
     targets: Annotated[Optional[str], typer.Option("--targets", help="Pool spec holding the targets; without --target every task of it is a target (batch).")] = None,
     targets_file: Annotated[Optional[str], typer.Option("--targets-file", help="File of targets: .txt = one instruction per line; .jsonl/.csv = one task per row.")] = None,
     k: Annotated[int, typer.Option("-k", "--top-k", help="How many source tasks to select (paper: 5 for P3, 70 for NIV2).")] = 5,
-    method: Annotated[str, typer.Option("--method", help="hybrid (default: BM25 and INSTA fused by reciprocal rank, the best label-free method in BENCHMARKS.md) | insta | bm25 | random | all | samples (needs instances); NAME:AGG also works.")] = DEFAULT_METHOD,
+    method: Annotated[str, typer.Option("--method", help="hybrid (default: BM25 and INSTA fused by reciprocal rank, the best label-free method in BENCHMARKS.md) | insta | bm25 | random | all; from the target's examples: less (LM gradients) | rds (LM hidden states) | hybrid-less | hybrid-rds | samples; NAME:AGG also works.")] = DEFAULT_METHOD,
     aggregate: Annotated[Optional[str], typer.Option("--aggregate", "-a", help="Per-task aggregation of instruction similarities: max (default) | mean | vote.")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed for random and samples.")] = 0,
     n_instructions: Annotated[Optional[int], typer.Option("--n-instructions", help="Use only the first N instructions of each target (default: all).")] = None,
@@ -175,7 +175,13 @@ def select(
     embed_engine: Annotated[str, typer.Option("--embed-engine", help="local (default) | ray: embed the pool's uncached texts on Ray Data (the ray extra; RAY_ADDRESS names a cluster, else a local instance).")] = "local",
     ray_actors: Annotated[int, typer.Option("--ray-actors", help="With --embed-engine ray: encoder actors (one model each).")] = 1,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not read or write the embedding cache.")] = False,
-    device: Annotated[Optional[str], typer.Option("--device", help="torch device for the encoder (default: auto).")] = None,
+    device: Annotated[Optional[str], typer.Option("--device", help="torch device for the encoder and the LM (default: auto).")] = None,
+    lm: Annotated[str, typer.Option("--lm", help="less/rds/hybrid-less/hybrid-rds: the causal LM whose gradients or hidden states represent examples: smollm2 (default), a model folder, a .gguf file or a hub id.")] = FeatureConfig.lm,
+    budget: Annotated[Optional[int], typer.Option("--budget", help="less/rds/samples: select this many examples (round-robin over the target's examples) instead of k tasks.")] = None,
+    target_examples: Annotated[Optional[str], typer.Option("--target-examples", help="JSONL of the target's examples ({\"input\": ..., \"output\": ...} per line) for less/rds; default: the target task's own instances.")] = None,
+    examples_per_task: Annotated[int, typer.Option("--examples-per-task", help="less/rds: examples sampled (seeded) from each source task.")] = FeatureConfig.per_task,
+    query_examples: Annotated[int, typer.Option("--query-examples", help="less/rds: at most this many target examples are used (and recorded, never evaluated on).")] = FeatureConfig.query_examples,
+    proj_dim: Annotated[int, typer.Option("--proj-dim", help="less: dimensions of the gradient projection (LESS: 8192).")] = FeatureConfig.proj_dim,
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON document instead of tables.")] = False,
     out_file: Annotated[Optional[str], typer.Option("--out", "-o", help="Also write the JSON document to this file (atomically); FILE.jsonl streams one selection per line (for big batches).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
@@ -202,7 +208,19 @@ def select(
     target_list = resolve_targets(
         source, instructions=instruction or (), target_ids=target or (), targets_spec=targets, targets_file=targets_file
     )
-    selector = make_selector(method, aggregate=aggregate, encoder=encoder, seed=seed, index=index)
+    if target_examples is not None:
+        from dataclasses import replace
+
+        from .examples import read_examples
+
+        if len(target_list) != 1:
+            raise InstaError(f"--target-examples gives the examples of one target; this command has {len(target_list)} "
+                             "targets (select them one at a time)")
+        target_list = [replace(target_list[0], examples=read_examples(target_examples, target_list[0].id))]
+    features = FeatureConfig(lm=lm, per_task=examples_per_task, query_examples=query_examples, proj_dim=proj_dim,
+                             seed=seed, device=device or "auto")
+    selector = make_selector(method, aggregate=aggregate, encoder=encoder, seed=seed, index=index, features=features,
+                             budget=budget)
     with _progress(quiet) as progress:
         bar = progress.add_task(f"indexing {source.name} ({source.n_instructions} instructions)", total=None)
         selector.fit(source, progress=lambda done, total: progress.update(bar, completed=done, total=total))
@@ -213,6 +231,10 @@ def select(
         )
         head = {"pool": pool, "pool_size": len(source), "model": encoder.describe(), "method": selector.method,
                 "aggregate": selector.aggregate, "k": k}
+        if hasattr(selector, "describe"):  # selection from examples: the representation, what it cost
+            head["representation"] = selector.describe()
+        if budget is not None:
+            head["budget"] = budget
         if out_file and Path(out_file).suffix.lower() == ".jsonl":
             n = _stream_jsonl(out_file, stream, pool, tables=not json_out)
             if json_out:
@@ -311,17 +333,26 @@ def _print_selection(s) -> None:
     table.add_column("score", justify="right")
     show_sim = s.aggregate not in ("max", "")
     fused = any(r.match and r.match.parts for r in s.results)
+    picked = any(r.examples for r in s.results)
+    if s.target_examples is not None:
+        table.caption += escape(f"\n{len(s.target_examples)} target example(s) seen by the selector (recorded in the "
+                                "JSON: never evaluate on them)")
     if show_sim:
         table.add_column("best pair", justify="right")
     if fused:  # hybrid: each side's best pair and its rank among the pool's tasks
-        table.add_column("cosine (rank) · bm25 (rank)", justify="right")
-    table.add_column("best matching instruction")
+        table.add_column(" · ".join(f"{p['measure'].partition('(')[2].rstrip(')') or p['measure']} (rank)" for p in next(
+            r.match.parts for r in s.results if r.match and r.match.parts)), justify="right")
+    if picked:
+        table.add_column("examples", justify="right")
+    table.add_column("best matching example" if s.target_examples is not None else "best matching instruction")
     for r in s.results:
         row = [str(r.rank), escape(r.task_id), escape(r.label or ""), f"{r.score:.3f}"]
         if show_sim:
             row.append(f"{r.match.similarity:.3f}" if r.match else "")
         if fused:
             row.append(" · ".join(f"{p['similarity']:.2f} (#{p['rank']})" for p in (r.match.parts if r.match else [])))
+        if picked:
+            row.append(str(len(r.examples or [])))
         if r.match:
             name = f"[{r.match.source_instruction_name}] " if r.match.source_instruction_name else ""
             row.append(escape(_short(name + r.match.source_instruction)))
@@ -579,21 +610,23 @@ def eval_cmd(
     max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", help="Generation length for rouge/em.")] = 64,
     device: Annotated[str, typer.Option("--device", help="auto | cpu | cuda | cuda:N.")] = "auto",
     seed: Annotated[int, typer.Option("--seed", help="Seed for sampling examples.")] = 0,
+    exclude_seen: Annotated[Optional[list[str]], typer.Option("--exclude-seen", help="A selection file (insta select --out) whose target examples (seen by less/rds/samples) are left out of the evaluation; repeatable.")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON document (with per-example predictions).")] = False,
     out_file: Annotated[Optional[str], typer.Option("--out", "-o", help="Also write the JSON document to this file.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
 ) -> None:
     """Zero-shot evaluation on target tasks: rank classification accuracy, ROUGE-L, exact match."""
     from .io import check_out, write_json_atomic
-    from .pipeline import evaluate_model, target_tasks
+    from .pipeline import evaluate_model, seen_examples, target_tasks
 
     if out_file:
         check_out(out_file)
+    held = seen_examples(exclude_seen or [])
     tasks = target_tasks(target, task)
     with _progress(quiet) as progress:
         bar = progress.add_task(f"evaluating on {len(tasks)} task(s)", total=None)
         result = evaluate_model(model, tasks, metric=metric, max_examples=max_examples, format=format, rows=rows,
-                                split=split, seed=seed, device=device, max_new_tokens=max_new_tokens,
+                                split=split, seed=seed, device=device, max_new_tokens=max_new_tokens, held=held,
                                 progress=lambda done, total: progress.update(bar, completed=done, total=total))
     doc = result.to_dict(with_examples=True)
     if out_file:

@@ -109,3 +109,41 @@ class TrainConfig:
         check_float(self.warmup_ratio, option("train", "warmup_ratio"), min=0.0, max=1.0)
         check_float(self.weight_decay, option("train", "weight_decay"), min=0.0)
         check_float(self.lora_dropout, option("train", "lora_dropout"), min=0.0, max=0.99)
+
+
+@dataclass
+class FeatureConfig:
+    """Model-aware representations of examples (``less``: gradients, ``rds``: hidden states)
+    and how the example selectors use them. Defaults are set a priori (LESS's and RDS+'s
+    recipes scaled to a CPU), never tuned on benchmark targets."""
+
+    lm: str = "smollm2"  # the causal LM whose features represent examples
+    per_task: int = 16  # examples sampled (seeded) from each source task
+    query_examples: int = 8  # target examples the selector sees (never evaluated on)
+    max_length: int = 256  # tokens of prompt + answer (the prompt is cut from the left)
+    batch_size: int = 8
+    proj_dim: int = 8192  # LESS: 8192
+    proj_seed: int = 0
+    sketch_nnz: int = 4  # nonzeros per parameter of the sparse sign projection
+    lora_r: int = 8
+    lora_alpha: int = 16
+    warmup_examples: int = 64  # random pool examples the LoRA warm-up trains on
+    warmup_steps: int = 16  # Adam steps of batch_size examples (2 epochs of 64)
+    warmup_lr: float = 1e-4
+    device: str = "auto"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_fields(self, "features")
+        for name in ("per_task", "query_examples", "batch_size", "lora_r", "lora_alpha", "warmup_examples",
+                     "warmup_steps"):
+            check_int(getattr(self, name), option("features", name), min=1, max=1_000_000)
+        check_int(self.max_length, option("features", "max_length"), min=8, max=1_000_000)
+        check_int(self.proj_dim, option("features", "proj_dim"), min=16, max=1_048_576)
+        check_int(self.sketch_nnz, option("features", "sketch_nnz"), min=1, max=64)
+        if self.proj_dim % self.sketch_nnz:
+            from .errors import InstaError
+
+            raise InstaError(f"features.proj_dim ({self.proj_dim}) must be a multiple of features.sketch_nnz "
+                             f"({self.sketch_nnz})")
+        check_float(self.warmup_lr, option("features", "warmup_lr"), positive=True, max=10.0)

@@ -15,7 +15,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from .cache import EmbeddingCache, VectorStore
+from .cache import EmbeddingCache, cached_encode, cached_pool
 from .errors import InstaError
 from .paths import cache_dir
 
@@ -203,39 +203,13 @@ class Encoder:
     def encode(self, texts: Sequence[str], progress: ProgressFn | None = None, *, pool: bool = False) -> np.ndarray:
         """Embeddings of ``texts`` (rows L2-normalised), served from the cache where possible
         (``pool``: a pool's texts, embedded by the encoder's engine, e.g. on Ray)."""
-        texts = list(texts)
-        if not texts:
-            return np.zeros((0, self.dim), dtype=np.float32)
-        unique = list(dict.fromkeys(texts))
-        found = self.cache.get_many(self.identity, unique) if self.cache else {}
-        missing = [t for t in unique if t not in found]
-        if missing:
-            vecs = self._run(missing, progress, pool)
-            if self.cache:
-                self.cache.put_many(self.identity, missing, vecs)
-            found.update(zip(missing, vecs))
-        elif progress:
-            progress(len(unique), len(unique))
-        out = np.stack([found[t] for t in texts]).astype(np.float32)
-        norms = np.linalg.norm(out, axis=1, keepdims=True)
-        return out / np.where(norms == 0, 1.0, norms)
+        return cached_encode(self.cache, self.identity, texts, lambda missing: self._run(missing, progress, pool),
+                             progress, dim=lambda: self.dim)
 
     def encode_pool(self, texts: Sequence[str], progress: ProgressFn | None = None) -> np.ndarray:
         """Embeddings of a whole pool's texts, kept as one memory-mapped array per (model, texts)
         beside the text cache (see :class:`insta.cache.VectorStore`); without a cache, encode."""
-        texts = list(texts)
-        if self.cache is None or self.cache.disabled is not None or not texts:
-            return self.encode(texts, progress, pool=True)
-        store = VectorStore(self.cache.path.parent / "vectors")
-        key = store.key(self.identity, texts)
-        found = None
-        if store.path(key).is_file():  # checked against the text cache's vector of its first text
-            found = store.load(key, len(texts), first=self.cache.get_many(self.identity, texts[:1]).get(texts[0]))
-        if found is not None:
-            if progress:
-                progress(len(texts), len(texts))
-            return found
-        return store.save(key, self.encode(texts, progress, pool=True))
+        return cached_pool(self.cache, self.identity, texts, lambda t: self.encode(t, progress, pool=True), progress)
 
     def describe(self) -> dict[str, str]:
         info = {"model": self.model_name, "identity": self.identity}

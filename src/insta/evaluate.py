@@ -82,7 +82,7 @@ class Scorer:
     def __init__(self, model_path: str, *, device: str = "auto", max_input_length: int = 768,
                  max_new_tokens: int = 64, batch_size: int = 8):
         from .checks import resolve_device
-        from .train import load_model, supports_logits_to_keep
+        from .models import load_model, supports_logits_to_keep
 
         self.device = resolve_device(device)
         self.model, self.tokenizer, self.seq2seq = load_model(model_path, for_training=False)

@@ -82,15 +82,11 @@ def label_choices(task: Task) -> list[str]:
 def niv2_examples(task: Task, cfg: MixConfig) -> Iterable[dict[str, Any]]:
     if not task.instances:
         raise InstaError(f"task {task.id!r} has no instances to train on; is its task file empty?")
-    definition = task.instructions[0].raw or task.instructions[0].text
-    positives = task.demonstrations[: cfg.n_positive] if cfg.format == "def+pos" else []
-    choices = label_choices(task)
-    for inst in task.instances:
-        outs = _outputs(inst.get("output"))
-        if not outs:
-            continue
-        yield {"task": task.id, "input": niv2_prompt(definition, str(inst.get("input", "")), positives),
-               "target": outs[0], "references": outs, "choices": choices, "source": "niv2"}
+    render = instance_renderer(task, cfg)
+    for i, inst in enumerate(task.instances):
+        row = render(i, inst)
+        if row is not None:
+            yield row
 
 
 # ---------------------------------------------------------------- BIG-bench (prompts as BIG-bench formats them)
@@ -100,9 +96,37 @@ def bigbench_examples(task: Task) -> Iterable[dict[str, Any]]:
     if not task.instances:
         raise InstaError(f"BIG-bench task {task.id!r} has no usable example: each needs a 'target', or 'target_scores' "
                          "with one choice scored above the others")
-    for inst in task.instances:
-        yield {"task": task.id, "input": inst["prompt"], "target": inst["output"][0], "references": list(inst["output"]),
-               "choices": list(inst.get("choices") or []), "source": "bigbench"}
+    render = instance_renderer(task, MixConfig())
+    for i, inst in enumerate(task.instances):
+        row = render(i, inst)
+        if row is not None:
+            yield row
+
+
+def instance_renderer(task: Task, cfg: MixConfig) -> Callable[[int, dict[str, Any]], dict[str, Any] | None]:
+    """How one instance of ``task`` becomes a training row (``task``, ``input``, ``target``,
+    ``references``, ``choices``, ``source``, ``index``: its position among the task's instances),
+    or None when it has no output. The one rendering of instances, shared by mixtures,
+    evaluation and the example representations (insta.examples)."""
+    if task.source == "bigbench":
+        def render(i: int, inst: dict[str, Any]) -> dict[str, Any] | None:
+            if not inst.get("output"):
+                return None
+            return {"task": task.id, "input": inst["prompt"], "target": inst["output"][0],
+                    "references": list(inst["output"]), "choices": list(inst.get("choices") or []),
+                    "source": "bigbench", "index": i}
+        return render
+    definition = task.instructions[0].raw or task.instructions[0].text
+    positives = task.demonstrations[: cfg.n_positive] if cfg.format == "def+pos" else []
+    choices = label_choices(task)
+
+    def render_niv2(i: int, inst: dict[str, Any]) -> dict[str, Any] | None:
+        outs = _outputs(inst.get("output"))
+        if not outs:
+            return None
+        return {"task": task.id, "input": niv2_prompt(definition, str(inst.get("input", "")), positives),
+                "target": outs[0], "references": outs, "choices": choices, "source": "niv2", "index": i}
+    return render_niv2
 
 
 # ---------------------------------------------------------------- P3 (promptsource templates)
@@ -244,6 +268,7 @@ def build_mixture(tasks: Sequence[Task], cfg: MixConfig, *, rows: RowSource | No
         kept: list[dict[str, Any]] = []
         duplicates = 0
         for n_ex, ex in enumerate(_task_examples(task.with_instances(), cfg, rows, split, rng)):
+            ex.pop("index", None)  # rows carry no position: mixtures of the same examples are equal
             _check_example(task.id, n_ex, ex)
             key = (ex["input"], ex["target"])
             if key in seen:
@@ -284,6 +309,14 @@ def build_mixture(tasks: Sequence[Task], cfg: MixConfig, *, rows: RowSource | No
 def read_selection(path: str | Path, target: str | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
     """(document, the chosen selection) from an ``insta select --out`` file, its shape checked."""
     p = Path(path).expanduser()
+    doc = read_selections(p)
+    return _pick(p, doc, doc["selections"], target)
+
+
+def read_selections(path: str | Path) -> dict[str, Any]:
+    """The whole document of an ``insta select --out`` file (``.json``, or ``.jsonl`` with one
+    selection a line), every selection's shape checked."""
+    p = Path(path).expanduser()
     if not p.exists():
         raise InstaError(f"selection file {p} does not exist; write one with insta select ... --out {p.name}")
     if p.suffix.lower() == ".jsonl":  # insta select --out FILE.jsonl: one selection per line
@@ -307,6 +340,10 @@ def read_selection(path: str | Path, target: str | None = None) -> tuple[dict[st
                 raise InstaError(f"{p}: selections[{i}].results[{j}] must be an object with a text 'task_id'")
     if doc.get("pool") is not None and not isinstance(doc["pool"], str):
         raise InstaError(f"{p}: field 'pool' must be a pool spec (text)")
+    return doc
+
+
+def _pick(p: Path, doc: dict[str, Any], sels: list[dict[str, Any]], target: str | None):
     ids = [str(s["target"].get("id")) for s in sels]
     if target is None:
         if len(sels) > 1:
@@ -329,6 +366,61 @@ def selected_tasks(pool: TaskPool, selection: dict[str, Any], where: str) -> lis
         raise InstaError(f"{where}: selected task {missing[0]!r} is not in pool {pool.name}"
                          f"{f' (and {len(missing) - 1} more)' if len(missing) > 1 else ''}; give the pool it was selected from with --pool")
     return [pool.get(i) for i in ids]
+
+
+def selected_examples(selection: dict[str, Any], where: str) -> list[list[dict[str, Any]]] | None:
+    """The examples an example-level selection (``--budget``) chose, per result; None for a
+    selection of tasks. Their shape is checked here, their content against the pool later."""
+    results = selection["results"]
+    if not any("examples" in r for r in results):
+        return None
+    out = []
+    for j, r in enumerate(results):
+        chosen = r.get("examples")
+        if not isinstance(chosen, list) or not chosen:
+            raise InstaError(f"{where}: results[{j}] (task {r['task_id']!r}) has no 'examples' list, though others do; "
+                             "write the file with insta select --budget")
+        for e in chosen:
+            if (not isinstance(e, dict) or isinstance(e.get("index"), bool) or not isinstance(e.get("index"), int)
+                    or e["index"] < 0 or not isinstance(e.get("key"), str)):
+                raise InstaError(f"{where}: results[{j}].examples must hold objects with an 'index' (a position, >= 0) "
+                                 "and a 'key'; write the file with insta select --budget")
+        out.append(chosen)
+    return out
+
+
+def build_example_mixture(tasks: Sequence[Task], chosen: Sequence[Sequence[dict[str, Any]]], cfg: MixConfig,
+                          where: str = "selection") -> Mixture:
+    """A mixture of exactly the chosen examples of each task (an example-level selection),
+    each checked against the pool: the instance at that position must still render to the
+    example the selector saw (its ``key``), else the pool changed since selecting."""
+    from .examples import example_key
+
+    rng = random.Random(cfg.seed)
+    rows: list[dict[str, Any]] = []
+    counts: dict[str, int] = {}
+    for task, examples in zip(tasks, chosen):
+        full = task.with_instances()
+        instances = full.instances or []
+        seen_as = instance_renderer(full, MixConfig())  # as the selector rendered it
+        render = instance_renderer(full, cfg)
+        for e in examples:
+            i = e["index"]
+            check = seen_as(i, instances[i]) if i < len(instances) and isinstance(instances[i], dict) else None
+            if check is None or example_key(check["input"], str(check["target"])) != e["key"]:
+                raise InstaError(f"{where}: example {i} of task {task.id!r} is not the one that was selected (the task's "
+                                 "data changed since, or the file was edited); select again")
+            row = render(i, instances[i])
+            row.pop("index", None)
+            _check_example(task.id, len(rows), row)
+            rows.append(row)
+            counts[task.id] = counts.get(task.id, 0) + 1
+    rng.shuffle(rows)
+    warnings = []
+    if cfg.total_examples is not None and cfg.total_examples != len(rows):
+        warnings.append(f"the selection chose {len(rows)} examples; the mixture holds exactly those "
+                        f"(--total-examples {cfg.total_examples} does not apply to an example-level selection)")
+    return Mixture(rows=rows, counts=counts, config=cfg, warnings=warnings)
 
 
 def write_mixture(mixture: Mixture, out: str | Path) -> Path:

@@ -27,7 +27,9 @@ from .checks import check_choice, check_int, check_seed
 from .errors import InstaError, did_you_mean
 from .io import read_json, read_yaml
 from .evaluate import METRICS, EvalResult, Scorer, evaluate_examples
-from .mix import MixConfig, Mixture, build_mixture, local_rows, read_selection, selected_tasks, write_mixture
+from .config import FeatureConfig
+from .mix import (MixConfig, Mixture, build_example_mixture, build_mixture, local_rows, read_selection, selected_examples,
+                  selected_tasks, write_mixture)
 from .pools import load_pool
 from .tasks import Task, TaskPool
 from .train import TrainConfig, train
@@ -43,8 +45,14 @@ def mix_selection(selection_file: str | Path, out: str | Path, cfg: MixConfig, *
     spec = pool or doc.get("pool")
     if not spec:
         raise InstaError(f"{selection_file}: no 'pool' recorded; give the pool with --pool")
-    tasks = selected_tasks(loaded or load_pool(spec), sel, str(selection_file))
-    mixture = build_mixture(tasks, cfg, rows=local_rows(rows) if rows else None)
+    source = loaded or load_pool(spec)
+    tasks = selected_tasks(source, sel, str(selection_file))
+    chosen = selected_examples(sel, str(selection_file))
+    if chosen is not None:  # an example-level selection: exactly those examples
+        mixture = build_example_mixture([source.get(r["task_id"]) for r in sel["results"]], chosen, cfg,
+                                        str(selection_file))
+    else:
+        mixture = build_mixture(tasks, cfg, rows=local_rows(rows) if rows else None)
     mixture.source = {"selection": str(selection_file), "pool": spec, "target": sel.get("target", {}).get("id"),
                       "method": doc.get("method"), "k": doc.get("k")}
     write_mixture(mixture, out)
@@ -57,15 +65,53 @@ def target_tasks(spec: str, ids: list[str] | None = None) -> list[Task]:
     return [t.with_instances() for t in ([loaded.get(i) for i in ids] if ids else loaded)]
 
 
+def without_examples(task: Task, held: list[dict[str, Any]]) -> Task:
+    """``task`` without the examples a selector saw (``target_examples`` of a selection: by
+    position among the task's instances, or by content for examples the user gave)."""
+    from dataclasses import replace
+
+    from .examples import rendered
+
+    if not held:
+        return task
+    full = task.with_instances()
+    positions = {e["index"] for e in held if isinstance(e.get("index"), int) and e["index"] >= 0}
+    keys = {e.get("key") for e in held if not (isinstance(e.get("index"), int) and e["index"] >= 0)}
+    if keys:  # user-given examples: drop any instance that renders to one of them
+        positions |= {ex.index for ex in rendered(full) if ex.key in keys}
+    kept = [x for i, x in enumerate(full.instances or []) if i not in positions]
+    if not kept:
+        raise InstaError(f"target {task.id!r}: every example was seen by a selector; nothing is left to evaluate on")
+    return replace(full, instances=kept, instance_loader=None)
+
+
+def seen_examples(selection_files: list[str]) -> dict[str, list[dict[str, Any]]]:
+    """Per target id, the target examples that the selections of these files saw."""
+    from .mix import read_selections
+
+    held: dict[str, list[dict[str, Any]]] = {}
+    for path in selection_files:
+        for i, sel in enumerate(read_selections(path)["selections"]):
+            examples = sel.get("target_examples") or []
+            if not isinstance(examples, list) or not all(isinstance(e, dict) and isinstance(e.get("key"), str)
+                                                         for e in examples):
+                raise InstaError(f"{path}: selections[{i}].target_examples must be a list of objects with 'index' and "
+                                 "'key'; write the file with insta select --out")
+            held.setdefault(str(sel["target"].get("id")), []).extend(examples)
+    return held
+
+
 def evaluate_model(model: str, tasks: list[Task], *, metric: str = "auto", max_examples: int = 100,
                    format: str = "def", rows: str | None = None, split: str = "validation", seed: int = 0,
-                   device: str = "auto", max_new_tokens: int = 64,
+                   device: str = "auto", max_new_tokens: int = 64, held: dict[str, list[dict[str, Any]]] | None = None,
                    progress: Callable[[int, int], None] | None = None) -> EvalResult:
-    """Zero-shot metrics of ``model`` on up to ``max_examples`` examples of each target task."""
+    """Zero-shot metrics of ``model`` on up to ``max_examples`` examples of each target task;
+    ``held``: per task id, the examples a selector saw, which are never evaluated on."""
     check_choice(metric, "--metric", METRICS)
     check_int(max_examples, "--max-examples", min=1)
     check_int(max_new_tokens, "--max-new-tokens", min=1, max=1_000_000)
     check_seed(seed)
+    tasks = [without_examples(t, (held or {}).get(t.id, [])) for t in tasks]
     examples = build_mixture(tasks, MixConfig(per_task_cap=max_examples, format=format, seed=seed),
                              rows=local_rows(rows) if rows else None, split=split)
     order = {t.id: i for i, t in enumerate(tasks)}
@@ -83,8 +129,9 @@ BASE = "base"  # the method that trains nothing: the base model's own zero-shot 
 class MethodSpec:
     name: str  # how results name it
     method: str  # a method spec of insta select, or 'base'
-    model: str | None = None  # embedder for insta (e.g. an aligned model folder)
+    model: str | None = None  # embedder for insta (e.g. an aligned model folder); the LM for less/rds
     seed: int | None = None  # for random (several seeds = several methods); default: the run's seed
+    budget: int | None = None  # less/rds/samples: select this many examples instead of k tasks
 
 
 @dataclass
@@ -103,10 +150,12 @@ class RunConfig:
     exclude_siblings: bool = False
     mix: MixConfig = field(default_factory=MixConfig)
     eval: dict[str, Any] = field(default_factory=dict)
+    #: less/rds/samples: the LM (default: the model trained), examples per task, query examples, ...
+    features: FeatureConfig | None = None
 
 
 RUN_KEYS = {"out", "pool", "targets", "target_pool", "methods", "k", "seed", "embedder", "rows", "exclude_siblings",
-            "mix", "train", "eval"}
+            "mix", "train", "eval", "features"}
 EVAL_KEYS = {"metric", "max_examples", "format", "split", "max_new_tokens"}
 
 
@@ -148,7 +197,7 @@ def _check_eval(p: Path, section: dict[str, Any]) -> dict[str, Any]:
 
 
 def _methods(p: Path, value: Any) -> list[MethodSpec]:
-    from .selectors import parse_method
+    from .selectors import METHODS, parse_method
 
     if value is None:
         value = ["insta", "random", "all"]
@@ -159,26 +208,33 @@ def _methods(p: Path, value: Any) -> list[MethodSpec]:
         if isinstance(m, str):
             spec = MethodSpec(name=m, method=m)
         elif isinstance(m, dict) and isinstance(m.get("method"), str):
-            extra = sorted(set(m) - {"name", "method", "model", "seed"})
+            extra = sorted(set(m) - {"name", "method", "model", "seed", "budget"}, key=str)
             if extra:
-                raise InstaError(f"{p}: methods[{i}]: unknown field '{extra[0]}'; available: method, model, name, seed")
-            seed = m.get("seed")
+                raise InstaError(f"{p}: methods[{i}]: unknown field '{extra[0]}'; available: budget, method, model, name, seed")
+            seed, budget = m.get("seed"), m.get("budget")
             try:
                 seed = None if seed is None else check_seed(seed, f"methods[{i}].seed")
+                budget = None if budget is None else check_int(budget, f"methods[{i}].budget", min=1)
             except InstaError as exc:
                 raise InstaError(f"{p}: {exc}") from None
             for key in ("name", "model"):
                 if m.get(key) is not None and not isinstance(m[key], str):
                     raise InstaError(f"{p}: methods[{i}].{key} must be text")
             default_name = f"{m['method']}-{seed}" if seed is not None else m["method"]
-            spec = MethodSpec(name=m.get("name") or default_name, method=m["method"], model=m.get("model"), seed=seed)
+            if budget is not None and not default_name.endswith(f"@{budget}"):
+                default_name = f"{default_name}@{budget}"
+            spec = MethodSpec(name=m.get("name") or default_name, method=m["method"], model=m.get("model"), seed=seed,
+                              budget=budget)
         else:
             raise InstaError(f"{p}: methods[{i}] must be a method name or a mapping with 'method'")
         if spec.method != BASE:
             try:
-                parse_method(spec.method)
+                name, _ = parse_method(spec.method)
             except InstaError as exc:
                 raise InstaError(f"{p}: methods[{i}]: {exc} (or {BASE}: the untrained base model)") from None
+            if spec.budget is not None and not METHODS.get(name).budget:
+                raise InstaError(f"{p}: methods[{i}].budget selects examples; it applies to "
+                                 f"{', '.join(n for n, x in METHODS.items() if x.budget)}, not {name!r}")
         methods.append(spec)
     names = [m.name for m in methods]
     if len(set(names)) != len(names):
@@ -209,9 +265,12 @@ def load_run_config(path: str | Path) -> RunConfig:
         raise InstaError(f"{p}: field 'train.model' is missing (the model to instruction-tune)")
     base_model = train_section.pop("model")
     mix_section = _section(p, "mix", doc.get("mix"), {f.name for f in fields(MixConfig)})
+    features_section = _section(p, "features", doc.get("features"), {f.name for f in fields(FeatureConfig)})
     try:
         train_cfg = TrainConfig(**train_section)
         mix_cfg = MixConfig(**mix_section)
+        # the examples are represented by the model that is trained, unless the config names another
+        features = FeatureConfig(**{"lm": base_model, "seed": doc.get("seed", 0), **features_section})
     except InstaError as exc:
         raise InstaError(f"{p}: {exc}") from None
     return RunConfig(
@@ -219,7 +278,7 @@ def load_run_config(path: str | Path) -> RunConfig:
         base_model=base_model, target_pool=_typed(p, doc, "target_pool", str), methods=_methods(p, doc.get("methods")),
         k=k, seed=seed, embedder=_typed(p, doc, "embedder", str), rows=_typed(p, doc, "rows", str),
         exclude_siblings=_typed(p, doc, "exclude_siblings", bool, False), mix=mix_cfg,
-        eval=_check_eval(p, _section(p, "eval", doc.get("eval"), EVAL_KEYS)),
+        eval=_check_eval(p, _section(p, "eval", doc.get("eval"), EVAL_KEYS)), features=features,
     )
 
 
@@ -238,10 +297,13 @@ def _done(model_dir: Path) -> bool:
 
 
 def _selected(sel_file: Path) -> list[str]:
-    """The task ids of a run folder's selection file (written by insta run or insta select)."""
-    from .mix import read_selection
-
-    return [r["task_id"] for r in read_selection(sel_file)[1]["results"]]
+    """What a run folder's selection file (written by insta run or insta select) selected: task
+    ids, or ``TASK#INDEX`` per example of an example-level selection."""
+    sel = read_selection(sel_file)[1]
+    chosen = selected_examples(sel, str(sel_file))
+    if chosen is None:
+        return [r["task_id"] for r in sel["results"]]
+    return [f"{r['task_id']}#{e['index']}" for r, examples in zip(sel["results"], chosen) for e in examples]
 
 
 def _keys(cfg: RunConfig, selected: list[str]) -> tuple[str, str]:
@@ -250,12 +312,39 @@ def _keys(cfg: RunConfig, selected: list[str]) -> tuple[str, str]:
     return mix_key, _key({"mixture": mix_key, "base": cfg.base_model, "train": asdict(cfg.train)})
 
 
+def _uses_examples(cfg: RunConfig) -> bool:
+    from .selectors import METHODS, parse_method
+
+    return any(m.method != BASE and METHODS.get(parse_method(m.method)[0]).examples for m in cfg.methods)
+
+
+def held_out(cfg: RunConfig, target: Task) -> list[dict[str, Any]]:
+    """The target's query examples when the run has a method that selects from examples: every
+    such method sees exactly these, and no method is evaluated on them (so that all methods
+    of the run are evaluated on the same examples)."""
+    from .examples import query_examples
+    from .select import Target
+
+    if not _uses_examples(cfg):
+        return []
+    features = cfg.features or FeatureConfig(lm=cfg.base_model, seed=cfg.seed)
+    return [e.to_dict() for e in query_examples(Target.from_task(target), features.query_examples, features.seed)]
+
+
+def _eval_file(root: Path, model_key: str, target: str, held: list[dict[str, Any]]) -> Path:
+    """Where a model's evaluation on a target is kept; with held-out query examples, named by them."""
+    tag = f".held-{_key(sorted(e['key'] for e in held))[:8]}" if held else ""
+    return root / "evals" / model_key / f"{_slug(target)}{tag}.json"
+
+
 def collect_results(cfg: RunConfig) -> list[dict[str, Any]]:
     """The results a run folder already holds (target × method pairs evaluated so far), read
     without selecting, training or evaluating anything: a report on an unfinished run."""
     root = Path(cfg.out).expanduser()
     out = []
+    tasks = {t.id: t for t in load_pool(cfg.target_pool or cfg.pool)} if _uses_examples(cfg) else {}
     for target in cfg.targets:
+        held = held_out(cfg, tasks[target]) if target in tasks else []
         for m in cfg.methods:
             selected: list[str] = []
             mix_key = None
@@ -266,19 +355,22 @@ def collect_results(cfg: RunConfig) -> list[dict[str, Any]]:
                     continue
                 selected = _selected(sel_file)
                 mix_key, model_key = _keys(cfg, selected)
-            if (root / "evals" / model_key / f"{_slug(target)}.json").is_file():
-                out.append(_result_row(root, target, m.name, selected, mix_key, model_key))
+            if _eval_file(root, model_key, target, held).is_file():
+                out.append(_result_row(root, target, m.name, selected, mix_key, model_key, held))
     return out
 
 
 def _result_row(root: Path, target: str, method: str, selected: list[str], mix_key: str | None,
-                model_key: str) -> dict[str, Any]:
+                model_key: str, held: list[dict[str, Any]]) -> dict[str, Any]:
     """One line of results.json, from the files a finished target × method left in the run folder."""
     manifest = root / "mixtures" / str(mix_key) / "manifest.json"
     n = read_json(manifest, "mixture manifest", expect=dict).get("n_examples", 0) if mix_key and manifest.is_file() else 0
-    metrics = read_json(root / "evals" / model_key / f"{_slug(target)}.json", "evaluation", expect=dict).get("average", {})
-    return {"target": target, "method": method, "selected": selected, "mixture": mix_key, "model": model_key,
-            "n_train_examples": n, "metrics": metrics}
+    metrics = read_json(_eval_file(root, model_key, target, held), "evaluation", expect=dict).get("average", {})
+    row = {"target": target, "method": method, "selected": selected, "mixture": mix_key, "model": model_key,
+           "n_train_examples": n, "metrics": metrics}
+    if held:
+        row["held_out_query_examples"] = [e["index"] for e in held]
+    return row
 
 
 def peak_rss_mb() -> float:
@@ -292,8 +384,7 @@ def run(cfg: RunConfig, *, quiet: bool = True, say: Say | None = None) -> dict[s
     """select → mix → train → eval for every target × method; returns (and writes) the results."""
     from .io import write_json_atomic
     from .encoder import Encoder
-    from .select import Exclusions, Target
-    from .selectors import make_selector
+    from .select import Exclusions
 
     say = say or (lambda _m: None)
     start = time.perf_counter()
@@ -305,6 +396,7 @@ def run(cfg: RunConfig, *, quiet: bool = True, say: Say | None = None) -> dict[s
     results: list[dict[str, Any]] = []
     selectors: dict[str, tuple[Any, Encoder]] = {}
     for target in targets:
+        held = held_out(cfg, target)
         for m in cfg.methods:
             where = root / _slug(target.id) / _slug(m.name)
             where.mkdir(parents=True, exist_ok=True)
@@ -317,21 +409,21 @@ def run(cfg: RunConfig, *, quiet: bool = True, say: Say | None = None) -> dict[s
                 if not sel_file.is_file():
                     say(f"{target.id} / {m.name}: selecting")
                     if m.name not in selectors:  # one fitted selector per method, shared by every target
-                        encoder = Encoder(m.model or cfg.embedder)
-                        seed = cfg.seed if m.seed is None else m.seed
-                        selectors[m.name] = make_selector(m.method, encoder=encoder, seed=seed).fit(pool), encoder
+                        selectors[m.name] = _fitted(cfg, m, pool)
                     selector, encoder = selectors[m.name]
-                    sel = selector.select(Target.from_task(target), min(cfg.k, len(pool) - (target.id in pool)),
+                    sel = selector.select(_target(target, held), min(cfg.k, len(pool) - (target.id in pool)),
                                           exclusions=exclusions)
-                    write_json_atomic(sel_file, {"pool": cfg.pool, "method": selector.method, "k": cfg.k,
-                                                 "model": encoder.describe(), "selections": [sel.to_dict()]})
+                    doc = {"pool": cfg.pool, "method": selector.method, "k": cfg.k, "model": encoder.describe(),
+                           "selections": [sel.to_dict()]}
+                    if hasattr(selector, "describe"):
+                        doc["representation"] = selector.describe()
+                    write_json_atomic(sel_file, doc)
                 selected = _selected(sel_file)
                 mix_key, model_key = _keys(cfg, selected)
                 mix_dir = root / "mixtures" / mix_key
                 if not (mix_dir / "manifest.json").is_file():
-                    say(f"{target.id} / {m.name}: mixing {len(selected)} tasks")
-                    mixture = build_mixture([pool.get(i) for i in sorted(selected)], cfg.mix,
-                                            rows=local_rows(cfg.rows) if cfg.rows else None)
+                    say(f"{target.id} / {m.name}: mixing {len(selected)} {'examples' if '#' in selected[0] else 'tasks'}")
+                    mixture = _mixture(cfg, pool, sel_file, selected)
                     mixture.source = {"pool": cfg.pool, "tasks": sorted(selected)}
                     for warning in mixture.warnings:
                         say(f"{target.id} / {m.name}: warning: {warning}")
@@ -342,18 +434,74 @@ def run(cfg: RunConfig, *, quiet: bool = True, say: Say | None = None) -> dict[s
                     say(f"{target.id} / {m.name}: training {cfg.base_model} on {n_examples} examples")
                     train(mix_dir, cfg.base_model, model_dir, cfg.train, quiet=quiet)
                 model_path = str(model_dir)
-            eval_file = root / "evals" / model_key / f"{_slug(target.id)}.json"
+            eval_file = _eval_file(root, model_key, target.id, held)
             if not eval_file.is_file():
                 say(f"{target.id} / {m.name}: evaluating")
                 ev = evaluate_model(model_path, [target], rows=cfg.rows, seed=cfg.seed, device=cfg.train.device,
-                                    **cfg.eval)
+                                    held={target.id: _seen(root, cfg, target.id, held)}, **cfg.eval)
                 write_json_atomic(eval_file, ev.to_dict(with_examples=True))
-            results.append(_result_row(root, target.id, m.name, selected, mix_key, model_key))
+            results.append(_result_row(root, target.id, m.name, selected, mix_key, model_key, held))
     summary = {"config": _config_dict(cfg), "results": results,
                "wall_seconds": round(time.perf_counter() - start, 1), "peak_rss_mb": peak_rss_mb()}
     write_json_atomic(root / "results.json", summary)
     (root / "results.md").write_text(results_markdown(results))
     return summary
+
+
+def _fitted(cfg: RunConfig, m: MethodSpec, pool: TaskPool):
+    """(the method's selector fitted on the pool, its embedder)."""
+    from dataclasses import replace
+
+    from .encoder import Encoder
+    from .selectors import METHODS, make_selector, parse_method
+
+    name, _ = parse_method(m.method)
+    model_aware = METHODS.get(name).uses_features
+    encoder = Encoder(cfg.embedder if model_aware else (m.model or cfg.embedder))
+    seed = cfg.seed if m.seed is None else m.seed
+    features = cfg.features or FeatureConfig(lm=cfg.base_model, seed=cfg.seed)
+    if model_aware and m.model:
+        features = replace(features, lm=m.model)
+    return make_selector(m.method, encoder=encoder, seed=seed, features=features, budget=m.budget).fit(pool), encoder
+
+
+def _target(task: Task, held: list[dict[str, Any]]):
+    """The selection target for a task: with its held-out query examples as the examples a
+    selector may see, when the run has any."""
+    from dataclasses import replace
+
+    from .examples import Example
+    from .select import Target
+
+    target = Target.from_task(task)
+    if held:
+        target = replace(target, examples=[Example(task.id, e["index"], e["input"], e["target"]) for e in held])
+    return target
+
+
+def _seen(root: Path, cfg: RunConfig, target: str, held: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The examples of ``target`` that no evaluation may use: the run's held-out query examples
+    and any other that a selection of this target recorded (a selection file written by hand)."""
+    seen = list(held)
+    keys = {e["key"] for e in held}
+    for m in cfg.methods:
+        sel_file = root / _slug(target) / _slug(m.name) / "selection.json"
+        if m.method == BASE or not sel_file.is_file():
+            continue
+        for e in read_selection(sel_file)[1].get("target_examples") or []:
+            if isinstance(e, dict) and e.get("key") not in keys:
+                seen.append(e)
+                keys.add(e.get("key"))
+    return seen
+
+
+def _mixture(cfg: RunConfig, pool: TaskPool, sel_file: Path, selected: list[str]) -> Mixture:
+    sel = read_selection(sel_file)[1]
+    chosen = selected_examples(sel, str(sel_file))
+    if chosen is not None:
+        tasks = [pool.get(r["task_id"]) for r in sel["results"]]
+        return build_example_mixture(tasks, chosen, cfg.mix, str(sel_file))
+    return build_mixture([pool.get(i) for i in sorted(selected)], cfg.mix, rows=local_rows(cfg.rows) if cfg.rows else None)
 
 
 def _config_dict(cfg: RunConfig) -> dict[str, Any]:

@@ -49,6 +49,10 @@ class Target:
     label: str | None = None
     dataset: str | None = None
     instances: list[dict[str, Any]] | None = field(default=None, repr=False)
+    #: the task the target was read from (its instances, rendered, are its examples), if any
+    task: Task | None = field(default=None, repr=False, compare=False)
+    #: examples the user gave (--target-examples); they take the place of the task's
+    examples: list[Any] | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if isinstance(self.instructions, str) or not all(isinstance(t, str) for t in self.instructions):
@@ -61,7 +65,8 @@ class Target:
 
     @classmethod
     def from_task(cls, task: Task) -> Target:
-        return cls(id=task.id, instructions=task.texts, label=task.label, dataset=task.dataset, instances=task.instances)
+        return cls(id=task.id, instructions=task.texts, label=task.label, dataset=task.dataset, instances=task.instances,
+                   task=task)
 
     @classmethod
     def from_text(cls, texts: str | Sequence[str], id: str = "target") -> Target:
@@ -94,6 +99,9 @@ class Selected:
     dataset: str | None
     score: float
     match: Match | None
+    #: example-level selections (--budget): the chosen examples of this task, in the order
+    #: picked, each {index, key, similarity, query}; None for task-level selections
+    examples: list[dict[str, Any]] | None = None
 
 
 @dataclass
@@ -105,22 +113,38 @@ class Selection:
     n_candidates: int
     results: list[Selected]
     warnings: list[str] = field(default_factory=list)
+    #: the target's examples the selector saw (model-aware and example methods): never to be
+    #: evaluated on
+    target_examples: list[dict[str, Any]] | None = None
+    #: example-level selection: the number of examples asked for
+    budget: int | None = None
 
     @property
     def ids(self) -> list[str]:
         return [r.task_id for r in self.results]
 
     def to_dict(self) -> dict[str, Any]:
-        target = {k: v for k, v in vars(self.target).items() if k != "instances"}
-        return {
+        target = {k: v for k, v in vars(self.target).items() if k not in ("instances", "task", "examples")}
+        results = []
+        for r in self.results:
+            row = asdict(r)
+            if row["examples"] is None:
+                del row["examples"]
+            results.append(row)
+        doc = {
             "target": target,
             "method": self.method,
             "aggregate": self.aggregate,
             "k": self.k,
             "n_candidates": self.n_candidates,
             "warnings": self.warnings,
-            "results": [asdict(r) for r in self.results],
+            "results": results,
         }
+        if self.budget is not None:
+            doc["budget"] = self.budget
+        if self.target_examples is not None:
+            doc["target_examples"] = self.target_examples
+        return doc
 
 
 @dataclass

@@ -26,6 +26,9 @@ class Method:
     uses_seed: bool = False
     recipe: str | None = None  # learned: aligned on the pool with this recipe first
     fused: bool = False  # learned: the aligned embedder's ranking fused with BM25's (as hybrid)
+    uses_features: bool = False  # model-aware: takes a FeatureConfig (the LM, its settings)
+    examples: bool = False  # selects from the target's examples (never evaluated on)
+    budget: bool = False  # can select examples (--budget N) instead of tasks
 
 
 METHODS: Registry[Method] = Registry("method", {
@@ -38,7 +41,22 @@ METHODS: Registry[Method] = Registry("method", {
     "random": Method("seeded random order", "insta.baselines:RandomSelector", uses_seed=True),
     "all": Method("every task (for training comparisons)", "insta.baselines:AllSelector"),
     "samples": Method("Retrieval-of-Experts: nearest source instances of up to 32 target instances (needs instances)",
-                      "insta.baselines:SamplesSelector", uses_encoder=True, uses_seed=True),
+                      "insta.example_select:SamplesSelector", uses_encoder=True, uses_seed=True, examples=True,
+                      budget=True),
+    "less": Method("LESS: projected LoRA gradients of the LM (Adam-preconditioned for the pool) between the target's "
+                   "examples and the pool's; aggregation mean (default) | max | vote; --budget N selects examples",
+                   "insta.example_select:LessSelector", aggregating=True, uses_seed=True, uses_features=True,
+                   examples=True, budget=True),
+    "rds": Method("RDS+: position-weighted mean hidden states of the LM between the target's examples and the pool's; "
+                  "aggregation mean (default) | max | vote; --budget N selects examples",
+                  "insta.example_select:RdsSelector", aggregating=True, uses_seed=True, uses_features=True,
+                  examples=True, budget=True),
+    "hybrid-less": Method("hybrid (bm25 + insta on instructions) and less (the target's examples) fused by reciprocal "
+                          "rank", "insta.baselines:hybrid_less", aggregating=True, uses_encoder=True, uses_seed=True,
+                          uses_features=True, examples=True),
+    "hybrid-rds": Method("hybrid (bm25 + insta on instructions) and rds (the target's examples) fused by reciprocal rank",
+                         "insta.baselines:hybrid_rds", aggregating=True, uses_encoder=True, uses_seed=True,
+                         uses_features=True, examples=True),
     "insta-aligned-paper": Method("insta with an embedder aligned on the training folds, paper recipe (bench --folds only)",
                                   None, aggregating=True, uses_encoder=True, recipe="paper"),
     "insta-aligned-contrastive": Method("insta with an embedder aligned on the training folds, contrastive recipe "
@@ -55,25 +73,33 @@ METHODS: Registry[Method] = Registry("method", {
 DEFAULT_METHOD = "hybrid"
 
 
+#: the aggregation of a method when none is given: LESS's and RDS+'s own score of an example is
+#: its mean similarity to the query examples (max over 16 x 8 pairs would follow outliers)
+DEFAULT_AGGREGATION = {"less": "mean", "rds": "mean"}
+
+
 def parse_method(spec: str, aggregate: str | None = None) -> tuple[str, str | None]:
-    """'insta:mean' -> ('insta', 'mean'); a bare aggregating name takes ``aggregate`` (default max)."""
+    """'insta:mean' -> ('insta', 'mean'); a bare aggregating name takes ``aggregate`` (default
+    max; mean for less and rds)."""
     name, _, agg = spec.strip().partition(":")
     method = METHODS.get(name)
     if agg and not method.aggregating:
         raise InstaError(f"method {name!r} takes no aggregation (only {', '.join(n for n, m in METHODS.items() if m.aggregating)} do)")
-    agg = (agg or aggregate or "max") if method.aggregating else None
+    agg = (agg or aggregate or DEFAULT_AGGREGATION.get(name, "max")) if method.aggregating else None
     if agg is not None and agg not in AGGREGATIONS:
         raise unknown("aggregation", agg, AGGREGATIONS)
     return name, agg
 
 
 def method_label(name: str, aggregate: str | None) -> str:
-    return name if aggregate in (None, "max") else f"{name}:{aggregate}"
+    return name if aggregate in (None, DEFAULT_AGGREGATION.get(name, "max")) else f"{name}:{aggregate}"
 
 
 def make_selector(spec: str, *, aggregate: str | None = None, encoder: Any = None, seed: int = 0,
-                  vote_depth: int | None = None, index: str | None = None) -> Selector:
-    """Build the selector a method spec names."""
+                  vote_depth: int | None = None, index: str | None = None, features: Any = None,
+                  budget: int | None = None) -> Selector:
+    """Build the selector a method spec names. ``features`` (a :class:`insta.config.FeatureConfig`)
+    configures the model-aware methods; ``budget`` asks an example method for N examples."""
     from .checks import check_seed
 
     name, agg = parse_method(spec, aggregate)
@@ -91,6 +117,15 @@ def make_selector(spec: str, *, aggregate: str | None = None, encoder: Any = Non
         kwargs["seed"] = check_seed(seed)
     if method.aggregating:
         kwargs.update(aggregate=agg or "max", vote_depth=vote_depth)
+    if method.uses_features:
+        from .config import FeatureConfig
+
+        kwargs["features"] = features if features is not None else FeatureConfig(seed=kwargs.get("seed", 0))
+    if budget is not None:
+        if not method.budget:
+            raise InstaError(f"--budget selects examples; it applies to {', '.join(n for n, m in METHODS.items() if m.budget)} "
+                             f"(method {name!r} selects tasks: use -k)")
+        kwargs["budget"] = budget
     if index is not None:
         if name != "insta":
             raise InstaError(f"--index applies to --method insta (the search of its max aggregation); {name!r} ranks every task")

@@ -58,6 +58,9 @@ class Task:
     demonstrations: list[dict[str, Any]] = field(default_factory=list, repr=False)
     templates: tuple[Any, ...] = field(default=(), repr=False)
     members: tuple[str, ...] = ()
+    #: a reader's fingerprint of the task's instances (their files' paths, sizes and times), so
+    #: that what is derived from them (sampled examples) can be cached without reading them
+    content_key: str | None = field(default=None, repr=False, compare=False)
 
     def with_instances(self) -> Task:
         """This task with every instance: loaded now through the reader's loader when the

@@ -26,6 +26,7 @@ from .checkpoints import last_whole_checkpoint
 from .errors import InstaError
 from .config import TrainConfig  # noqa: F401 - re-exported (insta.train.TrainConfig)
 from .io import read_json, write_json_atomic
+from .models import load_model, supports_logits_to_keep  # noqa: F401 - re-exported (insta.train.load_model)
 
 DEFAULT_LR = {"p3": 1e-4, "niv2": 5e-5}
 STATE = "train.json"
@@ -46,45 +47,6 @@ class TrainResult:
     history: list[dict[str, float]] = field(default_factory=list)
 
 
-def load_model(name: str, *, for_training: bool):
-    """(model, tokenizer, is_seq2seq) for a model id or folder, offline-aware."""
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
-    from transformers.utils import logging as hf_logging
-
-    from .models import hub_reachable, in_hf_cache, resolve_lm
-
-    hf_logging.set_verbosity_error()
-    name = resolve_lm(name)  # GGUF files and packaged short names become model folders
-    local = Path(name).expanduser()
-    if name.startswith((".", "/", "~")) and not local.exists():
-        raise InstaError(f"model folder {local} does not exist; give a model folder or a hub id")
-    if local.exists() and not (local / "config.json").is_file():
-        raise InstaError(f"model {local} is not a Hugging Face model folder (no config.json)")
-    if not local.exists() and not in_hf_cache(name) and not hub_reachable():
-        raise InstaError(f"model {name!r} is not available offline (not in the Hugging Face cache and the hub cannot be "
-                         "reached); give a local model folder, a .gguf file, or a packaged short name (smollm2)")
-    try:
-        config = AutoConfig.from_pretrained(str(local) if local.exists() else name)
-        tokenizer = AutoTokenizer.from_pretrained(str(local) if local.exists() else name)
-        seq2seq = bool(getattr(config, "is_encoder_decoder", False))
-        cls = AutoModelForSeq2SeqLM if seq2seq else AutoModelForCausalLM
-        model = cls.from_pretrained(str(local) if local.exists() else name)
-    except InstaError:
-        raise
-    except (OSError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InstaError(f"cannot load model {name!r} ({first[:200]}); offline, give a local model folder") from None
-    if not seq2seq:
-        tokenizer.truncation_side = "left"  # a causal LM answers after the prompt's end: keep the end
-    if tokenizer.pad_token is None:
-        if tokenizer.eos_token is None:
-            raise InstaError(f"model {name!r}: its tokenizer has neither a pad nor an eos token")
-        tokenizer.pad_token = tokenizer.eos_token
-    if for_training and not seq2seq and tokenizer.eos_token is None:
-        raise InstaError(f"model {name!r}: a causal LM needs an eos token to learn where answers end")
-    return model, tokenizer, seq2seq
-
-
 def _tokenize(batch: dict[str, list[Any]], tokenizer, seq2seq: bool, cfg: TrainConfig) -> dict[str, list[Any]]:
     if seq2seq:
         enc = tokenizer(batch["input"], truncation=True, max_length=cfg.max_input_length)
@@ -98,14 +60,6 @@ def _tokenize(batch: dict[str, list[Any]], tokenizer, seq2seq: bool, cfg: TrainC
         ids.append(p + t)
         labels.append([-100] * len(p) + t)  # loss on the target tokens only
     return {"input_ids": ids, "attention_mask": [[1] * len(x) for x in ids], "labels": labels}
-
-
-def supports_logits_to_keep(model) -> bool:
-    """Can the (unwrapped) causal LM project only chosen positions onto the vocabulary?"""
-    import inspect
-
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return "logits_to_keep" in inspect.signature(base.forward).parameters
 
 
 def _target_only_trainer():

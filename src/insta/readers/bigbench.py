@@ -300,6 +300,18 @@ def render_examples(path: Path, record: dict[str, Any], task_id: str) -> list[di
     return out
 
 
+def _content_key(root: Path, records: list[dict[str, Any]]) -> str:
+    """The files a task's examples are read from, with their sizes and modification times."""
+    parts = [BIGBENCH_VERSION, str(root)]
+    for r in records:
+        try:
+            st = (root / r["rel"] / "task.json").stat()
+            parts.append(f"{r['rel']}:{st.st_size}:{st.st_mtime_ns}")
+        except OSError:
+            parts.append(f"{r['rel']}:missing")
+    return "\0".join(parts)
+
+
 def _loader(root: Path, records: list[dict[str, Any]], task_id: str):
     def load() -> list[dict[str, Any]]:
         return [x for r in records for x in render_examples(root / r["rel"] / "task.json", r, task_id)]
@@ -406,6 +418,7 @@ def load_bigbench(spec: PoolSpec) -> TaskPool:
             dataset=parent["task"],
             source="bigbench",
             instance_loader=load,
+            content_key=_content_key(root, with_examples),
             meta={"keywords": keywords, "n_examples": sum(r["n_examples"] for r in with_examples)},
         )
         if not task.instructions:

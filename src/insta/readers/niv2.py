@@ -85,6 +85,14 @@ def read_task_file(path: Path, *, max_instances: int | None = 0) -> dict[str, An
     return data
 
 
+def _file_key(path: Path) -> str | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return f"niv2\0{path.resolve()}\0{st.st_size}\0{st.st_mtime_ns}"
+
+
 def task_from_file(path: Path, *, split: str | None = None, max_instances: int | None = 0) -> Task:
     data = read_task_file(path, max_instances=max_instances)
     definition = " ".join(_texts(path, data, "Definition", required=True))
@@ -104,6 +112,7 @@ def task_from_file(path: Path, *, split: str | None = None, max_instances: int |
         source="niv2",
         instance_loader=None if max_instances is None else (
             lambda: task_from_file(path, split=split, max_instances=None).instances or []),
+        content_key=_file_key(path),
         meta={
             "categories": categories,
             "input_language": _texts(path, data, "Input_language"),
