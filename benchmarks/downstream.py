@@ -43,6 +43,7 @@ def main() -> None:
     ap.add_argument("--lora", action="store_true", help="LoRA instead of full fine-tuning")
     ap.add_argument("--max-examples", type=int, default=100, help="evaluation examples per target")
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--methods", default="", help="more methods, comma-separated: less, rds, less@64 (64 examples), ...")
     ap.add_argument("--label", default="cpu")
     ap.add_argument("--run", default=None, help="run folder (default: benchmarks/runs/downstream-<label>)")
     ap.add_argument("--report-only", action="store_true",
@@ -53,7 +54,7 @@ def main() -> None:
     run_dir = args.run or str(HERE / "runs" / f"downstream-{args.label}")
     cfg = downstream_config(run_dir, targets=targets, model=args.model, k=args.k, budget=args.budget, steps=args.steps,
                             batch_size=args.batch_size, lr=args.lr, lora=args.lora, max_examples=args.max_examples,
-                            device=args.device)
+                            device=args.device, extra_methods=[m for m in args.methods.split(",") if m])
     if args.report_only:
         result = {"results": collect_results(cfg), "wall_seconds": None, "peak_rss_mb": None}
     else:

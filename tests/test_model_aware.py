@@ -36,7 +36,7 @@ def bb_tasks(n: int = 6) -> dict[str, dict]:
     out = {}
     for name, (description, pairs) in TOPICS.items():
         examples = [{"input": f"{pairs[i % 2][0]} ({i})", "target": pairs[i % 2][1]} for i in range(n)]
-        out[name] = {"name": name, "description": description, "keywords": ["test"], "examples": examples}
+        out[name] = {"name": name, "description": description, "keywords": [name.split("_")[0]], "examples": examples}
     return out
 
 
@@ -363,3 +363,39 @@ def test_hostile_inputs_get_one_line(tiny_lms, bb, tmp_path, monkeypatch, capsys
           match="features.per_task (--per-task) must be at least 1")
     fails(monkeypatch, capsys, *["select", "-p", spec, "-t", "translate", "--method", "rds", "--lm", lm, "--budget", "0"],
           match="--budget must be at least 1")
+
+
+def test_bench_and_downstream_take_the_model_aware_methods(tiny_lms, bb, monkeypatch, capsys):
+    from insta.bench.downstream import downstream_config
+
+    code, out, err = run(monkeypatch, capsys, "bench", "--pool", f"bigbench:all?source={bb}", "--methods", "random,rds,less",
+                         "--lm", str(tiny_lms["gpt2"]), "--bootstrap", "50", "--json", "-q")
+    assert code == 0, err
+    methods = {m["method"]: m for m in json.loads(out)["methods"]}
+    assert set(methods) == {"random", "rds", "less"} and not methods["rds"]["skipped"]
+    assert 0 <= methods["rds"]["metrics"]["MAP"] <= 1
+    cfg = downstream_config("runs/x", extra_methods=["less", "rds@64"])
+    specs = {m.name: (m.method, m.budget) for m in cfg.methods}
+    assert specs["less"] == ("less", None) and specs["rds@64"] == ("rds", 64)
+    assert cfg.features.lm == cfg.base_model == "smollm2"
+
+
+def test_pool_features_on_a_local_ray_instance(tiny_lms, bb, isolated_cache):
+    """Ray Data featurises the pool (two LM actors): gradients (the warm-up trained by the driver,
+    read by the actors) and hidden states equal the local ones, in order, and are cached."""
+    pytest.importorskip("ray.data")
+    import ray
+
+    from insta.example_select import LessSelector
+
+    pool = load_pool(f"bigbench:all?source={bb}")
+    try:
+        for cls in (LessSelector,):  # rds runs through the same path, without the warm-up
+            local = cls(features=features(tiny_lms["gpt2"]), cache=False).fit(pool)
+            on_ray = cls(features=features(tiny_lms["gpt2"], engine="ray", actors=2)).fit(pool)
+            np.testing.assert_allclose(np.asarray(on_ray._vectors), np.asarray(local._vectors), atol=1e-5)
+            assert on_ray.representation.computed == 20
+            again = cls(features=features(tiny_lms["gpt2"], engine="ray", actors=2)).fit(pool)
+            assert again.representation.computed == 0  # served from the cache: no Ray job at all
+    finally:
+        ray.shutdown()

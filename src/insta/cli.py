@@ -172,7 +172,7 @@ def select(
     exclude_siblings: Annotated[bool, typer.Option("--exclude-siblings", help="Never select tasks built on the target's own source dataset.")] = False,
     model: Annotated[Optional[str], typer.Option("--model", "-m", help="Sentence-transformers id or local folder (default: packaged all-MiniLM-L6-v2).")] = None,
     index: Annotated[Optional[str], typer.Option("--index", help="With --method insta: flat (exact, default) | faiss (exact FAISS IndexFlatIP) | faiss:FACTORY (e.g. faiss:HNSW32, approximate); FAISS needs the faiss extra.")] = None,
-    embed_engine: Annotated[str, typer.Option("--embed-engine", help="local (default) | ray: embed the pool's uncached texts on Ray Data (the ray extra; RAY_ADDRESS names a cluster, else a local instance).")] = "local",
+    embed_engine: Annotated[str, typer.Option("--embed-engine", help="local (default) | ray: embed (or, for less/rds, featurise) the pool's uncached texts on Ray Data (the ray extra; RAY_ADDRESS names a cluster, else a local instance).")] = "local",
     ray_actors: Annotated[int, typer.Option("--ray-actors", help="With --embed-engine ray: encoder actors (one model each).")] = 1,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not read or write the embedding cache.")] = False,
     device: Annotated[Optional[str], typer.Option("--device", help="torch device for the encoder and the LM (default: auto).")] = None,
@@ -218,7 +218,7 @@ def select(
                              "targets (select them one at a time)")
         target_list = [replace(target_list[0], examples=read_examples(target_examples, target_list[0].id))]
     features = FeatureConfig(lm=lm, per_task=examples_per_task, query_examples=query_examples, proj_dim=proj_dim,
-                             seed=seed, device=device or "auto")
+                             seed=seed, device=device or "auto", engine=embed_engine, actors=ray_actors)
     selector = make_selector(method, aggregate=aggregate, encoder=encoder, seed=seed, index=index, features=features,
                              budget=budget)
     with _progress(quiet) as progress:
@@ -380,6 +380,7 @@ def bench(
     out_file: Annotated[Optional[str], typer.Option("--out", "-o", help="Also write the JSON document (with per-target values) to this file.")] = None,
     n_instructions: Annotated[Optional[int], typer.Option("--n-instructions", help="Targets use only their first N instructions (the paper's prompt-count ablation; default: all).")] = None,
     align_epochs: Annotated[Optional[int], typer.Option("--align-epochs", help="Epochs for insta-aligned-* (default: the recipe's).")] = None,
+    lm: Annotated[str, typer.Option("--lm", help="less/rds: the causal LM whose gradients or hidden states represent examples (default: smollm2).")] = FeatureConfig.lm,
     list_suites: Annotated[bool, typer.Option("--list", help="List the suites and methods, then exit.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
 ) -> None:
@@ -419,6 +420,7 @@ def bench(
         bar = progress.add_task("benchmark", total=None)
         result = run_bench(the_suite, method_list, encoder=encoder, folds=folds, seed=seed, n_boot=bootstrap,
                            align_config={"epochs": align_epochs} if align_epochs else None, n_instructions=n_instructions,
+                           features=FeatureConfig(lm=lm, seed=seed),
                            progress=lambda what, done, total: progress.update(bar, description=what, completed=done, total=total))
     if plot:
         from .bench.plot import plot_result

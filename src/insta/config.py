@@ -132,9 +132,13 @@ class FeatureConfig:
     warmup_lr: float = 1e-4
     device: str = "auto"
     seed: int = 0
+    engine: str = "local"  # local | ray: the pool's examples featurised by LM actors on Ray Data
+    actors: int = 1  # with engine ray
 
     def __post_init__(self) -> None:
         check_fields(self, "features")
+        check_choice(self.engine, option("features", "engine"), ("local", "ray"))
+        check_int(self.actors, option("features", "actors"), min=1, max=100_000)
         for name in ("per_task", "query_examples", "batch_size", "lora_r", "lora_alpha", "warmup_examples",
                      "warmup_steps"):
             check_int(getattr(self, name), option("features", name), min=1, max=1_000_000)

@@ -168,6 +168,10 @@ class Representation:
     def prepare(self, examples: Sequence[Example], progress: ProgressFn | None = None) -> None:
         return None
 
+    def ready(self) -> None:
+        """Whatever featurising needs besides the model, made now (the gradients' warm-up)."""
+        return None
+
     def compute(self, examples: Sequence[Example], role: str, progress: ProgressFn | None = None) -> np.ndarray:
         raise NotImplementedError
 
@@ -176,7 +180,14 @@ class Representation:
 
         def compute(missing: list[str]) -> np.ndarray:
             start = time.perf_counter()
-            vecs = self.compute([by_text[t] for t in missing], role, progress)
+            chosen = [by_text[t] for t in missing]
+            if pool and getattr(getattr(self, "cfg", None), "engine", "local") == "ray":
+                from .distributed import ray_features
+
+                self.ready()  # the warm-up is trained here, then read by every actor
+                vecs = ray_features(self, chosen, role, actors=self.cfg.actors)
+            else:
+                vecs = self.compute(chosen, role, progress)
             self.computed += len(missing)
             self.seconds += time.perf_counter() - start
             return vecs
@@ -358,6 +369,13 @@ class Gradients(Representation):
         self.warmup_key = h.hexdigest()[:16]
         self._chosen = chosen
 
+    def ready(self) -> None:
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            self._peft_model()
+
     def _warmup_dir(self) -> Path:
         from .paths import cache_dir
 
@@ -381,6 +399,9 @@ class Gradients(Representation):
             m.weight.data = m.weight.data.float()  # gradients and Adam moments in float32
         state = self._load_warmup(modules)
         if state is None:
+            if not getattr(self, "_chosen", None):
+                raise InstaError(f"the LoRA warm-up {self._warmup_dir()} is not there; a Ray worker reads it from the "
+                                 "driver's cache root: give every worker that folder (INSTA_CACHE_DIR on shared storage)")
             state = self._train_warmup(peft_model, modules)
         self._peft, self._state = peft_model, state
         self._projection = SparseSignProjection({n: m.weight.numel() for n, m in modules.items()}, self.cfg.proj_dim,

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InstaError
+from ..config import FeatureConfig
 from ..mix import MixConfig
 from ..pipeline import BASE, MethodSpec, RunConfig
 from ..readers.bigbench import T0_EVAL
@@ -37,18 +38,26 @@ COMPARISONS = (("insta", "random"), ("insta", "all"), ("insta", BASE), ("bm25", 
 def downstream_config(out: str, *, targets: Sequence[str] = CPU_TARGETS, model: str = "smollm2", k: int = 5,
                       budget: int = 64, steps: int = 8, batch_size: int = 8, lr: float = 1e-4, lora: bool = False,
                       random_seeds: Sequence[int] = (1, 2), max_examples: int = 100, max_input_length: int = 256,
-                      device: str = "auto", seed: int = 0) -> RunConfig:
-    """The run: pool = BIG-bench without any T0 evaluation task, targets from t0-eval."""
+                      device: str = "auto", seed: int = 0, extra_methods: Sequence[str] = ()) -> RunConfig:
+    """The run: pool = BIG-bench without any T0 evaluation task, targets from t0-eval.
+    ``extra_methods``: more methods of insta select, e.g. ``less``, ``rds`` (task level, same k) or
+    ``less@64`` (example level: that many examples), ``hybrid-less``; the model-aware ones
+    represent examples with the model being trained, and when any is present every method is
+    evaluated without the target examples they saw."""
     unknown = [t for t in targets if t not in T0_EVAL]
     if unknown:
         raise InstaError(f"downstream targets must be bigbench:t0-eval tasks; not: {', '.join(unknown)}")
     methods = [MethodSpec(BASE, BASE), MethodSpec("insta", "insta"), MethodSpec("bm25", "bm25")]
     methods += [MethodSpec(f"random-{s}", "random", seed=s) for s in random_seeds]
+    for spec in extra_methods:
+        name, _, n = spec.partition("@")
+        methods.append(MethodSpec(spec, name, budget=int(n) if n else None))
     methods.append(MethodSpec("all", "all"))
     return RunConfig(
         out=out, pool="bigbench:all?exclude=t0-eval", target_pool="bigbench:t0-eval", targets=list(targets),
         base_model=model, methods=methods, k=k, seed=seed,
         mix=MixConfig(per_task_cap=budget, total_examples=budget, seed=seed),
+        features=FeatureConfig(lm=model, seed=seed, max_length=max_input_length, device=device),
         train=TrainConfig(max_steps=steps, batch_size=batch_size, lr=lr, lora=lora, max_input_length=max_input_length,
                           max_target_length=64, device=device, seed=seed),
         eval={"metric": "rank", "max_examples": max_examples},

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import os
 import time
 from collections import Counter
@@ -132,12 +134,12 @@ def _groups(suite: Suite, folds: int, seed: int) -> list[Group]:
 
 
 def _selector(m: str, train_pool: TaskPool | None, encoder: Encoder, seed: int, align_config: dict | None,
-              align_root: str | None, progress: Progress | None):
+              align_root: str | None, progress: Progress | None, features: Any = None):
     """The selector of method ``m``; learned methods are first aligned on ``train_pool`` (cached)."""
     name, agg = parse_method(m)
     recipe = METHODS.get(name).recipe
     if recipe is None:
-        return make_selector(m, encoder=encoder, seed=seed)
+        return make_selector(m, encoder=encoder, seed=seed, features=features)
     from ..align import AlignConfig, aligned_model
     from ..paths import cache_dir
 
@@ -232,8 +234,10 @@ def run_bench(
     align_config: dict | None = None,
     align_root: str | None = None,
     n_instructions: int | None = None,
+    features: Any = None,
 ) -> BenchResult:
     """Rank the suite's pool for every target with each method; score the rankings.
+    ``features`` (a :class:`insta.config.FeatureConfig`) sets the LM of less/rds.
 
     Learned methods (``insta-aligned-*``) need ``folds``: for each fold the embedder is
     aligned on the other folds' tasks only (kept under ``align_root``, reused across runs)
@@ -262,10 +266,10 @@ def run_bench(
         start = time.perf_counter()
         try:
             values = _per_target(suite, groups, lambda train_pool: _selector(m, train_pool, encoder, seed, align_config,
-                                                                             align_root, progress),
+                                                                             align_root, progress, features),
                                  res.method, progress)
         except InstaError as exc:
-            if name != "samples":
+            if not METHODS.get(name).examples:  # methods that need examples are skipped where there are none
                 raise
             res.skipped = str(exc)
             results.append(res)
