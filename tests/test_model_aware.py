@@ -358,9 +358,9 @@ def test_hostile_inputs_get_one_line(tiny_lms, bb, tmp_path, monkeypatch, capsys
           match="not finite")
     # settings out of range
     fails(monkeypatch, capsys, *["select", "-p", spec, "-t", "translate", "--method", "less", "--lm", lm, "--proj-dim", "102"],
-          match="must be a multiple of features.sketch_nnz")
+          match="features.proj_dim (--proj-dim) must be a multiple of features.sketch_nnz")
     fails(monkeypatch, capsys, *["select", "-p", spec, "-t", "translate", "--method", "rds", "--lm", lm, "--examples-per-task", "0"],
-          match="features.per_task (--per-task) must be at least 1")
+          match="features.per_task (--examples-per-task) must be at least 1")
     fails(monkeypatch, capsys, *["select", "-p", spec, "-t", "translate", "--method", "rds", "--lm", lm, "--budget", "0"],
           match="--budget must be at least 1")
 
@@ -399,3 +399,95 @@ def test_pool_features_on_a_local_ray_instance(tiny_lms, bb, isolated_cache):
             assert again.representation.computed == 0  # served from the cache: no Ray job at all
     finally:
         ray.shutdown()
+
+
+# ---------------------------------------------------------------- what a hostile review found
+
+
+def test_seen_examples_are_left_out_by_content_too(bb):
+    from insta.pipeline import without_examples
+
+    pool = load_pool(f"bigbench:all?source={bb}")
+    task = pool.get("sentiment_a").with_instances()
+    rows = [Example(task.id, i, x["prompt"], x["output"][0], x["input"]) for i, x in enumerate(task.instances)]
+    dup = {**task.instances[0]}  # the same example twice in the task's data
+    task.instances.append(dup)
+    left = without_examples(task, [{"index": 0, "key": rows[0].key, "input": rows[0].input}])
+    assert all(x["prompt"] != rows[0].input for x in left.instances) and len(left.instances) == len(task.instances) - 2
+    # an example the user gave in its raw form (not as the task renders it)
+    left = without_examples(task, [{"index": -1, "key": "k", "input": task.instances[1]["input"]}])
+    assert task.instances[1]["input"] not in [x["input"] for x in left.instances]
+
+
+def test_hostile_review_fixes(tiny_lms, bb, tmp_path, monkeypatch, capsys, isolated_cache):
+    import os
+    import shutil
+
+    spec = f"bigbench:all?source={bb}"
+    lm = str(tiny_lms["gpt2"])
+    # a damaged weights file and a folder without tokenizer: one line each
+    trunc = tmp_path / "trunc"
+    shutil.copytree(lm, trunc)
+    weights = next(trunc.glob("*.safetensors"))
+    weights.write_bytes(weights.read_bytes()[:1000])
+    fails(monkeypatch, capsys, *["select", "-p", spec, "-t", "translate", "--method", "rds", "--lm", str(trunc)],
+          match="cannot load model")
+    notok = tmp_path / "notok"
+    shutil.copytree(lm, notok)
+    for f in notok.glob("tok*"):
+        f.unlink()
+    for f in ("special_tokens_map.json", "vocab.json", "merges.txt"):
+        (notok / f).unlink(missing_ok=True)
+    code, out, err = run(monkeypatch, capsys, "select", "-p", spec, "-t", "translate", "--method", "rds", "--lm", str(notok))
+    assert code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    # options that do not apply are refused, not ignored; FIFOs are not read
+    fails(monkeypatch, capsys, *["select", "-p", spec, "-i", "x", "--method", "insta", "--target-examples", "e.jsonl"],
+          match="--target-examples applies to the methods that select from examples")
+    fifo = tmp_path / "ex.jsonl"
+    os.mkfifo(fifo)
+    fails(monkeypatch, capsys, *["select", "-p", spec, "-i", "x", "--method", "rds", "--lm", lm, "--target-examples",
+                                 str(fifo)], match="is not a regular file")
+    # samples honours the sizes given
+    code, out, err = run(monkeypatch, capsys, "select", "-p", spec, "-t", "translate", "--method", "samples",
+                         "--query-examples", "2", "--examples-per-task", "3", "--json", "-q")
+    assert code == 0, err
+    assert len(json.loads(out)["selections"][0]["target_examples"]) == 2
+    # a selection that says it chose examples but lists none
+    code, out, err = run(monkeypatch, capsys, "select", "-p", spec, "-t", "translate", "--method", "rds", "--lm", lm,
+                         "--budget", "3", "--examples-per-task", "3", "--out", str(tmp_path / "s.json"), "-q")
+    assert code == 0, err
+    doc = json.loads((tmp_path / "s.json").read_text())
+    for r in doc["selections"][0]["results"]:
+        del r["examples"]
+    (tmp_path / "s.json").write_text(json.dumps(doc))
+    fails(monkeypatch, capsys, *["mix", "-s", str(tmp_path / "s.json"), "-o", str(tmp_path / "m")],
+          match="has a 'budget' (it selected examples) but its results list no 'examples'")
+    # a damaged warm-up is replaced once; insta cache --clear removes warm-ups and samples
+    from insta.example_select import LessSelector
+
+    pool = load_pool(spec)
+    LessSelector(features=features(lm)).fit(pool)
+    warm = next((isolated_cache / "lm-warmup").iterdir())
+    (warm / "adam.safetensors").write_bytes(b"junk")
+    cfg = features(lm, proj_dim=256)  # other vectors: the warm-up is needed again
+    LessSelector(features=cfg).fit(pool)
+    assert (warm / "warmup.json").is_file() and (warm / "adam.safetensors").stat().st_size > 4
+    code, out, err = run(monkeypatch, capsys, "cache", "--clear")
+    assert code == 0 and not (isolated_cache / "lm-warmup").exists() and not (isolated_cache / "example-samples").exists()
+
+
+def test_run_refuses_a_budget_for_base_and_a_selection_made_with_other_settings(tiny_lms, bb, tmp_path, monkeypatch,
+                                                                                capsys):
+    base = {"out": str(tmp_path / "run"), "pool": f"bigbench:all?source={bb}", "targets": ["sentiment_b"], "k": 2,
+            "methods": ["rds"], "features": {"per_task": 2, "query_examples": 2, "max_length": 64},
+            "mix": {"per_task_cap": 2}, "eval": {"metric": "loglik", "max_examples": 2},
+            "train": {"model": str(tiny_lms["gpt2"]), "max_steps": 1, "batch_size": 2, "max_input_length": 64,
+                      "max_target_length": 8}}
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump({**base, "methods": [{"method": "base", "budget": 3}]}))
+    fails(monkeypatch, capsys, *["run", str(config)], match="methods[0].budget selects examples; the base model")
+    config.write_text(yaml.safe_dump(base))
+    code, out, err = run(monkeypatch, capsys, "run", str(config), "-q")
+    assert code == 0, err
+    config.write_text(yaml.safe_dump({**base, "features": {**base["features"], "per_task": 3}}))
+    fails(monkeypatch, capsys, *["run", str(config)], match="was selected with other settings (features.per_task changed")

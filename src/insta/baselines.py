@@ -252,11 +252,6 @@ class ModelAwareHybrid(FusedSelector):
         self.encoder = self.dense.encoder
         self.method = f"hybrid-{model_aware.method}"
 
-    def fit(self, pool, progress=None):
-        super().fit(pool, progress)
-        self.examples._set_pool(pool, self.arrays)
-        return self
-
     def _excluded(self, target, req):
         return self.examples._excluded(target, req)
 
@@ -276,21 +271,21 @@ class ModelAwareHybrid(FusedSelector):
         return sel
 
 
-def hybrid_less(encoder: Embedder | None = None, *, aggregate: str = "max", vote_depth: int | None = None,
-                seed: int = 0, features=None, budget: int | None = None) -> ModelAwareHybrid:
-    from .example_select import LessSelector
+def _model_aware_hybrid(name: str, encoder: Embedder | None, aggregate: str, vote_depth: int | None, seed: int,
+                        features, budget: int | None) -> ModelAwareHybrid:
+    from .example_select import LessSelector, RdsSelector
 
     if budget is not None:
-        raise InstaError("--budget applies to less, rds and samples (example-level selection); hybrid-less ranks tasks")
-    return ModelAwareHybrid(encoder, aggregate=aggregate, vote_depth=vote_depth,
-                            model_aware=LessSelector(seed=seed, features=features))
+        raise InstaError(f"--budget applies to less, rds and samples (example-level selection); hybrid-{name} ranks tasks")
+    side = {"less": LessSelector, "rds": RdsSelector}[name](seed=seed, features=features)
+    return ModelAwareHybrid(encoder, aggregate=aggregate, vote_depth=vote_depth, model_aware=side)
+
+
+def hybrid_less(encoder: Embedder | None = None, *, aggregate: str = "max", vote_depth: int | None = None,
+                seed: int = 0, features=None, budget: int | None = None) -> ModelAwareHybrid:
+    return _model_aware_hybrid("less", encoder, aggregate, vote_depth, seed, features, budget)
 
 
 def hybrid_rds(encoder: Embedder | None = None, *, aggregate: str = "max", vote_depth: int | None = None,
                seed: int = 0, features=None, budget: int | None = None) -> ModelAwareHybrid:
-    from .example_select import RdsSelector
-
-    if budget is not None:
-        raise InstaError("--budget applies to less, rds and samples (example-level selection); hybrid-rds ranks tasks")
-    return ModelAwareHybrid(encoder, aggregate=aggregate, vote_depth=vote_depth,
-                            model_aware=RdsSelector(seed=seed, features=features))
+    return _model_aware_hybrid("rds", encoder, aggregate, vote_depth, seed, features, budget)

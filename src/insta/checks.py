@@ -22,9 +22,21 @@ MAX_SEED = 2**32 - 1
 MAX_INT = 2**40
 
 
+#: settings whose command-line option is not --<name> (None: no option; a run config field only)
+FLAGS: dict[str, dict[str, str | None]] = {
+    "features": {"per_task": "--examples-per-task", "query_examples": "--query-examples", "proj_dim": "--proj-dim",
+                 "lm": "--lm", "device": "--device", "seed": "--seed", "engine": "--embed-engine",
+                 "actors": "--ray-actors"},
+}
+
+
 def option(section: str, name: str) -> str:
     """'train.lr (--lr)': how a setting is spelled in a run config and on the command line."""
-    return f"{section}.{name} (--{name.replace('_', '-')})" if section else f"--{name.replace('_', '-')}"
+    if not section:
+        return f"--{name.replace('_', '-')}"
+    flags = FLAGS.get(section)
+    flag = flags.get(name) if flags is not None else f"--{name.replace('_', '-')}"
+    return f"{section}.{name} ({flag})" if flag else f"{section}.{name}"
 
 
 def _describe(value: Any) -> str:

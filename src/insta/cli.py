@@ -179,8 +179,8 @@ def select(
     lm: Annotated[str, typer.Option("--lm", help="less/rds/hybrid-less/hybrid-rds: the causal LM whose gradients or hidden states represent examples: smollm2 (default), a model folder, a .gguf file or a hub id.")] = FeatureConfig.lm,
     budget: Annotated[Optional[int], typer.Option("--budget", help="less/rds/samples: select this many examples (round-robin over the target's examples) instead of k tasks.")] = None,
     target_examples: Annotated[Optional[str], typer.Option("--target-examples", help="JSONL of the target's examples ({\"input\": ..., \"output\": ...} per line) for less/rds; default: the target task's own instances.")] = None,
-    examples_per_task: Annotated[int, typer.Option("--examples-per-task", help="less/rds: examples sampled (seeded) from each source task.")] = FeatureConfig.per_task,
-    query_examples: Annotated[int, typer.Option("--query-examples", help="less/rds: at most this many target examples are used (and recorded, never evaluated on).")] = FeatureConfig.query_examples,
+    examples_per_task: Annotated[Optional[int], typer.Option("--examples-per-task", help=f"less/rds/samples: examples sampled (seeded) from each source task (default: {FeatureConfig.per_task}; samples 100).")] = None,
+    query_examples: Annotated[Optional[int], typer.Option("--query-examples", help=f"less/rds/samples: at most this many target examples are used, and recorded: never evaluate on them (default: {FeatureConfig.query_examples}; samples 32).")] = None,
     proj_dim: Annotated[int, typer.Option("--proj-dim", help="less: dimensions of the gradient projection (LESS: 8192).")] = FeatureConfig.proj_dim,
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON document instead of tables.")] = False,
     out_file: Annotated[Optional[str], typer.Option("--out", "-o", help="Also write the JSON document to this file (atomically); FILE.jsonl streams one selection per line (for big batches).")] = None,
@@ -203,6 +203,14 @@ def select(
     if n_instructions is not None:
         check_int(n_instructions, "--n-instructions", min=1)
     check_int(ray_actors, "--ray-actors", min=1)
+    from .selectors import METHODS, parse_method
+
+    name = parse_method(method, aggregate)[0]
+    sizes = {k: v for k, v in (("per_task", examples_per_task), ("query_examples", query_examples)) if v is not None}
+    if (target_examples is not None or sizes) and not METHODS.get(name).examples:
+        used = "--target-examples" if target_examples is not None else "--examples-per-task/--query-examples"
+        raise InstaError(f"{used} applies to the methods that select from examples "
+                         f"({', '.join(n for n, m in METHODS.items() if m.examples)}); --method {name} reads instructions")
     encoder = Encoder(model, device=device, cache=False if no_cache else None, engine=embed_engine, ray_actors=ray_actors)
     source = load_pool(pool)
     target_list = resolve_targets(
@@ -217,10 +225,10 @@ def select(
             raise InstaError(f"--target-examples gives the examples of one target; this command has {len(target_list)} "
                              "targets (select them one at a time)")
         target_list = [replace(target_list[0], examples=read_examples(target_examples, target_list[0].id))]
-    features = FeatureConfig(lm=lm, per_task=examples_per_task, query_examples=query_examples, proj_dim=proj_dim,
-                             seed=seed, device=device or "auto", engine=embed_engine, actors=ray_actors)
+    features = FeatureConfig(lm=lm, proj_dim=proj_dim, seed=seed, device=device or "auto", engine=embed_engine,
+                             actors=ray_actors, **sizes)
     selector = make_selector(method, aggregate=aggregate, encoder=encoder, seed=seed, index=index, features=features,
-                             budget=budget)
+                             budget=budget, sizes=sizes)
     with _progress(quiet) as progress:
         bar = progress.add_task(f"indexing {source.name} ({source.n_instructions} instructions)", total=None)
         selector.fit(source, progress=lambda done, total: progress.update(bar, completed=done, total=total))
@@ -712,7 +720,7 @@ def tasks(
 
 @app.command()
 def cache(
-    clear: Annotated[bool, typer.Option("--clear", help="Delete every cached embedding, stored pool vector and parsed template.")] = False,
+    clear: Annotated[bool, typer.Option("--clear", help="Delete every cached embedding and feature, stored pool vector, parsed template, LoRA warm-up and sampled example.")] = False,
 ) -> None:
     """Show (or clear) the embedding cache, the stored pool vectors and the parsed templates."""
     import shutil
@@ -736,18 +744,22 @@ def cache(
             print(f"{path}: damaged ({exc})" + ("" if "--clear" in str(exc) else "; 'insta cache --clear' deletes it"))
     arrays = [f for f in sorted(store.root.glob("*.npy")) if f.is_file()]
     parsed = cache_dir() / "promptsource-parsed"
+    derived = {"the parsed promptsource templates": parsed, "the LoRA warm-ups of less": cache_dir() / "lm-warmup",
+               "the sampled examples of less/rds/samples": cache_dir() / "example-samples"}
     if clear:
         if store.root.is_dir():
             print(f"removed {store.clear()} pool vector file(s) from {store.root}")
-        if parsed.is_dir():
-            shutil.rmtree(parsed, ignore_errors=True)
-            print(f"removed the parsed promptsource templates ({parsed})")
+        for what, folder in derived.items():
+            if folder.is_dir():
+                shutil.rmtree(folder, ignore_errors=True)
+                print(f"removed {what} ({folder})")
     else:
         if arrays:
             size = sum(f.stat().st_size for f in arrays)
             print(f"{store.root}: {len(arrays)} pool vector file(s), {size / 2**20:.1f} MiB")
-        if parsed.is_dir():
-            print(f"{parsed}: parsed promptsource templates ({len(list(parsed.glob('*.json')))} file(s))")
+        for what, folder in derived.items():
+            if folder.is_dir():
+                print(f"{folder}: {what} ({sum(1 for _ in folder.iterdir())} entries)")
 
 
 class _Terminated(BaseException):

@@ -148,6 +148,6 @@ class FeatureConfig:
         if self.proj_dim % self.sketch_nnz:
             from .errors import InstaError
 
-            raise InstaError(f"features.proj_dim ({self.proj_dim}) must be a multiple of features.sketch_nnz "
-                             f"({self.sketch_nnz})")
+            raise InstaError(f"{option('features', 'proj_dim')} must be a multiple of features.sketch_nnz "
+                             f"({self.sketch_nnz}), got {self.proj_dim}")
         check_float(self.warmup_lr, option("features", "warmup_lr"), positive=True, max=10.0)

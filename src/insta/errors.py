@@ -20,6 +20,11 @@ class InstaError(Exception):
         super().__init__(" ".join(str(message).split()))
 
 
+class NoExamples(InstaError):
+    """A method that selects from examples met a pool or target that has none (a benchmark
+    skips the method there; elsewhere it is an error like any other)."""
+
+
 def did_you_mean(name: str, choices: Iterable[str], n: int = 3) -> str:
     """Return ' (did you mean: a, b?)' for the closest choices, or '' if none is close."""
     choices = list(choices)

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from .config import FeatureConfig
-from .errors import InstaError, unknown
+from .errors import InstaError, NoExamples, unknown
 from .examples import Example, query_examples, task_sample
 from .lm_features import Gradients, HiddenStates, Representation, SentenceExamples
 from .search import positions
@@ -75,7 +75,7 @@ class ExampleSelector(Selector):
             examples.extend(got)
             counts[i] = len(got)
         if not examples:
-            raise InstaError(f"method {self.method!r} needs examples of the pool's tasks, and no task of {pool.name} has "
+            raise NoExamples(f"method {self.method!r} needs examples of the pool's tasks, and no task of {pool.name} has "
                              "any (BIG-bench and NIV2 task files do: bigbench:..., niv2:DIR; P3 entries have none); "
                              f"from instructions alone use {INSTRUCTION_METHODS}")
         self._examples = examples
@@ -95,7 +95,7 @@ class ExampleSelector(Selector):
     def queries(self, target: Target) -> list[Example]:
         found = query_examples(target, self.per_target, self.seed)
         if not found:
-            raise InstaError(f"method {self.method!r} needs examples of the target {target.id!r}, and it has none; give "
+            raise NoExamples(f"method {self.method!r} needs examples of the target {target.id!r}, and it has none; give "
                              "them with --target-examples FILE.jsonl (one {\"input\": ..., \"output\": ...} per line), "
                              f"or use a method that works from the instruction alone: {INSTRUCTION_METHODS}")
         return found
@@ -220,25 +220,27 @@ class SamplesSelector(ExampleSelector):
             self.aggregate = aggregate
 
 
-class LessSelector(ExampleSelector):
+class ModelAwareSelector(ExampleSelector):
+    """Selection from examples under a representation of the user's LM (``representation``)."""
+
+    representation_class: type[Representation] = Representation
+
+    def __init__(self, *, aggregate: str = "mean", vote_depth: int | None = None, seed: int = 0,
+                 features: FeatureConfig | None = None, budget: int | None = None, cache=None):
+        cfg = features or FeatureConfig(seed=seed)
+        super().__init__(self.representation_class(cfg, cache=cache), aggregate=aggregate, vote_depth=vote_depth,
+                         per_task=cfg.per_task, per_target=cfg.query_examples, seed=cfg.seed, budget=budget)
+
+
+class LessSelector(ModelAwareSelector):
     """LESS: projected LoRA gradients (Adam-preconditioned for the pool) of the user's LM."""
 
     method = "less"
-
-    def __init__(self, *, aggregate: str = "mean", vote_depth: int | None = None, seed: int = 0,
-                 features: FeatureConfig | None = None, budget: int | None = None, cache=None):
-        cfg = features or FeatureConfig(seed=seed)
-        super().__init__(Gradients(cfg, cache=cache), aggregate=aggregate, vote_depth=vote_depth,
-                         per_task=cfg.per_task, per_target=cfg.query_examples, seed=cfg.seed, budget=budget)
+    representation_class = Gradients
 
 
-class RdsSelector(ExampleSelector):
+class RdsSelector(ModelAwareSelector):
     """RDS+: position-weighted mean hidden states of the user's LM."""
 
     method = "rds"
-
-    def __init__(self, *, aggregate: str = "mean", vote_depth: int | None = None, seed: int = 0,
-                 features: FeatureConfig | None = None, budget: int | None = None, cache=None):
-        cfg = features or FeatureConfig(seed=seed)
-        super().__init__(HiddenStates(cfg, cache=cache), aggregate=aggregate, vote_depth=vote_depth,
-                         per_task=cfg.per_task, per_target=cfg.query_examples, seed=cfg.seed, budget=budget)
+    representation_class = HiddenStates

@@ -39,6 +39,8 @@ def read_bytes(path: PathLike, what: str = "file") -> bytes:
     """The bytes of a file, or one line saying why it cannot be read."""
     p = Path(path).expanduser()
     try:
+        if p.exists() and not p.is_file() and not p.is_dir():  # a FIFO or device would block or never end
+            raise InstaError(f"{what} {p} is not a regular file (a FIFO, socket or device); give a file")
         return p.read_bytes()
     except FileNotFoundError:
         raise InstaError(f"{what} {p} does not exist") from None

@@ -231,16 +231,20 @@ class SentenceExamples(Representation):
         return self.encoder.encode([self.text(ex) for ex in examples], progress=progress)
 
 
-class HiddenStates(Representation):
-    """RDS+: position-weighted mean of the last hidden states (prompt and answer tokens)."""
-
-    name = "hidden"
+class LMRepresentation(Representation):
+    """A representation computed by a causal LM (loaded once, on first use)."""
 
     def __init__(self, cfg: FeatureConfig | None = None, *, lm: CausalLM | None = None, cache=None):
         super().__init__(cache)
         self.cfg = cfg or FeatureConfig()
         self.lm = lm or CausalLM(self.cfg.lm, device=self.cfg.device, max_length=self.cfg.max_length,
                                  batch_size=self.cfg.batch_size)
+
+
+class HiddenStates(LMRepresentation):
+    """RDS+: position-weighted mean of the last hidden states (prompt and answer tokens)."""
+
+    name = "hidden"
 
     def identity(self, role: str) -> str:
         return f"hidden:{self.lm.identity}:len{self.cfg.max_length}:posmean"  # the same for source and target
@@ -324,17 +328,14 @@ def _lora_modules(model) -> dict[str, Any]:
     return found
 
 
-class Gradients(Representation):
+class Gradients(LMRepresentation):
     """LESS: projected LoRA gradients of the answer loss, Adam-preconditioned for source
     examples, plain for target examples, at the checkpoint of a short LoRA warm-up."""
 
     name = "grad"
 
     def __init__(self, cfg: FeatureConfig | None = None, *, lm: CausalLM | None = None, cache=None):
-        super().__init__(cache)
-        self.cfg = cfg or FeatureConfig()
-        self.lm = lm or CausalLM(self.cfg.lm, device=self.cfg.device, max_length=self.cfg.max_length,
-                                 batch_size=self.cfg.batch_size)
+        super().__init__(cfg, lm=lm, cache=cache)
         self.warmup_key: str | None = None
         self.warmup_info: dict[str, Any] = {}
         self._peft = None
@@ -427,7 +428,11 @@ class Gradients(Representation):
                     raise ValueError(f"{name} holds values that are not finite")
                 state[name] = {"weight": w, "exp_avg": avg, "exp_avg_sq": sq}
         except Exception as exc:  # noqa: BLE001 - any damage means: train the warm-up again
-            log.warning("LoRA warm-up %s is unusable (%s): it is trained again", where, str(exc)[:200] or type(exc).__name__)
+            log.warning("LoRA warm-up %s is unusable (%s): it is removed and trained again", where,
+                        str(exc)[:200] or type(exc).__name__)
+            import shutil
+
+            shutil.rmtree(where, ignore_errors=True)
             return None
         for name, m in modules.items():
             m.weight.data.copy_(state[name]["weight"])

@@ -373,6 +373,9 @@ def selected_examples(selection: dict[str, Any], where: str) -> list[list[dict[s
     selection of tasks. Their shape is checked here, their content against the pool later."""
     results = selection["results"]
     if not any("examples" in r for r in results):
+        if selection.get("budget") is not None:
+            raise InstaError(f"{where}: the selection has a 'budget' (it selected examples) but its results list no "
+                             "'examples'; write the file with insta select --budget")
         return None
     out = []
     for j, r in enumerate(results):
@@ -399,6 +402,8 @@ def build_example_mixture(tasks: Sequence[Task], chosen: Sequence[Sequence[dict[
     rng = random.Random(cfg.seed)
     rows: list[dict[str, Any]] = []
     counts: dict[str, int] = {}
+    taken: set[tuple[str, int]] = set()
+    dropped = 0
     for task, examples in zip(tasks, chosen):
         full = task.with_instances()
         instances = full.instances or []
@@ -406,6 +411,10 @@ def build_example_mixture(tasks: Sequence[Task], chosen: Sequence[Sequence[dict[
         render = instance_renderer(full, cfg)
         for e in examples:
             i = e["index"]
+            if (task.id, i) in taken:  # listed twice (an edited file): one row
+                dropped += 1
+                continue
+            taken.add((task.id, i))
             check = seen_as(i, instances[i]) if i < len(instances) and isinstance(instances[i], dict) else None
             if check is None or example_key(check["input"], str(check["target"])) != e["key"]:
                 raise InstaError(f"{where}: example {i} of task {task.id!r} is not the one that was selected (the task's "
@@ -420,7 +429,7 @@ def build_example_mixture(tasks: Sequence[Task], chosen: Sequence[Sequence[dict[
     if cfg.total_examples is not None and cfg.total_examples != len(rows):
         warnings.append(f"the selection chose {len(rows)} examples; the mixture holds exactly those "
                         f"(--total-examples {cfg.total_examples} does not apply to an example-level selection)")
-    return Mixture(rows=rows, counts=counts, config=cfg, warnings=warnings)
+    return Mixture(rows=rows, counts=counts, config=cfg, dropped_duplicates=dropped, warnings=warnings)
 
 
 def write_mixture(mixture: Mixture, out: str | Path) -> Path:

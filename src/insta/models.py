@@ -112,9 +112,10 @@ def _convert(load_from: str, gguf_file: str, dest: Path, origin: str) -> Path:
         cls = AutoModelForSeq2SeqLM if getattr(config, "is_encoder_decoder", False) else AutoModelForCausalLM
         model = cls.from_pretrained(load_from, gguf_file=gguf_file)
         tokenizer = AutoTokenizer.from_pretrained(load_from, gguf_file=gguf_file)
-    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+    except Exception as exc:  # noqa: BLE001 - a damaged file fails deep in the GGUF reader (struct.error, ...)
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InstaError(f"cannot load GGUF model {origin} with transformers ({first[:200]})") from None
+        raise InstaError(f"cannot load GGUF model {origin} with transformers ({type(exc).__name__}: {first[:200]}); "
+                         "is the file whole?") from None
     # The weights are plain fp32 tensors now; drop the 'quantised with gguf' mark so that the
     # model saves as an ordinary folder.
     if hasattr(model.config, "quantization_config"):
@@ -210,9 +211,13 @@ def load_model(name: str, *, for_training: bool):
         model = cls.from_pretrained(str(local) if local.exists() else name)
     except InstaError:
         raise
-    except (OSError, ValueError) as exc:
+    except Exception as exc:  # noqa: BLE001 - damaged weights (safetensors, torch) raise many types: one line
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InstaError(f"cannot load model {name!r} ({first[:200]}); offline, give a local model folder") from None
+        raise InstaError(f"cannot load model {name!r} ({type(exc).__name__}: {first[:200]}); check its files, or give "
+                         "another model folder") from None
+    if not tokenizer("hello world", add_special_tokens=False).get("input_ids"):
+        raise InstaError(f"model {name!r}: its tokenizer turns text into no tokens (are its tokenizer files missing?); "
+                         "give a model folder with its tokenizer")
     if not seq2seq:
         tokenizer.truncation_side = "left"  # a causal LM answers after the prompt's end: keep the end
     if tokenizer.pad_token is None:

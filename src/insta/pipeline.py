@@ -66,8 +66,9 @@ def target_tasks(spec: str, ids: list[str] | None = None) -> list[Task]:
 
 
 def without_examples(task: Task, held: list[dict[str, Any]]) -> Task:
-    """``task`` without the examples a selector saw (``target_examples`` of a selection: by
-    position among the task's instances, or by content for examples the user gave)."""
+    """``task`` without the examples a selector saw (``target_examples`` of a selection): the
+    instances at those positions, and every instance whose input, as rendered or as written,
+    is one of theirs (duplicates in the task's data, examples the user gave in either form)."""
     from dataclasses import replace
 
     from .examples import rendered
@@ -76,9 +77,9 @@ def without_examples(task: Task, held: list[dict[str, Any]]) -> Task:
         return task
     full = task.with_instances()
     positions = {e["index"] for e in held if isinstance(e.get("index"), int) and e["index"] >= 0}
-    keys = {e.get("key") for e in held if not (isinstance(e.get("index"), int) and e["index"] >= 0)}
-    if keys:  # user-given examples: drop any instance that renders to one of them
-        positions |= {ex.index for ex in rendered(full) if ex.key in keys}
+    inputs = {" ".join(str(e.get("input", "")).split()) for e in held} - {""}
+    positions |= {ex.index for ex in rendered(full)
+                  if " ".join(ex.input.split()) in inputs or " ".join(ex.raw.split()) in inputs}
     kept = [x for i, x in enumerate(full.instances or []) if i not in positions]
     if not kept:
         raise InstaError(f"target {task.id!r}: every example was seen by a selector; nothing is left to evaluate on")
@@ -227,6 +228,8 @@ def _methods(p: Path, value: Any) -> list[MethodSpec]:
                               budget=budget)
         else:
             raise InstaError(f"{p}: methods[{i}] must be a method name or a mapping with 'method'")
+        if spec.method == BASE and spec.budget is not None:
+            raise InstaError(f"{p}: methods[{i}].budget selects examples; the base model selects nothing")
         if spec.method != BASE:
             try:
                 name, _ = parse_method(spec.method)
@@ -406,7 +409,10 @@ def run(cfg: RunConfig, *, quiet: bool = True, say: Say | None = None) -> dict[s
                 model_path, model_key = cfg.base_model, "base"
             else:
                 sel_file = where / "selection.json"
-                if not sel_file.is_file():
+                settings = _selection_settings(cfg, m, held)
+                if sel_file.is_file():
+                    _check_settings(sel_file, settings)
+                else:
                     say(f"{target.id} / {m.name}: selecting")
                     if m.name not in selectors:  # one fitted selector per method, shared by every target
                         selectors[m.name] = _fitted(cfg, m, pool)
@@ -414,7 +420,7 @@ def run(cfg: RunConfig, *, quiet: bool = True, say: Say | None = None) -> dict[s
                     sel = selector.select(_target(target, held), min(cfg.k, len(pool) - (target.id in pool)),
                                           exclusions=exclusions)
                     doc = {"pool": cfg.pool, "method": selector.method, "k": cfg.k, "model": encoder.describe(),
-                           "selections": [sel.to_dict()]}
+                           "settings": settings, "selections": [sel.to_dict()]}
                     if hasattr(selector, "describe"):
                         doc["representation"] = selector.describe()
                     write_json_atomic(sel_file, doc)
@@ -446,6 +452,38 @@ def run(cfg: RunConfig, *, quiet: bool = True, say: Say | None = None) -> dict[s
     write_json_atomic(root / "results.json", summary)
     (root / "results.md").write_text(results_markdown(results))
     return summary
+
+
+def _selection_settings(cfg: RunConfig, m: MethodSpec, held: list[dict[str, Any]]) -> dict[str, Any]:
+    """What decides a method's selection in a run: compared when a run resumes, so that a
+    selection made under other settings is never reused silently."""
+    from .selectors import METHODS, parse_method
+
+    name = parse_method(m.method)[0]
+    doc: dict[str, Any] = {"method": m.method, "pool": cfg.pool, "k": cfg.k, "seed": cfg.seed if m.seed is None else m.seed,
+                           "model": m.model or cfg.embedder, "budget": m.budget, "exclude_siblings": cfg.exclude_siblings,
+                           "held_out": sorted(e["key"] for e in held)}
+    if METHODS.get(name).uses_features:
+        features = asdict(cfg.features or FeatureConfig(lm=cfg.base_model, seed=cfg.seed))
+        doc["features"] = {k: v for k, v in features.items() if k not in ("device", "engine", "actors")}
+    return doc
+
+
+def _check_settings(sel_file: Path, settings: dict[str, Any]) -> None:
+    stored = read_json(sel_file, "selection file", expect=dict).get("settings")
+    if stored is None:  # written by an older insta: nothing to compare
+        return
+    if not isinstance(stored, dict):
+        raise InstaError(f"{sel_file}: field 'settings' is damaged; delete {sel_file.parent} to select again")
+    changed = sorted(k for k in set(stored) | set(settings) if stored.get(k) != settings.get(k))
+    if changed:
+        detail = changed
+        if "features" in changed:
+            old, new = stored.get("features") or {}, settings.get("features") or {}
+            detail = [c for c in changed if c != "features"] + [f"features.{k}" for k in sorted(set(old) | set(new))
+                                                                if old.get(k) != new.get(k)]
+        raise InstaError(f"{sel_file} was selected with other settings ({', '.join(detail)} changed since); delete "
+                         f"{sel_file.parent} to select again with the new ones, or give the run another 'out'")
 
 
 def _fitted(cfg: RunConfig, m: MethodSpec, pool: TaskPool):
@@ -512,7 +550,7 @@ def _config_dict(cfg: RunConfig) -> dict[str, Any]:
 
 def results_markdown(results: list[dict[str, Any]]) -> str:
     metrics = sorted({k for r in results for k in r["metrics"]})
-    lines = ["| target | method | tasks | train examples | " + " | ".join(metrics) + " |",
+    lines = ["| target | method | selected | train examples | " + " | ".join(metrics) + " |",
              "|---|---|---|---|" + "---|" * len(metrics)]
     for r in results:
         cells = [f"{r['metrics'][m]:.3f}" if m in r["metrics"] else "" for m in metrics]

@@ -97,9 +97,10 @@ def method_label(name: str, aggregate: str | None) -> str:
 
 def make_selector(spec: str, *, aggregate: str | None = None, encoder: Any = None, seed: int = 0,
                   vote_depth: int | None = None, index: str | None = None, features: Any = None,
-                  budget: int | None = None) -> Selector:
+                  budget: int | None = None, sizes: dict[str, int] | None = None) -> Selector:
     """Build the selector a method spec names. ``features`` (a :class:`insta.config.FeatureConfig`)
-    configures the model-aware methods; ``budget`` asks an example method for N examples."""
+    configures the model-aware methods; ``budget`` asks an example method for N examples;
+    ``sizes`` (``per_task``, ``query_examples``) given by the user override ``samples``' own."""
     from .checks import check_seed
 
     name, agg = parse_method(spec, aggregate)
@@ -121,6 +122,8 @@ def make_selector(spec: str, *, aggregate: str | None = None, encoder: Any = Non
         from .config import FeatureConfig
 
         kwargs["features"] = features if features is not None else FeatureConfig(seed=kwargs.get("seed", 0))
+    if name == "samples" and sizes:
+        kwargs.update({"per_task" if k == "per_task" else "per_target": v for k, v in sizes.items()})
     if budget is not None:
         if not method.budget:
             raise InstaError(f"--budget selects examples; it applies to {', '.join(n for n, m in METHODS.items() if m.budget)} "

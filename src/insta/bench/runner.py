@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field, replace
 import numpy as np
 
 from ..encoder import Encoder
-from ..errors import InstaError
+from ..errors import InstaError, NoExamples
 from ..select import InstructionSelector, PoolArrays, Target, order_candidates, truncate
 from ..selectors import METHODS, make_selector, method_label, parse_method
 from ..tasks import TaskPool
@@ -268,9 +268,7 @@ def run_bench(
             values = _per_target(suite, groups, lambda train_pool: _selector(m, train_pool, encoder, seed, align_config,
                                                                              align_root, progress, features),
                                  res.method, progress)
-        except InstaError as exc:
-            if not METHODS.get(name).examples:  # methods that need examples are skipped where there are none
-                raise
+        except NoExamples as exc:  # methods that select from examples are skipped where there are none
             res.skipped = str(exc)
             results.append(res)
             continue
