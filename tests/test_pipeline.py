@@ -65,7 +65,7 @@ def test_run_config_chains_select_mix_train_eval_and_resumes(shared_data, tiny_l
 
     assert collect_results(load_run_config(config)) == json.loads(out)["results"]
     md = (tmp_path / "run" / "results.md").read_text()
-    assert md.startswith("| target | method | tasks | train examples | accuracy | exact_match | gold_loglik | rougeL |")
+    assert md.startswith("| target | method | selected | train examples | accuracy | exact_match | gold_loglik | rougeL |")
     # a second run finds every step done: nothing is retrained, the results are the same
     state = run_dir / "models" / results[(BOOL, "bm25")]["model"] / "train.json"
     stamp = state.stat().st_mtime_ns
