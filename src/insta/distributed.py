@@ -56,19 +56,18 @@ class _FeatureBatch:
     """One Ray actor: loads the LM once (and, for gradients, the LoRA warm-up the driver left in
     the cache root), featurises batches of examples."""
 
-    def __init__(self, kind: str, config: dict, warmup_key: str | None, role: str, cache_root: str):
+    def __init__(self, representation: type, config: dict, warmup_key: str | None, role: str, cache_root: str):
         os.environ["INSTA_CACHE_DIR"] = cache_root  # where the driver keeps the warm-up
         from .config import FeatureConfig
-        from .lm_features import REPRESENTATIONS
 
-        self.rep = REPRESENTATIONS[kind](FeatureConfig(**config), cache=False)
+        self.rep = representation(FeatureConfig(**config), cache=False)
         self.rep.warmup_key = warmup_key
         self.role = role
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from .examples import Example
+        from types import SimpleNamespace  # what featurising reads of an example: its input and target
 
-        examples = [Example("", -1, str(i), str(t)) for i, t in zip(batch["input"], batch["target"])]
+        examples = [SimpleNamespace(input=str(i), target=str(t)) for i, t in zip(batch["input"], batch["target"])]
         return {"row": batch["row"], "vector": self.rep.compute(examples, self.role)}
 
 
@@ -81,7 +80,7 @@ def ray_features(rep, examples: Sequence, role: str, *, actors: int = 1, batch_s
     from .paths import cache_dir
 
     items = [{"row": i, "input": ex.input, "target": ex.target} for i, ex in enumerate(examples)]
-    return ray_map(items, _FeatureBatch, {"kind": rep.name, "config": asdict(rep.cfg), "role": role,
+    return ray_map(items, _FeatureBatch, {"representation": type(rep), "config": asdict(rep.cfg), "role": role,
                                           "warmup_key": getattr(rep, "warmup_key", None), "cache_root": str(cache_dir())},
                    actors=actors, batch_size=batch_size)
 

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .errors import InstaError
+from .mix import example_key, instance_renderer
 
 if TYPE_CHECKING:
     from .config import MixConfig
@@ -56,10 +57,6 @@ class Example:
         return {"task": self.task, "index": self.index, "key": self.key, "input": self.input, "target": self.target}
 
 
-def example_key(input: str, target: str) -> str:
-    return hashlib.sha256(input.encode("utf-8", "surrogatepass") + b"\0" + target.encode("utf-8", "surrogatepass")).hexdigest()[:20]
-
-
 def sample_seed(seed: int, key: str) -> int:
     """A per-task (or per-target) seed, stable across runs and machines."""
     return int.from_bytes(hashlib.sha256(f"{seed}:{key}".encode()).digest()[:8], "little")
@@ -70,7 +67,6 @@ def rendered(task: Task, cfg: MixConfig | None = None) -> list[Example]:
     and tables: the Tk-Instruct ``def`` encoding; BIG-bench: its own prompts). P3 entries have
     no instances (their rows come from the source datasets): an empty list."""
     from .config import MixConfig
-    from .mix import instance_renderer
 
     if task.source == "p3":
         return []

@@ -559,5 +559,3 @@ class Gradients(LMRepresentation):
             model.zero_grad(set_to_none=True)
         return _check_finite(out_rows, "gradients", self.lm)
 
-
-REPRESENTATIONS = {"hidden": HiddenStates, "grad": Gradients}

@@ -368,6 +368,13 @@ def selected_tasks(pool: TaskPool, selection: dict[str, Any], where: str) -> lis
     return [pool.get(i) for i in ids]
 
 
+def example_key(input: str, target: str) -> str:
+    """The content key of a rendered example (what a selection records; checked when mixing)."""
+    import hashlib
+
+    return hashlib.sha256(input.encode("utf-8", "surrogatepass") + b"\0" + target.encode("utf-8", "surrogatepass")).hexdigest()[:20]
+
+
 def selected_examples(selection: dict[str, Any], where: str) -> list[list[dict[str, Any]]] | None:
     """The examples an example-level selection (``--budget``) chose, per result; None for a
     selection of tasks. Their shape is checked here, their content against the pool later."""
@@ -397,8 +404,6 @@ def build_example_mixture(tasks: Sequence[Task], chosen: Sequence[Sequence[dict[
     """A mixture of exactly the chosen examples of each task (an example-level selection),
     each checked against the pool: the instance at that position must still render to the
     example the selector saw (its ``key``), else the pool changed since selecting."""
-    from .examples import example_key
-
     rng = random.Random(cfg.seed)
     rows: list[dict[str, Any]] = []
     counts: dict[str, int] = {}
