@@ -491,3 +491,14 @@ def test_run_refuses_a_budget_for_base_and_a_selection_made_with_other_settings(
     assert code == 0, err
     config.write_text(yaml.safe_dump({**base, "features": {**base["features"], "per_task": 3}}))
     fails(monkeypatch, capsys, *["run", str(config)], match="was selected with other settings (features.per_task changed")
+
+
+def test_no_cache_reaches_the_model_aware_vectors(tiny_lms, bb, monkeypatch, capsys):
+    args = ["select", "-p", f"bigbench:all?source={bb}", "-t", "translate", "--method", "rds", "--lm",
+            str(tiny_lms["gpt2"]), "--examples-per-task", "2", "--json", "-q"]
+    computed = []
+    for extra in ([], ["--no-cache"], []):
+        code, out, err = run(monkeypatch, capsys, *args, *extra)
+        assert code == 0, err
+        computed.append(json.loads(out)["representation"]["computed"])
+    assert computed == [10, 10, 0]  # 5 tasks x 2 examples; --no-cache neither reads nor writes them

@@ -174,7 +174,7 @@ def select(
     index: Annotated[Optional[str], typer.Option("--index", help="With --method insta: flat (exact, default) | faiss (exact FAISS IndexFlatIP) | faiss:FACTORY (e.g. faiss:HNSW32, approximate); FAISS needs the faiss extra.")] = None,
     embed_engine: Annotated[str, typer.Option("--embed-engine", help="local (default) | ray: embed (or, for less/rds, featurise) the pool's uncached texts on Ray Data (the ray extra; RAY_ADDRESS names a cluster, else a local instance).")] = "local",
     ray_actors: Annotated[int, typer.Option("--ray-actors", help="With --embed-engine ray: encoder actors (one model each).")] = 1,
-    no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not read or write the embedding cache.")] = False,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not read or write the embedding cache (nor, for less/rds, the cached example vectors).")] = False,
     device: Annotated[Optional[str], typer.Option("--device", help="torch device for the encoder and the LM (default: auto).")] = None,
     lm: Annotated[str, typer.Option("--lm", help="less/rds/hybrid-less/hybrid-rds: the causal LM whose gradients or hidden states represent examples: smollm2 (default), a model folder, a .gguf file or a hub id.")] = FeatureConfig.lm,
     budget: Annotated[Optional[int], typer.Option("--budget", help="less/rds/samples: select this many examples (round-robin over the target's examples) instead of k tasks.")] = None,
@@ -229,6 +229,9 @@ def select(
                              actors=ray_actors, **sizes)
     selector = make_selector(method, aggregate=aggregate, encoder=encoder, seed=seed, index=index, features=features,
                              budget=budget, sizes=sizes)
+    side = getattr(selector, "examples", selector)  # hybrid-less/-rds: the example side
+    if no_cache and hasattr(side, "representation") and hasattr(side.representation, "cache"):
+        side.representation.cache = None  # --no-cache: the model-aware vectors too
     with _progress(quiet) as progress:
         bar = progress.add_task(f"indexing {source.name} ({source.n_instructions} instructions)", total=None)
         selector.fit(source, progress=lambda done, total: progress.update(bar, completed=done, total=total))
