@@ -502,3 +502,19 @@ def test_no_cache_reaches_the_model_aware_vectors(tiny_lms, bb, monkeypatch, cap
         assert code == 0, err
         computed.append(json.loads(out)["representation"]["computed"])
     assert computed == [10, 10, 0]  # 5 tasks x 2 examples; --no-cache neither reads nor writes them
+
+
+def test_exclude_seen_refuses_a_selection_that_lost_its_target_examples(bb, tmp_path):
+    from insta.pipeline import seen_examples, without_examples
+
+    doc = {"pool": "p", "method": "rds", "k": 2, "selections": [
+        {"target": {"id": "sentiment_a"}, "method": "rds", "results": [{"task_id": "sentiment_b"}]}]}
+    path = tmp_path / "sel.json"
+    path.write_text(json.dumps(doc))
+    with pytest.raises(InstaError, match="records no 'target_examples'"):
+        seen_examples([str(path)])
+    # entries with only a key still leave their example out
+    task = load_pool(f"bigbench:all?source={bb}").get("sentiment_a").with_instances()
+    first = Example(task.id, 0, task.instances[0]["prompt"], task.instances[0]["output"][0])
+    left = without_examples(task, [{"index": -1, "key": first.key}])
+    assert task.instances[0]["prompt"] not in [x["prompt"] for x in left.instances]

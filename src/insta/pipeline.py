@@ -78,8 +78,9 @@ def without_examples(task: Task, held: list[dict[str, Any]]) -> Task:
     full = task.with_instances()
     positions = {e["index"] for e in held if isinstance(e.get("index"), int) and e["index"] >= 0}
     inputs = {" ".join(str(e.get("input", "")).split()) for e in held} - {""}
-    positions |= {ex.index for ex in rendered(full)
-                  if " ".join(ex.input.split()) in inputs or " ".join(ex.raw.split()) in inputs}
+    keys = {e.get("key") for e in held} - {None}
+    positions |= {ex.index for ex in rendered(full) if ex.key in keys
+                  or " ".join(ex.input.split()) in inputs or " ".join(ex.raw.split()) in inputs}
     kept = [x for i, x in enumerate(full.instances or []) if i not in positions]
     if not kept:
         raise InstaError(f"target {task.id!r}: every example was seen by a selector; nothing is left to evaluate on")
@@ -89,10 +90,16 @@ def without_examples(task: Task, held: list[dict[str, Any]]) -> Task:
 def seen_examples(selection_files: list[str]) -> dict[str, list[dict[str, Any]]]:
     """Per target id, the target examples that the selections of these files saw."""
     from .mix import read_selections
+    from .selectors import METHODS
 
     held: dict[str, list[dict[str, Any]]] = {}
     for path in selection_files:
-        for i, sel in enumerate(read_selections(path)["selections"]):
+        doc = read_selections(path)
+        for i, sel in enumerate(doc["selections"]):
+            method = str(sel.get("method") or doc.get("method") or "")
+            if "target_examples" not in sel and method in METHODS and METHODS.get(method).examples:
+                raise InstaError(f"{path}: selections[{i}] was made by {method!r} from the target's examples but records "
+                                 "no 'target_examples', so they cannot be left out; select again with insta select --out")
             examples = sel.get("target_examples") or []
             if not isinstance(examples, list) or not all(isinstance(e, dict) and isinstance(e.get("key"), str)
                                                          for e in examples):
