@@ -59,7 +59,8 @@ class ExampleSelector(Selector):
             check_int(budget, "--budget", min=1)
         self.representation = representation
         self.measure = f"cosine ({representation.name})"
-        self.aggregate = aggregate
+        self.aggregate: str | None = aggregate  # as reported in selections
+        self.how = aggregate  # as applied
         self.vote_depth = vote_depth
         self.per_task, self.per_target, self.seed, self.budget = per_task, per_target, seed, budget
         self.mask_own = mask_own
@@ -110,7 +111,7 @@ class ExampleSelector(Selector):
             if self.mask_own and target.id in pool:  # the target's own examples vote for no task
                 sims[:, self._owner == pool.ids.index(target.id)] = -np.inf
             agg = aggregate_matrix(sims, self._starts, self._counts[self._present], self._owner_present,
-                                   self.aggregate, self.vote_depth or k, self.arrays.tie_order[self._present])
+                                   self.how, self.vote_depth or k, self.arrays.tie_order[self._present])
             score = np.full(len(pool), -np.inf)
             best = np.full(len(pool), -np.inf)
             score[self._present], best[self._present] = agg.score, agg.best
@@ -211,13 +212,6 @@ class SamplesSelector(ExampleSelector):
         self.encoder = self.representation.encoder
         self.measure = "cosine (instances)"
         self.aggregate = None  # not an aggregation choice of the user's: the votes of nearest neighbours
-
-    def score_many(self, targets, k=5, progress=None):
-        aggregate, self.aggregate = self.aggregate, "vote"
-        try:
-            return super().score_many(targets, k, progress)
-        finally:
-            self.aggregate = aggregate
 
 
 class ModelAwareSelector(ExampleSelector):

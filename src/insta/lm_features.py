@@ -83,12 +83,10 @@ class CausalLM:
             hf_logging.disable_progress_bar()
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                model, tok, seq2seq = load_model(self.path, for_training=False)
+                model, tok, seq2seq = load_model(self.path, for_training=True)  # as trained: an eos ends each answer
             if seq2seq:
                 raise InstaError(f"model {self.name!r} is a seq2seq model; the model-aware representations (less, rds) "
                                  "need a causal LM (e.g. --lm smollm2)")
-            if tok.eos_token_id is None:
-                raise InstaError(f"model {self.name!r}: its tokenizer has no eos token, which ends every answer")
             dtype = torch.float32
             if self.device.startswith("cuda") and torch.cuda.is_bf16_supported():
                 dtype = torch.bfloat16
@@ -172,6 +170,10 @@ class Representation:
         """Whatever featurising needs besides the model, made now (the gradients' warm-up)."""
         return None
 
+    def remote(self) -> bool:
+        """Are the pool's examples featurised on Ray Data?"""
+        return False
+
     def compute(self, examples: Sequence[Example], role: str, progress: ProgressFn | None = None) -> np.ndarray:
         raise NotImplementedError
 
@@ -181,7 +183,7 @@ class Representation:
         def compute(missing: list[str]) -> np.ndarray:
             start = time.perf_counter()
             chosen = [by_text[t] for t in missing]
-            if pool and getattr(getattr(self, "cfg", None), "engine", "local") == "ray":
+            if pool and self.remote():
                 from .distributed import ray_features
 
                 self.ready()  # the warm-up is trained here, then read by every actor
@@ -239,6 +241,9 @@ class LMRepresentation(Representation):
         self.cfg = cfg or FeatureConfig()
         self.lm = lm or CausalLM(self.cfg.lm, device=self.cfg.device, max_length=self.cfg.max_length,
                                  batch_size=self.cfg.batch_size)
+
+    def remote(self) -> bool:
+        return self.cfg.engine == "ray"
 
 
 class HiddenStates(LMRepresentation):

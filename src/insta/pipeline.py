@@ -45,14 +45,7 @@ def mix_selection(selection_file: str | Path, out: str | Path, cfg: MixConfig, *
     spec = pool or doc.get("pool")
     if not spec:
         raise InstaError(f"{selection_file}: no 'pool' recorded; give the pool with --pool")
-    source = loaded or load_pool(spec)
-    tasks = selected_tasks(source, sel, str(selection_file))
-    chosen = selected_examples(sel, str(selection_file))
-    if chosen is not None:  # an example-level selection: exactly those examples
-        mixture = build_example_mixture([source.get(r["task_id"]) for r in sel["results"]], chosen, cfg,
-                                        str(selection_file))
-    else:
-        mixture = build_mixture(tasks, cfg, rows=local_rows(rows) if rows else None)
+    mixture = mixture_of(loaded or load_pool(spec), sel, cfg, rows, str(selection_file))
     mixture.source = {"selection": str(selection_file), "pool": spec, "target": sel.get("target", {}).get("id"),
                       "method": doc.get("method"), "k": doc.get("k")}
     write_mixture(mixture, out)
@@ -436,7 +429,7 @@ def run(cfg: RunConfig, *, quiet: bool = True, say: Say | None = None) -> dict[s
                 mix_dir = root / "mixtures" / mix_key
                 if not (mix_dir / "manifest.json").is_file():
                     say(f"{target.id} / {m.name}: mixing {len(selected)} {'examples' if '#' in selected[0] else 'tasks'}")
-                    mixture = _mixture(cfg, pool, sel_file, selected)
+                    mixture = mixture_of(pool, read_selection(sel_file)[1], cfg.mix, cfg.rows, str(sel_file), by_id=True)
                     mixture.source = {"pool": cfg.pool, "tasks": sorted(selected)}
                     for warning in mixture.warnings:
                         say(f"{target.id} / {m.name}: warning: {warning}")
@@ -540,13 +533,18 @@ def _seen(root: Path, cfg: RunConfig, target: str, held: list[dict[str, Any]]) -
     return seen
 
 
-def _mixture(cfg: RunConfig, pool: TaskPool, sel_file: Path, selected: list[str]) -> Mixture:
-    sel = read_selection(sel_file)[1]
-    chosen = selected_examples(sel, str(sel_file))
+def mixture_of(pool: TaskPool, sel: dict[str, Any], cfg: MixConfig, rows: str | None, where: str, *,
+               by_id: bool = False) -> Mixture:
+    """The mixture of one selection: its tasks' examples (in the selection's order, or by task id:
+    ``insta run``'s mixtures are addressed by their set of tasks), or exactly the examples an
+    example-level selection (--budget) chose."""
+    tasks = selected_tasks(pool, sel, where)  # every selected task is in the pool
+    if by_id:
+        tasks = sorted(tasks, key=lambda t: t.id)
+    chosen = selected_examples(sel, where)
     if chosen is not None:
-        tasks = [pool.get(r["task_id"]) for r in sel["results"]]
-        return build_example_mixture(tasks, chosen, cfg.mix, str(sel_file))
-    return build_mixture([pool.get(i) for i in sorted(selected)], cfg.mix, rows=local_rows(cfg.rows) if cfg.rows else None)
+        return build_example_mixture([pool.get(r["task_id"]) for r in sel["results"]], chosen, cfg, where)
+    return build_mixture(tasks, cfg, rows=local_rows(rows) if rows else None)
 
 
 def _config_dict(cfg: RunConfig) -> dict[str, Any]:
