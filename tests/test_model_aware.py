@@ -518,3 +518,46 @@ def test_exclude_seen_refuses_a_selection_that_lost_its_target_examples(bb, tmp_
     first = Example(task.id, 0, task.instances[0]["prompt"], task.instances[0]["output"][0])
     left = without_examples(task, [{"index": -1, "key": first.key}])
     assert task.instances[0]["prompt"] not in [x["prompt"] for x in left.instances]
+
+
+def test_run_per_method_k_distance_quantiles_and_dropped_weights(tiny_lms, bb, tmp_path, monkeypatch, capsys):
+    """The downstream design's knobs: a method's own k, a distance-quantile bin of a method's
+    ranking, the per-token query loss, and keep_models: false (weights dropped once evaluated;
+    a resumed run neither trains nor evaluates again)."""
+    config = tmp_path / "run.yaml"
+    doc = {"out": str(tmp_path / "run"), "pool": f"bigbench:all?source={bb}", "targets": ["sentiment_b"], "k": 2,
+           "keep_models": False,
+           "methods": ["base", {"method": "insta", "k": 1, "name": "insta-k1"},
+                       {"method": "bm25", "k": 1, "quantile": [2, 2], "name": "bm25-far"}, "all"],
+           "mix": {"per_task_cap": 4, "total_examples": 4},
+           "train": {"model": str(tiny_lms["gpt2"]), "max_steps": 1, "batch_size": 2, "max_input_length": 64,
+                     "max_target_length": 8},
+           "eval": {"metric": "loglik", "max_examples": 4}}
+    config.write_text(yaml.safe_dump(doc))
+    code, out, err = run(monkeypatch, capsys, "run", str(config), "--json", "-q")
+    assert code == 0, err
+    results = {r["method"]: r for r in json.loads(out)["results"]}
+    assert len(results["insta-k1"]["selected"]) == 1
+    for r in results.values():  # the mean NLL per gold token, beside the summed log-likelihood
+        assert r["metrics"]["query_loss"] > 0 and r["metrics"]["gold_loglik"] < 0
+    run_dir = tmp_path / "run"
+    ev = json.loads((run_dir / "evals" / "base" / "sentiment_b.json").read_text())["tasks"][0]
+    assert ev["metrics"]["query_loss"] == pytest.approx(-sum(x["gold_loglik"] for x in ev["examples"])
+                                                         / sum(x["gold_tokens"] for x in ev["examples"]))
+    assert all(x["gold_tokens"] >= 1 for x in ev["examples"])
+    far = json.loads((run_dir / "sentiment_b" / "bm25-far" / "selection.json").read_text())
+    assert far["quantile"] == [2, 2] and far["settings"]["quantile"] == [2, 2]
+    ranked = json.loads(run(monkeypatch, capsys, "select", "-p", f"bigbench:all?source={bb}", "-t", "sentiment_b",
+                            "--method", "bm25", "-k", "4", "--json", "-q")[1])["selections"][0]["results"]
+    assert far["selections"][0]["results"][0]["task_id"] in [r["task_id"] for r in ranked[2:]]  # the far half
+    for name in ("insta-k1", "bm25-far"):
+        assert [p.name for p in (run_dir / "models" / results[name]["model"]).iterdir()] == ["train.json"]
+    assert (run_dir / "models" / results["all"]["model"] / "config.json").is_file()  # shared by every target: kept
+    code, out2, err = run(monkeypatch, capsys, "run", str(config), "--json")  # resumed: nothing trained again
+    assert code == 0 and "training" not in err and json.loads(out2)["results"] == json.loads(out)["results"]
+    doc["methods"] = [{"method": "bm25", "quantile": [3, 2]}]
+    config.write_text(yaml.safe_dump(doc))
+    fails(monkeypatch, capsys, *["run", str(config)], match="methods[0].quantile must be [b, n] with 1 <= b <= n")
+    doc["methods"] = [{"method": "base", "k": 3}]
+    config.write_text(yaml.safe_dump(doc))
+    fails(monkeypatch, capsys, *["run", str(config)], match="the base model trains on nothing")

@@ -10,7 +10,10 @@ Metrics, as the INSTA/T0/Tk-Instruct papers use them:
   articles, single spaces);
 * ``loglik``: the summed log-likelihood of the gold answer (the best-scoring gold choice, or
   the first reference), averaged over examples: continuous, so far less noisy than accuracy
-  on small evaluations. Rank classification reports it too, at no extra cost.
+  on small evaluations. Rank classification reports it too, at no extra cost;
+* ``query_loss`` (reported beside ``loglik``): the mean negative log-likelihood per gold-answer
+  token, i.e. the summed NLL of every example's gold answer divided by their summed token
+  count, so that targets with long answers do not dominate a mean over targets.
 
 ``auto`` uses ``rank`` for a task whose examples carry choices and ``rouge`` + ``em`` otherwise.
 """
@@ -154,6 +157,13 @@ class Scorer:
                     scores[i] += float(logp[i, j, token])
         return scores
 
+    def n_tokens(self, continuation: str) -> int:
+        """How many tokens :meth:`loglik` scores for ``continuation`` (as it tokenizes it)."""
+        tok = self.tokenizer
+        if self.seq2seq:
+            return len(tok(continuation).input_ids)
+        return len(tok(" " + continuation.strip(), add_special_tokens=False).input_ids) or 1
+
     def generate(self, prompts: Sequence[str]) -> list[str]:
         import torch
 
@@ -186,6 +196,7 @@ def evaluate_examples(scorer: Scorer, rows: Sequence[dict[str, Any]], metric: st
         if "rank" in use and not has_choices:
             raise InstaError(f"task {task!r} has examples without answer choices; --metric rank needs them (use rouge or em)")
         metrics: dict[str, list[float]] = {m: [] for m in use}
+        tokens: list[int] = []  # per example with a gold log-likelihood: its gold answer's tokens
         examples = []
         preds = scorer.generate([r["input"] for r in items]) if use & {"rouge", "em"} else [None] * len(items)
         for r, pred in zip(items, preds):
@@ -196,15 +207,18 @@ def evaluate_examples(scorer: Scorer, rows: Sequence[dict[str, Any]], metric: st
                 choice = r["choices"][max(range(len(scores)), key=scores.__getitem__)]
                 gold = {normalize_answer(x) for x in refs}
                 metrics["rank"].append(float(normalize_answer(choice) in gold))
-                gold_scores = [sc for c, sc in zip(r["choices"], scores) if normalize_answer(c) in gold]
+                gold_scores = [(sc, c) for c, sc in zip(r["choices"], scores) if normalize_answer(c) in gold]
                 if gold_scores:
-                    metrics.setdefault("loglik", []).append(max(gold_scores))
-                    ex["gold_loglik"] = max(gold_scores)
+                    best, text = max(gold_scores, key=lambda x: x[0])
+                    metrics.setdefault("loglik", []).append(best)
+                    tokens.append(scorer.n_tokens(text))
+                    ex["gold_loglik"], ex["gold_tokens"] = best, tokens[-1]
                 ex["choice"] = choice
                 ex["scores"] = dict(zip(r["choices"], scores))
             elif "loglik" in use:
                 metrics["loglik"].append(scorer.loglik(r["input"], [refs[0]])[0])
-                ex["gold_loglik"] = metrics["loglik"][-1]
+                tokens.append(scorer.n_tokens(refs[0]))
+                ex["gold_loglik"], ex["gold_tokens"] = metrics["loglik"][-1], tokens[-1]
             if pred is not None:
                 ex["prediction"] = pred
                 if "rouge" in use:
@@ -216,6 +230,8 @@ def evaluate_examples(scorer: Scorer, rows: Sequence[dict[str, Any]], metric: st
             if progress:
                 progress(done, len(rows))
         names = {"rank": "accuracy", "rouge": "rougeL", "em": "exact_match", "loglik": "gold_loglik"}
-        results.append(TaskResult(task=task, n=len(items), examples=examples,
-                                  metrics={names[m]: sum(v) / len(v) for m, v in metrics.items() if v}))
+        summary = {names[m]: sum(v) / len(v) for m, v in metrics.items() if v}
+        if tokens:
+            summary["query_loss"] = -sum(metrics["loglik"]) / sum(tokens)
+        results.append(TaskResult(task=task, n=len(items), examples=examples, metrics=summary))
     return results

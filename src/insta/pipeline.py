@@ -133,6 +133,10 @@ class MethodSpec:
     model: str | None = None  # embedder for insta (e.g. an aligned model folder); the LM for less/rds
     seed: int | None = None  # for random (several seeds = several methods); default: the run's seed
     budget: int | None = None  # less/rds/samples: select this many examples instead of k tasks
+    k: int | None = None  # this method's number of tasks (default: the run's k)
+    #: [b, n]: rank the whole pool with the method, split the ranking into n equal bins and train
+    #: on k tasks drawn (seeded) from bin b (1 = the most similar): a distance-quantile experiment
+    quantile: list[int] | None = None
 
 
 @dataclass
@@ -153,10 +157,15 @@ class RunConfig:
     eval: dict[str, Any] = field(default_factory=dict)
     #: less/rds/samples: the LM (default: the model trained), examples per task, query examples, ...
     features: FeatureConfig | None = None
+    #: False: delete a trained model's weights once it is evaluated (its train.json and the
+    #: evaluation stay; a resumed run does not train it again). Models of target-independent
+    #: methods (all) are kept, since every target evaluates them.
+    keep_models: bool = True
 
 
 RUN_KEYS = {"out", "pool", "targets", "target_pool", "methods", "k", "seed", "embedder", "rows", "exclude_siblings",
-            "mix", "train", "eval", "features"}
+            "mix", "train", "eval", "features", "keep_models"}
+METHOD_KEYS = {"name", "method", "model", "seed", "budget", "k", "quantile"}
 EVAL_KEYS = {"metric", "max_examples", "format", "split", "max_new_tokens"}
 
 
@@ -209,13 +218,15 @@ def _methods(p: Path, value: Any) -> list[MethodSpec]:
         if isinstance(m, str):
             spec = MethodSpec(name=m, method=m)
         elif isinstance(m, dict) and isinstance(m.get("method"), str):
-            extra = sorted(set(m) - {"name", "method", "model", "seed", "budget"}, key=str)
+            extra = sorted(set(m) - METHOD_KEYS, key=str)
             if extra:
-                raise InstaError(f"{p}: methods[{i}]: unknown field '{extra[0]}'; available: budget, method, model, name, seed")
-            seed, budget = m.get("seed"), m.get("budget")
+                raise InstaError(f"{p}: methods[{i}]: unknown field '{extra[0]}'; available: {', '.join(sorted(METHOD_KEYS))}")
+            seed, budget, k, quantile = m.get("seed"), m.get("budget"), m.get("k"), m.get("quantile")
             try:
                 seed = None if seed is None else check_seed(seed, f"methods[{i}].seed")
                 budget = None if budget is None else check_int(budget, f"methods[{i}].budget", min=1)
+                k = None if k is None else check_int(k, f"methods[{i}].k", min=1)
+                quantile = None if quantile is None else _check_quantile(quantile, f"methods[{i}].quantile")
             except InstaError as exc:
                 raise InstaError(f"{p}: {exc}") from None
             for key in ("name", "model"):
@@ -225,11 +236,15 @@ def _methods(p: Path, value: Any) -> list[MethodSpec]:
             if budget is not None and not default_name.endswith(f"@{budget}"):
                 default_name = f"{default_name}@{budget}"
             spec = MethodSpec(name=m.get("name") or default_name, method=m["method"], model=m.get("model"), seed=seed,
-                              budget=budget)
+                              budget=budget, k=k, quantile=quantile)
         else:
             raise InstaError(f"{p}: methods[{i}] must be a method name or a mapping with 'method'")
-        if spec.method == BASE and spec.budget is not None:
-            raise InstaError(f"{p}: methods[{i}].budget selects examples; the base model selects nothing")
+        if spec.method == BASE and (spec.budget, spec.k, spec.quantile) != (None, None, None):
+            raise InstaError(f"{p}: methods[{i}]: budget, k and quantile choose what to train on; the base model trains "
+                             "on nothing")
+        if spec.quantile and spec.budget is not None:
+            raise InstaError(f"{p}: methods[{i}]: quantile draws tasks from a bin of the ranking; it does not combine "
+                             "with an example budget")
         if spec.method != BASE:
             try:
                 name, _ = parse_method(spec.method)
@@ -244,6 +259,13 @@ def _methods(p: Path, value: Any) -> list[MethodSpec]:
         twice = sorted({n for n in names if names.count(n) > 1})
         raise InstaError(f"{p}: two methods share the name {twice[0]!r}; give each a distinct 'name'")
     return methods
+
+
+def _check_quantile(value: Any, name: str) -> list[int]:
+    if (not isinstance(value, list) or len(value) != 2 or not all(isinstance(v, int) and not isinstance(v, bool)
+                                                                   for v in value) or not 1 <= value[0] <= value[1]):
+        raise InstaError(f"{name} must be [b, n] with 1 <= b <= n (bin b of n over the method's ranking), got {value!r}")
+    return list(value)
 
 
 def load_run_config(path: str | Path) -> RunConfig:
@@ -281,6 +303,7 @@ def load_run_config(path: str | Path) -> RunConfig:
         base_model=base_model, target_pool=_typed(p, doc, "target_pool", str), methods=_methods(p, doc.get("methods")),
         k=k, seed=seed, embedder=_typed(p, doc, "embedder", str), rows=_typed(p, doc, "rows", str),
         exclude_siblings=_typed(p, doc, "exclude_siblings", bool, False), mix=mix_cfg,
+        keep_models=_typed(p, doc, "keep_models", bool, True),
         eval=_check_eval(p, _section(p, "eval", doc.get("eval"), EVAL_KEYS)), features=features,
     )
 
@@ -383,8 +406,11 @@ def peak_rss_mb() -> float:
     return round(max(own, kids) / 1024, 1)  # Linux reports KiB
 
 
-def run(cfg: RunConfig, *, quiet: bool = True, say: Say | None = None) -> dict[str, Any]:
-    """select → mix → train → eval for every target × method; returns (and writes) the results."""
+def run(cfg: RunConfig, *, quiet: bool = True, say: Say | None = None,
+        after_target: Callable[[str, list[dict[str, Any]]], None] | None = None) -> dict[str, Any]:
+    """select → mix → train → eval for every target × method; returns (and writes) the results.
+    ``after_target(target id, results so far)`` is called as each target is done (e.g. to
+    write a report that an interruption cannot lose)."""
     from .io import write_json_atomic
     from .encoder import Encoder
     from .select import Exclusions
@@ -417,10 +443,17 @@ def run(cfg: RunConfig, *, quiet: bool = True, say: Say | None = None) -> dict[s
                     if m.name not in selectors:  # one fitted selector per method, shared by every target
                         selectors[m.name] = _fitted(cfg, m, pool)
                     selector, encoder = selectors[m.name]
-                    sel = selector.select(_target(target, held), min(cfg.k, len(pool) - (target.id in pool)),
-                                          exclusions=exclusions)
-                    doc = {"pool": cfg.pool, "method": selector.method, "k": cfg.k, "model": encoder.describe(),
+                    k = m.k or cfg.k
+                    candidates = len(pool) - (target.id in pool)
+                    if m.quantile:
+                        sel = quantile_selection(selector.select(_target(target, held), candidates, exclusions=exclusions),
+                                                 m.quantile, min(k, candidates), seed=_quantile_seed(cfg, m, target.id))
+                    else:
+                        sel = selector.select(_target(target, held), min(k, candidates), exclusions=exclusions)
+                    doc = {"pool": cfg.pool, "method": selector.method, "k": k, "model": encoder.describe(),
                            "settings": settings, "selections": [sel.to_dict()]}
+                    if m.quantile:
+                        doc["quantile"] = m.quantile
                     if hasattr(selector, "describe"):
                         doc["representation"] = selector.describe()
                     write_json_atomic(sel_file, doc)
@@ -436,7 +469,11 @@ def run(cfg: RunConfig, *, quiet: bool = True, say: Say | None = None) -> dict[s
                     write_mixture(mixture, mix_dir)
                 n_examples = read_json(mix_dir / "manifest.json", "mixture manifest", expect=dict).get("n_examples")
                 model_dir = root / "models" / model_key
-                if not _done(model_dir):
+                if not _eval_file(root, model_key, target.id, held).is_file() and not (
+                        _done(model_dir) and (model_dir / "config.json").is_file()):
+                    if _done(model_dir):  # its weights were dropped (keep_models: false): train it again
+                        drop_weights(model_dir)
+                        (model_dir / "train.json").unlink()
                     say(f"{target.id} / {m.name}: training {cfg.base_model} on {n_examples} examples")
                     train(mix_dir, cfg.base_model, model_dir, cfg.train, quiet=quiet)
                 model_path = str(model_dir)
@@ -446,12 +483,49 @@ def run(cfg: RunConfig, *, quiet: bool = True, say: Say | None = None) -> dict[s
                 ev = evaluate_model(model_path, [target], rows=cfg.rows, seed=cfg.seed, device=cfg.train.device,
                                     held={target.id: _seen(root, cfg, target.id, held)}, **cfg.eval)
                 write_json_atomic(eval_file, ev.to_dict(with_examples=True))
+            if not cfg.keep_models and m.method not in (BASE, "all"):
+                drop_weights(root / "models" / str(model_key))
             results.append(_result_row(root, target.id, m.name, selected, mix_key, model_key, held))
+        if after_target:
+            after_target(target.id, results)
     summary = {"config": _config_dict(cfg), "results": results,
                "wall_seconds": round(time.perf_counter() - start, 1), "peak_rss_mb": peak_rss_mb()}
     write_json_atomic(root / "results.json", summary)
     (root / "results.md").write_text(results_markdown(results))
     return summary
+
+
+def drop_weights(model_dir: Path) -> None:
+    """Delete a trained model's weights and tokenizer, keeping train.json (what was trained, how)."""
+    import shutil
+
+    if not model_dir.is_dir():
+        return
+    for item in model_dir.iterdir():
+        if item.name != "train.json":
+            shutil.rmtree(item) if item.is_dir() and not item.is_symlink() else item.unlink()
+
+
+def quantile_selection(ranked: Any, quantile: list[int], k: int, *, seed: int) -> Any:
+    """Of a selection ranking the whole pool, ``k`` tasks drawn (seeded) from bin ``b`` of ``n``
+    equal bins of the ranking (bin 1: the most similar); their ranks stay the pool ranks."""
+    from dataclasses import replace
+
+    import numpy as np
+
+    b, n = quantile
+    bins = np.array_split(np.arange(len(ranked.results)), n)
+    members = bins[b - 1]
+    if len(members) < k:
+        raise InstaError(f"quantile bin {b} of {n} holds {len(members)} tasks, fewer than k = {k}; use fewer bins or "
+                         "a smaller k")
+    chosen = sorted(np.random.default_rng(seed).choice(members, size=k, replace=False).tolist())
+    return replace(ranked, results=[ranked.results[i] for i in chosen], k=k)
+
+
+def _quantile_seed(cfg: RunConfig, m: MethodSpec, target: str) -> int:
+    """The draw within a bin: the method's seed, and a different draw per target."""
+    return int(hashlib.sha256(f"{cfg.seed if m.seed is None else m.seed}:{target}".encode()).hexdigest()[:8], 16)
 
 
 def _selection_settings(cfg: RunConfig, m: MethodSpec, held: list[dict[str, Any]]) -> dict[str, Any]:
@@ -460,9 +534,12 @@ def _selection_settings(cfg: RunConfig, m: MethodSpec, held: list[dict[str, Any]
     from .selectors import METHODS, parse_method
 
     name = parse_method(m.method)[0]
-    doc: dict[str, Any] = {"method": m.method, "pool": cfg.pool, "k": cfg.k, "seed": cfg.seed if m.seed is None else m.seed,
+    doc: dict[str, Any] = {"method": m.method, "pool": cfg.pool, "k": m.k or cfg.k,
+                           "seed": cfg.seed if m.seed is None else m.seed,
                            "model": m.model or cfg.embedder, "budget": m.budget, "exclude_siblings": cfg.exclude_siblings,
                            "held_out": sorted(e["key"] for e in held)}
+    if m.quantile:
+        doc["quantile"] = m.quantile
     if METHODS.get(name).uses_features:
         features = asdict(cfg.features or FeatureConfig(lm=cfg.base_model, seed=cfg.seed))
         doc["features"] = {k: v for k, v in features.items() if k not in ("device", "engine", "actors")}

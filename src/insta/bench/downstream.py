@@ -1,25 +1,42 @@
 """The downstream benchmark: does training on a selection make a better model?
 
-For every target of a pool (``bigbench:t0-eval`` by default), ``insta run`` selects k source
-tasks with each method, fine-tunes the same base model on the same example budget with the
-same steps, learning rate and seed, and evaluates zero-shot on held-out examples of the
-target (rank-classification accuracy and the mean log-likelihood of the gold answer). This
-module builds that run's config and summarises its results: per-target figures, the mean
-of each method, and paired bootstrap CIs over targets of one method minus another
-(``random`` is the mean of its seeds).
+For every target of a pool (``bigbench:t0-eval`` by default), ``insta run`` selects source
+tasks (or examples) with each method, fine-tunes the same base model on the same example
+budget with the same steps, learning rate and seed, and evaluates zero-shot on held-out
+examples of the target. The primary figure is the **query loss**: the mean negative
+log-likelihood per gold-answer token (so that long-answer targets do not dominate);
+rank-classification accuracy stays beside it. Every evaluation leaves out the target
+examples that the model-aware selectors saw.
+
+The experiment comes in parts, all of one run folder (models are shared by content, so a
+part that trains what another already trained costs nothing):
+
+* ``methods``: base, random (3 seeds), all, bm25, insta, hybrid, and the model-aware less
+  and rds at task level (same k) and at example level (the same example budget);
+* ``kcurve``: insta and random with k ∈ {1, 3, 5, 10, 20} at the same budget (``all`` is
+  the k = every-task end);
+* ``align``: insta with the embedder aligned on the pool (``insta align``, default recipe)
+  against the off-the-shelf one;
+* ``quantile``: per representation (instruction embedding, BM25, LESS gradients, RDS hidden
+  states) the pool ranked per target, split into 5 bins, k tasks drawn from bins 1, 3 and 5:
+  does the trained model's query loss rise with distance under that representation?
+
+This module builds the run's config and summarises its results (paired bootstrap CIs over
+targets; ``random`` is the mean of its seeds).
 """
 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..errors import InstaError
 from ..config import FeatureConfig
+from ..errors import InstaError
 from ..mix import MixConfig
 from ..pipeline import BASE, MethodSpec, RunConfig
 from ..readers.bigbench import T0_EVAL
@@ -31,54 +48,108 @@ from .metrics import bootstrap_ci, bootstrap_indices
 #: the cheapest to evaluate on 2 cores
 CPU_TARGETS = ("strategyqa", "known_unknowns", "hindu_knowledge", "misconceptions", "novel_concepts", "winowhy",
                "conceptual_combinations", "code_line_description")
-METRICS = ("accuracy", "gold_loglik")
-COMPARISONS = (("insta", "random"), ("insta", "all"), ("insta", BASE), ("bm25", "random"), ("insta", "bm25"))
+#: the primary metric first; query_loss is better when lower
+METRICS = ("query_loss", "accuracy", "gold_loglik")
+LOWER_IS_BETTER = {"query_loss"}
+PARTS = ("methods", "kcurve", "align", "quantile")
+K_CURVE = (1, 3, 5, 10, 20)
+RANDOM_SEEDS = (1, 2, 3)
+#: representation -> the method that ranks the pool with it
+REPRESENTATIONS = {"instruction": "insta", "bm25": "bm25", "grad": "less", "hidden": "rds"}
+QUANTILE_BINS = (1, 3, 5)
+N_BINS = 5
+ALIGNED = "insta-aligned"
+
+
+def design_methods(parts: Sequence[str], *, budget: int, aligned_model: str | None = None,
+                   extra_methods: Sequence[str] = ()) -> list[MethodSpec]:
+    """The methods of the declared design's parts, each named as the summary expects."""
+    unknown = [p for p in parts if p not in PARTS]
+    if unknown:
+        raise InstaError(f"unknown part {unknown[0]!r}; available: {', '.join(PARTS)}")
+    methods = [MethodSpec(BASE, BASE), MethodSpec("insta", "insta"), MethodSpec("bm25", "bm25")]
+    methods += [MethodSpec(f"random-{s}", "random", seed=s) for s in RANDOM_SEEDS]
+    if "methods" in parts:
+        methods += [MethodSpec("hybrid", "hybrid"), MethodSpec("less", "less"), MethodSpec("rds", "rds"),
+                    MethodSpec(f"less@{budget}", "less", budget=budget), MethodSpec(f"rds@{budget}", "rds", budget=budget)]
+    if "kcurve" in parts:
+        for k in K_CURVE:
+            if k != 5:  # k = 5 is the run's k: the methods above
+                methods += [MethodSpec(f"insta-k{k}", "insta", k=k), MethodSpec(f"random-k{k}", "random", k=k, seed=1)]
+    if "align" in parts:
+        if not aligned_model:
+            raise InstaError("the align part needs the aligned embedder's folder (insta align --pool POOL --out DIR)")
+        methods.append(MethodSpec(ALIGNED, "insta", model=aligned_model))
+    if "quantile" in parts:
+        for rep, method in REPRESENTATIONS.items():
+            methods += [MethodSpec(f"{rep}-q{b}", method, quantile=[b, N_BINS]) for b in QUANTILE_BINS]
+    for spec in extra_methods:
+        name, _, n = spec.partition("@")
+        if spec not in {m.name for m in methods}:
+            methods.append(MethodSpec(spec, name, budget=int(n) if n else None))
+    methods.append(MethodSpec("all", "all"))
+    return methods
 
 
 def downstream_config(out: str, *, targets: Sequence[str] = CPU_TARGETS, model: str = "smollm2", k: int = 5,
                       budget: int = 64, steps: int = 8, batch_size: int = 8, lr: float = 1e-4, lora: bool = False,
-                      random_seeds: Sequence[int] = (1, 2), max_examples: int = 100, max_input_length: int = 256,
-                      device: str = "auto", seed: int = 0, extra_methods: Sequence[str] = ()) -> RunConfig:
+                      parts: Sequence[str] = ("methods",), aligned_model: str | None = None,
+                      max_examples: int = 100, max_input_length: int = 256, device: str = "auto", seed: int = 0,
+                      extra_methods: Sequence[str] = (), keep_models: bool = False) -> RunConfig:
     """The run: pool = BIG-bench without any T0 evaluation task, targets from t0-eval.
-    ``extra_methods``: more methods of insta select, e.g. ``less``, ``rds`` (task level, same k) or
-    ``less@64`` (example level: that many examples), ``hybrid-less``; the model-aware ones
-    represent examples with the model being trained, and when any is present every method is
+    ``extra_methods``: more methods of insta select (``name`` or ``name@N`` for N examples).
+    The model-aware methods represent examples with the model being trained; every method is
     evaluated without the target examples they saw."""
     unknown = [t for t in targets if t not in T0_EVAL]
     if unknown:
         raise InstaError(f"downstream targets must be bigbench:t0-eval tasks; not: {', '.join(unknown)}")
-    methods = [MethodSpec(BASE, BASE), MethodSpec("insta", "insta"), MethodSpec("bm25", "bm25")]
-    methods += [MethodSpec(f"random-{s}", "random", seed=s) for s in random_seeds]
-    for spec in extra_methods:
-        name, _, n = spec.partition("@")
-        methods.append(MethodSpec(spec, name, budget=int(n) if n else None))
-    methods.append(MethodSpec("all", "all"))
     return RunConfig(
         out=out, pool="bigbench:all?exclude=t0-eval", target_pool="bigbench:t0-eval", targets=list(targets),
-        base_model=model, methods=methods, k=k, seed=seed,
-        mix=MixConfig(per_task_cap=budget, total_examples=budget, seed=seed),
+        base_model=model, methods=design_methods(parts, budget=budget, aligned_model=aligned_model,
+                                                 extra_methods=extra_methods),
+        k=k, seed=seed, mix=MixConfig(per_task_cap=budget, total_examples=budget, seed=seed),
         features=FeatureConfig(lm=model, seed=seed, max_length=max_input_length, device=device),
         train=TrainConfig(max_steps=steps, batch_size=batch_size, lr=lr, lora=lora, max_input_length=max_input_length,
                           max_target_length=64, device=device, seed=seed),
-        eval={"metric": "rank", "max_examples": max_examples},
+        eval={"metric": "rank", "max_examples": max_examples}, keep_models=keep_models,
     )
 
 
-def _family(method: str) -> str:
-    return "random" if method.startswith("random-") else method
+def family(method: str) -> str:
+    """The name a method is reported under: random-1, random-2, ... are 'random'."""
+    return "random" if re.fullmatch(r"random-\d+", method) else method
+
+
+def _sign(d: np.ndarray, metric: str) -> np.ndarray:
+    """+1 where the first method is better."""
+    return -np.sign(d) if metric in LOWER_IS_BETTER else np.sign(d)
+
+
+def paired(values_a: np.ndarray, values_b: np.ndarray, metric: str, idx: np.ndarray) -> dict[str, Any]:
+    d = values_a - values_b
+    lo, hi = bootstrap_ci(d, indices=idx)
+    s = _sign(d, metric)
+    return {"mean": float(d.mean()), "ci": (lo, hi), "wins": int((s > 0).sum()), "losses": int((s < 0).sum()),
+            "n": len(d)}
 
 
 def summarize(results: list[dict[str, Any]], *, n_boot: int = 10000, seed: int = 0) -> dict[str, Any]:
-    """Per-target table, method means and paired bootstrap CIs from ``insta run`` results."""
+    """Per-target table, method means with CIs, the spread of random's seeds, and paired
+    bootstrap CIs over targets of every method against random and against insta."""
     table: dict[str, dict[str, dict[str, list[float]]]] = {}
     for r in results:
-        fam = table.setdefault(r["target"], {}).setdefault(_family(r["method"]), {})
+        fam = table.setdefault(r["target"], {}).setdefault(family(r["method"]), {})
         for m in METRICS:
             if m in r["metrics"]:
                 fam.setdefault(m, []).append(float(r["metrics"][m]))
     methods = sorted({f for row in table.values() for f in row}, key=lambda f: (f != BASE, f))
-    complete = sorted(t for t, row in table.items() if all(f in row for f in methods))
+    # a method counts where every target has it; the targets are those with every such core method
+    core = [f for f in ("base", "random", "insta") if f in methods]
+    complete = sorted(t for t, row in table.items() if all(f in row for f in core))
+    methods = [f for f in methods if all(f in table[t] for t in complete)]
     per_target = {t: {f: {m: float(np.mean(v)) for m, v in table[t][f].items()} for f in methods} for t in complete}
+    spread = {t: {m: float(np.std(v, ddof=1)) for m, v in table[t]["random"].items() if len(v) > 1}
+              for t in complete if "random" in table[t]}
     idx = bootstrap_indices(len(complete), n_boot, seed) if complete else None
     means: dict[str, dict[str, Any]] = {}
     deltas: list[dict[str, Any]] = []
@@ -87,32 +158,105 @@ def summarize(results: list[dict[str, Any]], *, n_boot: int = 10000, seed: int =
         for f, v in values.items():
             if len(v) and not np.isnan(v).any():
                 means.setdefault(f, {})[m] = {"mean": float(v.mean()), "ci": bootstrap_ci(v, indices=idx)}
-        for a, b in COMPARISONS:
-            if a in values and b in values and len(complete) and not np.isnan(values[a] - values[b]).any():
-                d = values[a] - values[b]
-                lo, hi = bootstrap_ci(d, indices=idx)
-                deltas.append({"metric": m, "a": a, "b": b, "mean": float(d.mean()), "ci": (lo, hi),
-                               "wins": int((d > 0).sum()), "losses": int((d < 0).sum()), "n": len(d)})
+        for b in ("random", "insta"):
+            for a in methods:
+                if a == b or b not in values or (b == "insta" and a in ("random", BASE)):
+                    continue
+                if len(complete) and not np.isnan(values[a] - values[b]).any():
+                    deltas.append({"metric": m, "a": a, "b": b, **paired(values[a], values[b], m, idx)})
+    seeds = {m: float(np.mean([s[m] for s in spread.values() if m in s])) for m in METRICS
+             if any(m in s for s in spread.values())}
     return {"targets": complete, "methods": methods, "per_target": per_target, "means": means, "deltas": deltas,
-            "n_boot": n_boot}
+            "random_seed_sd": seeds, "n_boot": n_boot}
+
+
+def spearman(x: Sequence[float], y: Sequence[float]) -> float:
+    """Spearman's ρ (average ranks for ties); NaN when either side is constant."""
+    def ranks(v: Sequence[float]) -> np.ndarray:
+        v = np.asarray(v, dtype=float)
+        order = np.argsort(v, kind="mergesort")
+        r = np.empty(len(v))
+        r[order] = np.arange(len(v))
+        for value in np.unique(v):
+            r[v == value] = r[v == value].mean()
+        return r
+
+    a, b = ranks(x), ranks(y)
+    if a.std() == 0 or b.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+def quantile_curves(summary: dict[str, Any], *, metric: str = "query_loss", seed: int = 0) -> dict[str, Any]:
+    """Per representation: the mean metric per bin over targets, and the mean over targets of
+    Spearman's ρ between bin and metric (with a bootstrap CI over targets). ρ > 0 on the query
+    loss: the farther the tasks under this representation, the worse the trained model."""
+    out: dict[str, Any] = {}
+    for rep in REPRESENTATIONS:
+        names = [f"{rep}-q{b}" for b in QUANTILE_BINS]
+        if not all(n in summary["methods"] for n in names):
+            continue
+        targets = summary["targets"]
+        rows = np.array([[summary["per_target"][t][n][metric] for n in names] for t in targets])
+        rhos = np.array([spearman(QUANTILE_BINS, row) for row in rows])
+        ok = rhos[~np.isnan(rhos)]
+        out[rep] = {"bins": list(QUANTILE_BINS), "mean_per_bin": rows.mean(axis=0).tolist(),
+                    "rho_mean": float(ok.mean()) if len(ok) else float("nan"),
+                    "rho_ci": bootstrap_ci(ok, n_boot=10000, seed=seed) if len(ok) else (float("nan"),) * 2,
+                    "rho_per_target": dict(zip(targets, rhos.tolist())), "n": int(len(ok))}
+    return out
+
+
+def k_curve(summary: dict[str, Any], *, seed: int = 0) -> list[dict[str, Any]]:
+    """insta and random at each k (same example budget), their paired difference, and all."""
+    out = []
+    targets = summary["targets"]
+    idx = bootstrap_indices(len(targets), 10000, seed)
+    for k in K_CURVE:
+        ins, rnd = ("insta", "random") if k == 5 else (f"insta-k{k}", f"random-k{k}")
+        if ins not in summary["methods"] or rnd not in summary["methods"]:
+            continue
+        row: dict[str, Any] = {"k": k}
+        for m in ("query_loss", "accuracy"):
+            a = np.array([summary["per_target"][t][ins][m] for t in targets])
+            b = np.array([summary["per_target"][t][rnd][m] for t in targets])
+            row[m] = {"insta": float(a.mean()), "random": float(b.mean()), "insta_minus_random": paired(a, b, m, idx)}
+        out.append(row)
+    return out
+
+
+def delta(summary: dict[str, Any], a: str, b: str, metric: str) -> dict[str, Any] | None:
+    """A paired difference a − b of the summary (None when either method is missing)."""
+    if a not in summary["methods"] or b not in summary["methods"]:
+        return None
+    targets = summary["targets"]
+    x = np.array([summary["per_target"][t][a][metric] for t in targets])
+    y = np.array([summary["per_target"][t][b][metric] for t in targets])
+    return paired(x, y, metric, bootstrap_indices(len(targets), summary["n_boot"], 0))
+
+
+def _cell(value: float | None, metric: str) -> str:
+    return "" if value is None else f"{value:.3f}" if metric == "query_loss" else f"{value:.2f}"
 
 
 def markdown(summary: dict[str, Any]) -> str:
-    """BENCHMARKS.md tables: per target (accuracy / gold log-likelihood) and paired deltas."""
+    """BENCHMARKS.md tables: per target (query loss / accuracy), means with CIs, paired deltas."""
     methods = summary["methods"]
     lines = ["| target | " + " | ".join(methods) + " |", "|---|" + "---|" * len(methods)]
     for t in summary["targets"]:
-        cells = [f"{summary['per_target'][t][f].get('accuracy', float('nan')):.2f} / "
-                 f"{summary['per_target'][t][f].get('gold_loglik', float('nan')):.2f}" for f in methods]
+        cells = [f"{_cell(summary['per_target'][t][f].get('query_loss'), 'query_loss')} / "
+                 f"{_cell(summary['per_target'][t][f].get('accuracy'), 'accuracy')}" for f in methods]
         lines.append(f"| {t} | " + " | ".join(cells) + " |")
     cells = []
     for f in methods:
-        acc, ll = summary["means"].get(f, {}).get("accuracy"), summary["means"].get(f, {}).get("gold_loglik")
-        cells.append(f"**{acc['mean']:.3f} / {ll['mean']:.3f}**" if acc and ll else "")
+        q, acc = summary["means"].get(f, {}).get("query_loss"), summary["means"].get(f, {}).get("accuracy")
+        cells.append(f"**{q['mean']:.3f} / {acc['mean']:.3f}**" if q and acc else "")
     lines.append("| **mean** | " + " | ".join(cells) + " |")
-    lines += ["", "| comparison | metric | mean Δ | 95% CI (paired bootstrap over targets) | wins / losses |",
+    lines += ["", "| comparison | metric | mean Δ | 95% CI (paired bootstrap over targets) | better / worse |",
               "|---|---|---|---|---|"]
     for d in summary["deltas"]:
+        if d["metric"] == "gold_loglik":
+            continue
         lo, hi = d["ci"]
         sign = " (+)" if lo > 0 else " (−)" if hi < 0 else ""
         lines.append(f"| {d['a']} − {d['b']} | {d['metric']} | {d['mean']:+.3f}{sign} | [{lo:+.3f}, {hi:+.3f}] | "
@@ -120,8 +264,10 @@ def markdown(summary: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot(summary: dict[str, Any], path: str | os.PathLike[str], title: str = "") -> Path:
-    """Per-target change of the gold answer's log-likelihood over the base model, per method."""
+def plot(summary: dict[str, Any], path: str | os.PathLike[str], title: str = "",
+         quantiles: dict[str, Any] | None = None) -> Path:
+    """Method means of the query loss and accuracy with 95% CIs over targets; with
+    ``quantiles``, the query loss per distance bin for each representation."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -129,28 +275,27 @@ def plot(summary: dict[str, Any], path: str | os.PathLike[str], title: str = "")
 
     from .plot import save_figure
 
-    targets = summary["targets"]
-    methods = [f for f in summary["methods"] if f != BASE]
-    fig, axes = plt.subplots(1, 2, figsize=(max(8.0, 0.9 * len(targets) + 4), 4.4),
-                             gridspec_kw={"width_ratios": [max(1, len(targets)), 2]})
-    width = 0.8 / max(1, len(methods))
-    x = np.arange(len(targets))
-    for j, f in enumerate(methods):
-        d = [summary["per_target"][t][f]["gold_loglik"] - summary["per_target"][t][BASE]["gold_loglik"] for t in targets]
-        axes[0].bar(x + (j - (len(methods) - 1) / 2) * width, d, width, label=f)
-    axes[0].axhline(0, color="black", linewidth=0.6)
-    axes[0].set_xticks(x)
-    axes[0].set_xticklabels(targets, rotation=35, ha="right", fontsize=7)
-    axes[0].set_ylabel("gold log-likelihood − base model")
-    axes[0].legend(fontsize=7)
-    acc = [summary["means"][f]["accuracy"] for f in summary["methods"]]
-    means = np.array([a["mean"] for a in acc])
-    err = np.array([[a["mean"] - a["ci"][0] for a in acc], [a["ci"][1] - a["mean"] for a in acc]])
-    axes[1].bar(range(len(acc)), means, yerr=err, capsize=3, color="tab:gray")
-    axes[1].set_xticks(range(len(acc)))
-    axes[1].set_xticklabels(summary["methods"], rotation=35, ha="right", fontsize=7)
-    axes[1].set_ylabel("mean accuracy (95% CI over targets)")
-    axes[1].set_ylim(0, 1)
-    fig.suptitle(title or f"downstream: {len(targets)} BIG-bench targets", fontsize=9)
+    methods = [f for f in summary["methods"] if "query_loss" in summary["means"].get(f, {})]
+    panels = 3 if quantiles else 2
+    fig, axes = plt.subplots(1, panels, figsize=(5.5 * panels, 4.4))
+    for ax, metric, label in ((axes[0], "query_loss", "query loss per gold token (nats; lower is better)"),
+                              (axes[1], "accuracy", "accuracy (rank classification)")):
+        stats = [summary["means"][f][metric] for f in methods]
+        means = np.array([s["mean"] for s in stats])
+        err = np.array([[s["mean"] - s["ci"][0] for s in stats], [s["ci"][1] - s["mean"] for s in stats]])
+        ax.bar(range(len(methods)), means, yerr=err, capsize=3,
+               color=["tab:gray" if f == BASE else "tab:blue" for f in methods])
+        ax.set_xticks(range(len(methods)))
+        ax.set_xticklabels(methods, rotation=45, ha="right", fontsize=7)
+        ax.set_ylabel(f"mean over targets, 95% CI\n{label}", fontsize=8)
+    if quantiles:
+        ax = axes[2]
+        for rep, q in quantiles.items():
+            ax.plot(q["bins"], q["mean_per_bin"], marker="o",
+                    label=f"{rep}: ρ {q['rho_mean']:+.2f} [{q['rho_ci'][0]:+.2f}, {q['rho_ci'][1]:+.2f}]")
+        ax.set_xlabel(f"distance bin (1 = most similar of {N_BINS})")
+        ax.set_ylabel("mean query loss over targets")
+        ax.legend(fontsize=7)
+    fig.suptitle(title or f"downstream: {len(summary['targets'])} BIG-bench targets", fontsize=9)
     fig.tight_layout()
     return save_figure(fig, path)
