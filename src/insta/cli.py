@@ -269,11 +269,9 @@ def select(
 def _not_an_input(out_file: str, inputs: list[str | None]) -> None:
     """--out must not name a file the command reads (a pool or targets file) nor lie in insta's
     own cache (the embedding database, stored vectors)."""
-    from .paths import cache_dir
+    from .io import outside_cache
 
-    out_path = Path(out_file).expanduser()
-    if out_path.resolve().is_relative_to(cache_dir().resolve()):
-        raise InstaError(f"--out {out_file} is inside insta's cache folder ({cache_dir()}); give a path outside it")
+    out_path = outside_cache(out_file, "--out")
     if not out_path.exists():
         return
     for spec in filter(None, inputs):

@@ -12,7 +12,10 @@ temporary file beside the target and rename it over the target only when complet
 file is never half-written and a failure (a full disk, a kill) leaves the old one intact.
 Targets that are not regular files (a FIFO, a device, a symbolic link) are refused before
 any work starts (:func:`check_out`): renaming over them would destroy them. :func:`atomic_dir`
-does the same for folders. JSON output is strict: NaN and infinities are written as ``null``.
+does the same for folders. A temporary is named after its target, its host and its process
+(``.NAME.HOST-PID.XXXX.tmp``): one left by a process that was killed (SIGKILL, a power cut)
+is removed by the next write of the same target. JSON output is strict: NaN and infinities
+are written as ``null``.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import platform
+import re
 import shutil
 import stat
 import tempfile
@@ -162,6 +167,88 @@ def check_text(text: str, where: str) -> str:
 # ---------------------------------------------------------------- writing
 
 
+def outside_cache(path: PathLike, what: str = "--out") -> Path:
+    """``path``, or an error when it lies inside insta's own cache folder (the embedding
+    database, stored vectors, parsed templates: a clear would delete the output, the output
+    could damage the cache)."""
+    from .paths import cache_dir
+
+    p = Path(path).expanduser()
+    root = cache_dir()
+    if p.resolve().is_relative_to(root.resolve()):
+        raise InstaError(f"{what} {path} is inside insta's cache folder ({root}); give a path outside it")
+    return p
+
+
+def out_dir(path: PathLike, what: str = "--out", *, create: bool = True) -> Path:
+    """``path`` as an output folder (new, or one an earlier run wrote to resume it), created
+    when ``create``; or a one-line error: never a file, a link to nowhere, a path under a
+    file, nor a folder inside insta's cache."""
+    if not str(path).strip():
+        raise InstaError(f"{what} is empty; give a folder path")
+    p = outside_cache(path, what)
+    blocking = next((a for a in p.parents if a.exists() or a.is_symlink()), None)
+    if blocking is not None and not blocking.is_dir():
+        raise InstaError(f"{what} {p}: {blocking} is a file, not a folder; give a path in a folder")
+    if p.is_symlink() and not p.exists():
+        raise InstaError(f"{what} {p} is a symbolic link to nothing; give the path of a folder")
+    if p.exists() and not p.is_dir():
+        raise InstaError(f"{what} {p} is a file, not a folder; give a new folder (or the folder of an earlier run, "
+                         "to resume it)")
+    if create:
+        try:
+            p.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise InstaError(f"{what} {p}: cannot create the folder ({exc.strerror or exc}); give a writable path") from None
+    return p
+
+
+#: this machine, as it appears in the names of temporaries
+_HOST = re.sub(r"[^A-Za-z0-9-]", "", platform.node())[:40] or "host"
+#: the temporaries this process has open (a stale one may carry this process's id after a restart)
+_LIVE: set[str] = set()
+
+
+def _temp_prefix(name: str) -> str:
+    return f".{name}.{_HOST}-{os.getpid()}."
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):
+        return True
+    return True
+
+
+def remove_stale_temporaries(dest: Path) -> None:
+    """Remove the temporaries of ``dest`` that processes on this machine which are no longer
+    running left beside it (killed while writing: SIGKILL, OOM, a power cut). Those of live
+    processes (a concurrent write) and of other machines are left alone; best effort."""
+    name = re.escape(dest.name)
+    pattern = re.compile(rf"\.{name}\.{re.escape(_HOST)}-(\d+)\..+\.tmp")
+    try:
+        entries = [e for e in dest.parent.iterdir() if e.name.startswith(f".{dest.name}.")]
+    except OSError:
+        return
+    for entry in entries:
+        m = pattern.fullmatch(entry.name)
+        if not m or str(entry) in _LIVE:
+            continue
+        pid = int(m.group(1))
+        if pid != os.getpid() and _alive(pid):
+            continue
+        try:
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+        except OSError:
+            pass
+
+
 def check_out(path: PathLike, what: str = "--out", *, probe: bool = True) -> Path:
     """``path`` as a place for a new regular file, or a one-line error: never a folder, and
     never a FIFO, device or symbolic link (replacing one by a regular file would destroy it;
@@ -200,10 +287,12 @@ def atomic_path(path: PathLike, what: str = "--out") -> Iterator[Path]:
     p = check_out(path, what, probe=False)  # its own temporary file is the probe
     try:
         p.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+        remove_stale_temporaries(p)
+        fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(p.name), suffix=".tmp", dir=p.parent)
         os.close(fd)
     except OSError as exc:
         raise InstaError(f"cannot write {p}: {exc.strerror or exc}") from None
+    _LIVE.add(tmp)
     try:
         yield Path(tmp)
         _default_mode(Path(tmp))
@@ -212,6 +301,7 @@ def atomic_path(path: PathLike, what: str = "--out") -> Iterator[Path]:
     except OSError as exc:
         raise InstaError(f"cannot write {p}: {exc.strerror or exc} (nothing was replaced)") from None
     finally:
+        _LIVE.discard(tmp)
         if os.path.exists(tmp):
             os.unlink(tmp)
 
@@ -260,9 +350,11 @@ def atomic_dir(dest: PathLike, what: str = "--out") -> Iterator[Path]:
         raise InstaError(f"{what} {d} already exists and is not empty; give a new folder")
     try:
         d.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{d.name}.", dir=d.parent))
+        remove_stale_temporaries(d)
+        tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(d.name), suffix=".tmp", dir=d.parent))
     except OSError as exc:
         raise InstaError(f"cannot write {d}: {exc.strerror or exc}") from None
+    _LIVE.add(str(tmp))
     try:
         yield tmp
         if d.exists():
@@ -271,5 +363,6 @@ def atomic_dir(dest: PathLike, what: str = "--out") -> Iterator[Path]:
     except OSError as exc:
         raise InstaError(f"cannot write {d}: {exc.strerror or exc} (nothing was written)") from None
     finally:
+        _LIVE.discard(str(tmp))
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

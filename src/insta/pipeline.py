@@ -25,7 +25,7 @@ from typing import Any
 
 from .checks import check_choice, check_int, check_seed
 from .errors import InstaError, did_you_mean
-from .io import read_json, read_yaml
+from .io import out_dir, read_json, read_yaml
 from .evaluate import METRICS, EvalResult, Scorer, evaluate_examples
 from .config import FeatureConfig
 from .mix import (MixConfig, Mixture, build_example_mixture, build_mixture, local_rows, read_selection, selected_examples,
@@ -298,8 +298,10 @@ def load_run_config(path: str | Path) -> RunConfig:
         features = FeatureConfig(**{"lm": base_model, "seed": doc.get("seed", 0), **features_section})
     except InstaError as exc:
         raise InstaError(f"{p}: {exc}") from None
+    out = _typed(p, doc, "out", str)
+    out_dir(out, f"{p}: field 'out'", create=False)  # a file, a cache folder: refused before any work
     return RunConfig(
-        out=_typed(p, doc, "out", str), pool=_typed(p, doc, "pool", str), targets=list(targets), train=train_cfg,
+        out=out, pool=_typed(p, doc, "pool", str), targets=list(targets), train=train_cfg,
         base_model=base_model, target_pool=_typed(p, doc, "target_pool", str), methods=_methods(p, doc.get("methods")),
         k=k, seed=seed, embedder=_typed(p, doc, "embedder", str), rows=_typed(p, doc, "rows", str),
         exclude_siblings=_typed(p, doc, "exclude_siblings", bool, False), mix=mix_cfg,
@@ -417,8 +419,7 @@ def run(cfg: RunConfig, *, quiet: bool = True, say: Say | None = None,
 
     say = say or (lambda _m: None)
     start = time.perf_counter()
-    root = Path(cfg.out).expanduser()
-    root.mkdir(parents=True, exist_ok=True)
+    root = out_dir(cfg.out, "the run's out folder")
     pool: TaskPool = load_pool(cfg.pool)
     targets = target_tasks(cfg.target_pool or cfg.pool, cfg.targets)
     exclusions = Exclusions(siblings=cfg.exclude_siblings)
