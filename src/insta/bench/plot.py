@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..io import atomic_path
 from .metrics import METRICS
-from .runner import BenchResult
+
+if TYPE_CHECKING:  # for the annotation only: runner imports this module to save its plots
+    from .runner import BenchResult
 
 
 def plot_result(result: BenchResult, path: str | os.PathLike[str]) -> Path:
