@@ -61,3 +61,162 @@ def test_run_out_that_is_a_file_or_inside_the_cache(monkeypatch, capsys, tmp_pat
 
     with pytest.raises(InstaError, match="is a file, not a folder"):
         run_pipeline(RunConfig(out=str(taken), pool=table, targets=["a"], train=TrainConfig(), base_model="m"))
+
+
+# ---------------------------------------------------------------- 1. output that stops short and says nothing
+
+
+@pytest.fixture()
+def big_table(tmp_path) -> str:
+    """A pool whose listing and selections are far longer than a disk block or a pipe write."""
+    return jsonl(tmp_path / "big.jsonl", *({"id": f"t{i}", "label": "x", "instruction":
+                                            f"classify the sentiment of review number {i} as positive or negative"}
+                                           for i in range(300)))
+
+
+def _file_size_limit(limit: int):
+    """In the child: files may not grow past ``limit`` bytes (a full disk, as a writer meets it:
+    a partial write, then an error), without the signal that would kill it."""
+    def limit_it():
+        import resource
+
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    return limit_it
+
+
+@pytest.mark.parametrize("unbuffered", ["1", ""])
+@pytest.mark.parametrize("args", [["tasks", "-p", "{big}", "--json"], ["tasks", "-p", "{big}"],
+                                  ["select", "-p", "{big}", "-i", "classify reviews", "--method", "bm25", "-k", "300",
+                                   "--no-cache", "--json"]])
+def test_stdout_cut_short_by_a_full_disk_is_an_error(tmp_path, big_table, args, unbuffered):
+    out = tmp_path / "out.txt"
+    with open(out, "w") as fh:
+        proc = subprocess.run([INSTA, *(a.format(big=big_table) for a in args)], stdout=fh, stderr=subprocess.PIPE,
+                              text=True, env={**os.environ, "PYTHONUNBUFFERED": unbuffered},
+                              preexec_fn=_file_size_limit(4096))
+    assert out.stat().st_size <= 4096
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr
+    assert lines[0].startswith("error: cannot write the standard output (File too large): the output is incomplete")
+
+
+def test_json_on_a_full_device_with_out_keeps_the_file_and_says_stdout_failed(tmp_path, big_table):
+    sel = tmp_path / "sel.json"
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run([INSTA, "select", "-p", big_table, "-i", "classify reviews", "--method", "bm25", "-k",
+                               "300", "--json", "--out", sel], stdout=full, stderr=subprocess.PIPE, text=True)
+    assert proc.returncode == 2 and proc.stderr.startswith("error: cannot write the standard output"), proc.stderr
+    assert len(json.loads(sel.read_text())["selections"][0]["results"]) == 300
+
+
+@pytest.mark.parametrize("extra", [[], ["--json"], ["--out", "{tmp}/sel.jsonl"]])
+def test_a_reader_that_goes_away_is_an_early_close(tmp_path, big_table, extra):
+    """`insta select --out X.json | head`: X.json is written whole, and the command exits 0, quietly."""
+    out = tmp_path / "sel.json"
+    extra = [e.format(tmp=tmp_path) for e in extra]
+    if not any(str(e).endswith(".jsonl") for e in extra):
+        extra += ["--out", str(out)]
+        out_file = out
+    else:
+        out_file = tmp_path / "sel.jsonl"
+    proc = subprocess.Popen([INSTA, "select", "-p", big_table, "-i", "classify reviews", "--method", "bm25", "-k", "300",
+                             *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc.stdout.close()  # `| head` that has read what it wanted
+    err = proc.stderr.read()
+    assert proc.wait() == 0 and err == "", err
+    doc = json.loads(out_file.read_text().splitlines()[0] if out_file.suffix == ".jsonl" else out_file.read_text())
+    assert len((doc["selections"][0] if "selections" in doc else doc)["results"]) == 300
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]
+    for cmd in (["tasks", "-p", big_table], ["tasks", "-p", big_table, "--json"]):
+        proc = subprocess.Popen([INSTA, *cmd], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        proc.stdout.close()
+        err = proc.stderr.read()
+        assert proc.wait() == 0 and err == "", (cmd, err)
+
+
+# ---------------------------------------------------------------- 4. interrupts
+
+
+def test_ctrl_c_says_interrupted(monkeypatch, capsys, tmp_path, table):
+    """click turns KeyboardInterrupt into exit code 130 by itself: the message must still come."""
+    def interrupted(*a, **kw):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("insta.pools.load_pool", interrupted)
+    code, out, err = run(monkeypatch, capsys, "select", "-p", table, "-i", "classify", "--method", "bm25")
+    assert code == 130 and err.strip() == "interrupted", err
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump({"out": str(tmp_path / "run"), "pool": table, "targets": ["a"],
+                                      "methods": ["bm25"], "train": {"model": "m"}}))
+    monkeypatch.setattr("insta.pipeline.run", interrupted)
+    code, out, err = run(monkeypatch, capsys, "run", config)
+    assert code == 130 and err.strip() == "interrupted", err
+
+
+def _killed_while_writing(kind: str, dest: Path) -> None:
+    """A child that starts writing ``dest`` the way insta does, and is SIGKILLed halfway."""
+    code = ("import os, signal, sys\nfrom pathlib import Path\nfrom insta.io import atomic_dir, atomic_path\n"
+            f"with {kind}(sys.argv[1]) as tmp:\n"
+            "    (Path(tmp) / 'part').write_text('half') if Path(tmp).is_dir() else Path(tmp).write_text('{\"half')\n"
+            "    os.kill(os.getpid(), signal.SIGKILL)\n")
+    proc = subprocess.run([sys.executable, "-c", code, str(dest)], capture_output=True, text=True)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    assert [p for p in dest.parent.iterdir() if p.name.startswith(f".{dest.name}.")]  # what a kill leaves
+
+
+def test_temporaries_of_killed_writes_are_removed_by_the_next(monkeypatch, capsys, tmp_path, table):
+    # a streamed --out FILE.jsonl killed halfway, then the same command again
+    out = tmp_path / "sel.jsonl"
+    _killed_while_writing("atomic_path", out)
+    code, _, err = run(monkeypatch, capsys, "select", "-p", table, "-i", "classify reviews", "--method", "bm25", "-q",
+                       "--out", out)
+    assert code == 0, err
+    assert out.is_file() and not [p.name for p in tmp_path.iterdir() if p.name.startswith(".sel.jsonl.")]
+    # a mix killed while saving its folder
+    ni = tmp_path / "ni" / "tasks"
+    ni.mkdir(parents=True)
+    for name, text in (("task1_a", "answer the question"), ("task2_b", "classify the review")):
+        (ni / f"{name}.json").write_text(json.dumps({"Definition": text, "Instances": [
+            {"input": f"q{i}", "output": ["a"]} for i in range(3)]}))
+    sel = tmp_path / "sel.json"
+    sel.write_text(json.dumps({"pool": f"niv2:{tmp_path / 'ni'}", "selections": [
+        {"target": {"id": "t"}, "results": [{"task_id": "task1_a"}, {"task_id": "task2_b"}]}]}))
+    mix = tmp_path / "mix"
+    _killed_while_writing("atomic_dir", mix)
+    code, _, err = run(monkeypatch, capsys, "mix", "-s", sel, "-o", mix, "-q")
+    assert code == 0, err
+    assert (mix / "manifest.json").is_file() and not [p.name for p in tmp_path.iterdir() if p.name.startswith(".mix.")]
+
+
+def test_a_write_of_a_live_process_is_left_alone(tmp_path):
+    from insta.io import atomic_path, remove_stale_temporaries
+
+    dest = tmp_path / "x.json"
+    with atomic_path(dest) as tmp:
+        tmp.write_text("in progress")
+        remove_stale_temporaries(dest)  # a second writer of the same file, meanwhile
+        assert tmp.read_text() == "in progress"
+    assert dest.read_text() == "in progress"
+
+
+def test_cache_cleared_while_a_select_runs(monkeypatch, capsys, table, tiny_model, isolated_cache):
+    """'insta cache --clear' from another shell mid-run: the cache starts again empty, with no
+    advice to point INSTA_CACHE_DIR elsewhere (nothing is wrong with it)."""
+    from insta.cache import EmbeddingCache, delete_cache
+
+    code, _, err = run(monkeypatch, capsys, "select", "-p", table, "-i", "review sentiment", "--model", tiny_model, "-q",
+                       "-k", "2")
+    assert code == 0, err
+    original = EmbeddingCache.get_many
+
+    def cleared_meanwhile(self, model, texts):
+        delete_cache(self.path)
+        return original(self, model, texts)
+
+    monkeypatch.setattr(EmbeddingCache, "get_many", cleared_meanwhile)
+    code, _, err = run(monkeypatch, capsys, "select", "-p", table, "-i", "a new target text", "--model", tiny_model, "-q",
+                       "-k", "2")
+    assert code == 0 and "warning" not in err, err
+    monkeypatch.setattr(EmbeddingCache, "get_many", original)
+    assert EmbeddingCache(isolated_cache / "embeddings.sqlite").count() > 0  # what was encoded meanwhile is kept

@@ -64,9 +64,17 @@ class EmbeddingCache:
                         "is damaged" if damaged else "cannot be used", exc, fix)
 
     def _connect(self) -> sqlite3.Connection:
+        # the file (or its folder) may have been deleted since the last call: 'insta cache
+        # --clear' from another shell while this command runs. It is then a new, empty cache,
+        # not a damaged or unwritable one.
+        fresh = not self.path.exists()
+        if fresh:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
         con = sqlite3.connect(self.path, timeout=60.0, isolation_level=None)
         con.execute("PRAGMA journal_mode=WAL")
         con.execute("PRAGMA synchronous=NORMAL")
+        if fresh:
+            con.execute(_SCHEMA)
         return con
 
     def get_many(self, model: str, texts: Sequence[str]) -> dict[str, np.ndarray]:

@@ -91,6 +91,83 @@ _CLICK = sys.modules[typer.BadParameter.__module__]
 _json_stream = None
 
 
+class _StdoutClosed(BaseException):
+    """The reader of standard output went away (``insta ... | head``): an early close, which
+    ends the command quietly (exit 0), like any tool whose output is cut by its reader. A
+    BaseException, so that no ``except Exception`` (nor click's broken-pipe exit 1) takes it."""
+
+
+class _StdoutFailed(InstaError):
+    """Standard output cannot be written (a full disk, a quota, an I/O error): the output is
+    incomplete, and the command says so in one line instead of exiting 0."""
+
+    def __init__(self, reason: str):
+        self.strerror = reason
+        super().__init__(f"cannot write the standard output ({reason}): the output is incomplete; free some space "
+                         "(or write it elsewhere) and run the command again")
+
+
+def _silence_stdout(stream=None) -> None:
+    """Point standard output's descriptor at /dev/null: what is still buffered goes nowhere,
+    quietly, at exit. (Not ``sys.stdout``'s: under --json that is stderr.)"""
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        fd = (stream or _json_stream or sys.stdout).fileno()
+        if fd == 2:
+            return
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, fd)
+        os.close(devnull)
+
+
+def _stdout_failure(exc: BaseException, stream) -> BaseException:
+    _silence_stdout(stream)
+    if isinstance(exc, BrokenPipeError):
+        return _StdoutClosed()
+    return _StdoutFailed(exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc))
+
+
+class _Stdout:
+    """Standard output that never stops short in silence. Python's unbuffered stdout
+    (PYTHONUNBUFFERED, -u) ignores partial writes, so a full disk cut the output at the first
+    one with no error and exit 0: here it is always written through a buffered writer, which
+    writes all or raises. A write that fails is one error line (:class:`_StdoutFailed`); a
+    reader that went away is an early close (:class:`_StdoutClosed`)."""
+
+    def __init__(self, stream):
+        import io
+
+        buffer = stream.buffer
+        raw = isinstance(buffer, io.RawIOBase)
+        self._stream = io.TextIOWrapper(io.BufferedWriter(buffer) if raw else buffer, encoding=stream.encoding,
+                                        errors="backslashreplace", line_buffering=raw or stream.line_buffering)
+        self._original = stream  # kept alive: it shares the descriptor
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except OSError as exc:
+            raise _stdout_failure(exc, self._stream) from None
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except OSError as exc:
+            raise _stdout_failure(exc, self._stream) from None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+def _guard_stdout() -> None:
+    """Wrap the process's real standard output (not one a test or a caller put in its place)."""
+    import io
+
+    if sys.stdout is not None and sys.stdout is sys.__stdout__ and isinstance(sys.stdout, io.TextIOWrapper):
+        with contextlib.suppress(OSError, ValueError):
+            sys.stdout.flush()
+        sys.stdout = _Stdout(sys.stdout)
+
+
 def _print_json(doc) -> None:
     from .io import dumps
 
@@ -304,11 +381,10 @@ def _stream_jsonl(out_file: str, stream, pool: str, *, tables: bool) -> int:
             if show:
                 try:
                     _print_selection(s)
-                except (OSError, SystemExit) as exc:  # `| head` (rich exits on a broken pipe), a full disk:
+                except (OSError, SystemExit, _StdoutClosed, _StdoutFailed) as exc:  # `| head`, a full disk:
                     show = False  # the tables stop, the file is still written whole
-                    stdout_error = None if isinstance(exc, (BrokenPipeError, SystemExit)) else exc
-                    with contextlib.suppress(OSError):
-                        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+                    stdout_error = exc if isinstance(exc, (_StdoutFailed, OSError)) and not isinstance(exc, BrokenPipeError) else None
+                    _silence_stdout()
             n += 1
         fh.flush()
         os.fsync(fh.fileno())
@@ -785,7 +861,22 @@ def _one_command(name: str) -> typer.Typer:
 
 
 def main() -> None:
-    """Entry point: run the app; user errors become one line on stderr and exit code 2."""
+    """Entry point: run the app; user errors become one line on stderr and exit code 2; the
+    output is written whole, or cut by its reader (exit 0), or the command says it is not."""
+    try:
+        try:
+            _main()
+        finally:
+            if isinstance(sys.stdout, _Stdout):
+                sys.stdout.flush()
+    except _StdoutClosed:  # the reader went away (| head): what it wanted, it got
+        sys.exit(0)
+    except _StdoutFailed as exc:
+        err.print(f"error: {exc}", highlight=False, markup=False)
+        sys.exit(exc.exit_code)
+
+
+def _main() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     logging.getLogger("sentence_transformers").setLevel(logging.ERROR)
     # rich shows our progress; keep HF datasets' own bars off the terminal (an environment
@@ -801,6 +892,7 @@ def main() -> None:
         insta_log.addHandler(_WarningLines())
     global _json_stream
     signal.signal(signal.SIGTERM, _terminated)  # timeout, SLURM, docker stop: clean up as on Ctrl-C
+    _guard_stdout()
     runner = _one_command(sys.argv[1] if len(sys.argv) > 1 else "")
     try:
         if "--json" in sys.argv[1:]:  # stdout carries the JSON document and nothing else
@@ -810,6 +902,8 @@ def main() -> None:
         else:
             _json_stream = None
             code = runner(standalone_mode=False, prog_name="insta")
+        if code == 130:  # click turns Ctrl-C (KeyboardInterrupt) into Exit(130), returned here
+            raise KeyboardInterrupt
         sys.exit(code if isinstance(code, int) else 0)
     except _CLICK.UsageError as exc:  # an unknown command or option, a value of the wrong type
         if type(exc).__name__ == "NoArgsIsHelpError":  # 'insta' alone: the help
