@@ -220,3 +220,43 @@ def test_cache_cleared_while_a_select_runs(monkeypatch, capsys, table, tiny_mode
     assert code == 0 and "warning" not in err, err
     monkeypatch.setattr(EmbeddingCache, "get_many", original)
     assert EmbeddingCache(isolated_cache / "embeddings.sqlite").count() > 0  # what was encoded meanwhile is kept
+
+
+# ---------------------------------------------------------------- 3. terminal injection
+
+
+def test_control_sequences_from_data_and_arguments_are_shown_escaped(tmp_path):
+    pool = jsonl(tmp_path / "esc.jsonl",
+                 {"id": "a\x1b[31mRED", "label": "x", "instruction": "classify \x1b]0;pwned\x07 the \u202eevil review"},
+                 {"id": "b", "label": "y", "instruction": "translate the sentence into French"})
+    for args in (["tasks", "-p", pool],
+                 ["select", "-p", pool, "-i", "classify the \x1b[2J review", "--method", "bm25", "-k", "2", "--no-cache",
+                  "-x", "\x1b[5mzz"]):
+        proc = insta(*args, env={"FORCE_COLOR": "1", "COLUMNS": "200"})  # rich writes as to a terminal
+        assert proc.returncode == 0, proc.stderr
+        shown = proc.stdout + proc.stderr
+        for raw in ("\x1b[31mRED", "\x1b]0;pwned", "\x07", "\u202e", "\x1b[2J", "\x1b[5m"):
+            assert raw not in shown, (raw, shown)
+        assert "a\\x1b[31mRED" in proc.stdout and "\\x1b]0;pwned\\x07" in proc.stdout and "\\u202eevil" in proc.stdout
+    assert "classify the \\x1b[2J review" in proc.stdout
+
+
+def test_a_bracket_in_a_warning_is_not_markup(monkeypatch, capsys, table):
+    code, out, err = run(monkeypatch, capsys, "select", "-p", table, "-i", "review", "--method", "bm25", "-q",
+                         "--no-cache", "-x", "[bold]x")
+    assert code == 0 and "--exclude '[bold]x' matches no task" in err, err
+
+
+@pytest.mark.parametrize("invisible", ["\u200b\u200b", "\u200b \u2060\ufeff", "\u200d"])
+def test_zero_width_only_instructions_are_empty(monkeypatch, capsys, tmp_path, table, invisible):
+    fails(monkeypatch, capsys, "select", "-p", table, "-i", invisible, "--method", "bm25",
+          match="the target instruction is empty (or only invisible characters, such as zero-width spaces)")
+    pool = jsonl(tmp_path / "zw.jsonl", {"id": "a", "instruction": "classify the review"},
+                 {"id": "b", "instruction": invisible})
+    fails(monkeypatch, capsys, "tasks", "-p", pool, match="zw.jsonl:2: task 'b' has an empty instruction (field instruction)")
+    from insta.pools import load_pool
+
+    assert load_pool(f"{pool}?skip_empty=true").ids == ["a"]
+    (tmp_path / "ni" / "tasks").mkdir(parents=True)
+    (tmp_path / "ni" / "tasks" / "task1_x.json").write_text(json.dumps({"Definition": invisible}))
+    fails(monkeypatch, capsys, "tasks", "-p", f"niv2:{tmp_path / 'ni'}", match="field 'Definition' is empty")

@@ -10,7 +10,7 @@ from .errors import InstaError
 from .io import read_text
 from .pools import load_pool, parse_spec
 from .select import Target
-from .tasks import TaskPool
+from .tasks import TaskPool, is_blank
 
 
 def targets_from_file(path: str | os.PathLike[str]) -> list[Target]:
@@ -20,7 +20,7 @@ def targets_from_file(path: str | os.PathLike[str]) -> list[Target]:
     if p.suffix.lower() in (".txt", ".text", ""):
         targets = []
         for lineno, line in enumerate(read_text(p, "targets file").splitlines(), start=1):
-            if line.strip() and not line.lstrip().startswith("#"):
+            if not is_blank(line) and not line.lstrip().startswith("#"):
                 targets.append(Target.from_text(line, id=f"{p.name}:{lineno}"))
         if not targets:
             raise InstaError(f"targets file {p} holds no instruction lines")

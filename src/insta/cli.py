@@ -7,6 +7,7 @@ import copy
 import errno
 import logging
 import os
+import re
 import signal
 import sys
 from collections.abc import Callable
@@ -47,10 +48,20 @@ class _Lazy:
     def __init__(self, make: Callable[[], Any]):
         self._make, self._obj = make, None
 
-    def __getattr__(self, name: str) -> Any:
+    def resolve(self) -> Any:
+        """The object itself (for code that needs a real Console: rich's Live enters it as a context)."""
         if self._obj is None:
             self._obj = self._make()
-        return getattr(self._obj, name)
+        return self._obj
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.resolve(), name)
+
+    def __enter__(self) -> Any:  # dunders are looked up on the type, never through __getattr__
+        return self.resolve().__enter__()
+
+    def __exit__(self, *exc) -> Any:
+        return self.resolve().__exit__(*exc)
 
 
 def _out_console():
@@ -71,10 +82,23 @@ out = _Lazy(_out_console)
 err = _Lazy(_err_console)
 
 
+#: what a terminal acts on instead of showing: C0 controls but tab and newline (ESC starts
+#: colour, cursor and title sequences), DEL, C1 controls, and the bidirectional embeddings,
+#: overrides and isolates that reorder the text around them
+_UNSHOWABLE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def printable(text: str) -> str:
+    """``text`` with every character a terminal would act on shown as its escape (``\\x1b``,
+    ``\\u202e``): data (a task's id or instruction) and arguments never drive the terminal."""
+    return _UNSHOWABLE.sub(lambda m: f"\\x{ord(m[0]):02x}" if ord(m[0]) < 0x100 else f"\\u{ord(m[0]):04x}", text)
+
+
 def escape(text: str) -> str:
+    """Text from data for rich: its control characters shown escaped, its [markup] literal."""
     from rich.markup import escape as rich_escape
 
-    return rich_escape(text)
+    return rich_escape(printable(text))
 
 
 def Table(*args: Any, **kwargs: Any):  # noqa: N802 - rich's Table, imported when a table is printed
@@ -214,7 +238,7 @@ def _progress(quiet: bool):
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
-        console=err,
+        console=err.resolve(),
         transient=True,
     )
 
@@ -363,7 +387,7 @@ def _not_an_input(out_file: str, inputs: list[str | None]) -> None:
 
 def _warn(selection) -> None:
     for w in selection.warnings:
-        err.print(f"[yellow]warning:[/] target {selection.target.id}: {w}", highlight=False)
+        err.print(f"[yellow]warning:[/] {escape(f'target {selection.target.id}: {w}')}", highlight=False)
 
 
 def _stream_jsonl(out_file: str, stream, pool: str, *, tables: bool) -> int:
@@ -748,7 +772,7 @@ def run_cmd(
     if json_out:
         _print_json(summary)
         return
-    print(results_markdown(summary["results"]), end="")
+    print(printable(results_markdown(summary["results"])), end="")
     if not quiet:
         err.print(f"[dim]written: {cfg.out}/results.json, results.md[/]", highlight=False)
 
@@ -910,13 +934,13 @@ def _main() -> None:
             print(exc.ctx.get_help() if exc.ctx else "")
             sys.exit(2)
         command = exc.ctx.command_path if exc.ctx else "insta"
-        err.print(f"error: {exc.format_message()} (see '{command} --help')", highlight=False, markup=False)
+        err.print(printable(f"error: {exc.format_message()} (see '{command} --help')"), highlight=False, markup=False)
         sys.exit(2)
     except typer.Abort:
         err.print("interrupted", highlight=False)
         sys.exit(130)
     except InstaError as exc:
-        err.print(f"error: {exc}", highlight=False, markup=False)
+        err.print(printable(f"error: {exc}"), highlight=False, markup=False)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         err.print("interrupted", highlight=False)

@@ -35,7 +35,7 @@ from .encoder import Embedder, Encoder, ProgressFn
 from .errors import InstaError, did_you_mean, unknown
 from .io import check_text
 from .search import positions
-from .tasks import Task, TaskPool, clean_text, family
+from .tasks import Task, TaskPool, clean_text, family, is_blank
 
 AGGREGATIONS = ("max", "mean", "vote")
 
@@ -59,8 +59,9 @@ class Target:
             raise InstaError(f"target {self.id!r}: instructions must be a list of texts")
         cleaned = [check_text(clean_text(t), f"target {self.id!r}: instruction {i + 1}")
                    for i, t in enumerate(self.instructions)]
-        if not cleaned or any(not t for t in cleaned):
-            raise InstaError(f"target {self.id!r}: instructions must be non-empty text")
+        if not cleaned or any(is_blank(t) for t in cleaned):
+            raise InstaError(f"target {self.id!r}: instructions must be non-empty text (not only invisible characters "
+                             "such as zero-width spaces)")
         self.instructions = cleaned
 
     @classmethod
@@ -72,8 +73,9 @@ class Target:
     def from_text(cls, texts: str | Sequence[str], id: str = "target") -> Target:
         texts = [texts] if isinstance(texts, str) else list(texts)
         for t in texts:
-            if not t or not str(t).strip():
-                raise InstaError("the target instruction is empty; pass non-blank text with --instruction")
+            if not t or is_blank(str(t)):
+                raise InstaError("the target instruction is empty (or only invisible characters, such as zero-width "
+                                 "spaces); pass non-blank text with --instruction")
         return cls(id=id, instructions=list(texts))
 
 

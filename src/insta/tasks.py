@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,6 +15,13 @@ def family(item: Any) -> str:
     """The sibling rule, the one place it is defined: tasks (or targets) built on the same
     source dataset are siblings; a task without a recorded dataset is its own family."""
     return item.dataset or item.id
+
+
+def is_blank(text: str) -> bool:
+    """True when ``text`` shows nothing: only whitespace, control characters and invisible
+    format characters (zero-width spaces and joiners, word joiners, byte-order marks,
+    direction marks), which ``str.split`` keeps. Such an instruction is empty."""
+    return all(ch.isspace() or unicodedata.category(ch) in ("Cc", "Cf") for ch in text)
 
 
 def clean_text(text: str) -> str:
@@ -109,7 +117,7 @@ class TaskPool(Sequence[Task]):
                     f"{name}: duplicate task id {task.id!r}; ids must be unique "
                     "(map the id to a unique field, or combine fields, e.g. id=task,subtask)"
                 )
-            if not task.instructions or not any(i.text.strip() for i in task.instructions):
+            if not task.instructions or all(is_blank(i.text) for i in task.instructions):
                 raise InstaError(f"{name}: task {task.id!r} has no usable instruction text")
             for what, text in [("its id", task.id), ("its label", task.label or ""),
                                *((f"instruction {i.name or n!r}", i.text) for n, i in enumerate(task.instructions))]:

@@ -14,7 +14,7 @@ from typing import Any
 from ..errors import InstaError
 from ..io import json_type, read_json, read_text
 from .base import PoolSpec, Reader
-from ..tasks import Instruction, Task, TaskPool, clean_text
+from ..tasks import Instruction, Task, TaskPool, clean_text, is_blank
 
 
 def source_from_name(name: str) -> str:
@@ -96,7 +96,7 @@ def _file_key(path: Path) -> str | None:
 def task_from_file(path: Path, *, split: str | None = None, max_instances: int | None = 0) -> Task:
     data = read_task_file(path, max_instances=max_instances)
     definition = " ".join(_texts(path, data, "Definition", required=True))
-    if not definition.strip():
+    if is_blank(definition):
         raise InstaError(f"{path}: field 'Definition' is empty; a task needs its instruction text")
     categories = _texts(path, data, "Categories")
     sources = _texts(path, data, "Source")

@@ -17,7 +17,7 @@ from typing import Any
 from ..errors import InstaError
 from ..io import json_type, parse_json, read_text
 from .base import PoolSpec, Reader
-from ..tasks import Instruction, Task, TaskPool, clean_text
+from ..tasks import Instruction, Task, TaskPool, clean_text, is_blank
 
 ID_GUESSES = ("id", "task_id", "name", "task")
 INSTRUCTION_GUESSES = ("instruction", "instructions", "definition", "description", "summary", "prompt")
@@ -122,7 +122,7 @@ def tasks_from_rows(rows: Iterator[tuple[str, dict[str, Any]]], spec: PoolSpec, 
             values = _instruction_values(row, f, where)
             for i, v in enumerate(values):
                 text = clean_text(v)
-                if text:
+                if not is_blank(text):  # zero-width characters alone are no instruction either
                     name = f if len(values) == 1 else f"{f}[{i}]"
                     instructions.append(Instruction(text=text, raw=v, name=name))
         if not instructions:
