@@ -260,3 +260,107 @@ def test_zero_width_only_instructions_are_empty(monkeypatch, capsys, tmp_path, t
     (tmp_path / "ni" / "tasks").mkdir(parents=True)
     (tmp_path / "ni" / "tasks" / "task1_x.json").write_text(json.dumps({"Definition": invisible}))
     fails(monkeypatch, capsys, "tasks", "-p", f"niv2:{tmp_path / 'ni'}", match="field 'Definition' is empty")
+
+
+# ---------------------------------------------------------------- 5. messages that mislead
+
+
+@pytest.mark.parametrize("query, match", [
+    ("?id=", "option 'id' has no value; give id=VALUE or leave the option out"),
+    ("?instruction=", "option 'instruction' has no value"),
+    ("?where=", "option 'where' has no value"),
+    ("?id=id&id=label", "option 'id' is given twice (id='id', id='label'); give it once"),
+    ("?instruction=label&instruction=nope", "option 'instruction' is given twice"),
+    ("?where=label:x&where=id:a", "option 'where' is given twice"),
+])
+def test_empty_and_repeated_options(monkeypatch, capsys, table, query, match):
+    fails(monkeypatch, capsys, "tasks", "-p", table + query, match=match)
+
+
+def test_empty_options_of_other_readers(monkeypatch, capsys, tmp_path):
+    fails(monkeypatch, capsys, "tasks", "-p", "bigbench:t0-eval?exclude=", match="option 'exclude' has no value")
+    fails(monkeypatch, capsys, "tasks", "-p", f"niv2:{tmp_path}?exclude_categories=",
+          match="option 'exclude_categories' has no value")
+
+
+def test_where_names_what_the_data_holds(monkeypatch, capsys, tmp_path, table):
+    fails(monkeypatch, capsys, "tasks", "-p", f"{table}?where=lable:x",
+          match="tasks.jsonl: where=lable:x names a field no row has (did you mean: label?); fields: id, instruction, label")
+    fails(monkeypatch, capsys, "tasks", "-p", f"{table}?where=label:z",
+          match="where=label:z keeps none of the 3 rows (label holds e.g. 'x', 'y'); check the values")
+    tagged = jsonl(tmp_path / "tagged.jsonl", {"id": "a", "instruction": "classify the review", "domains": ["News", "Wiki"]},
+                   {"id": "b", "instruction": "translate the text", "domains": ["Books"]})
+    from insta.pools import load_pool
+
+    assert load_pool(f"{tagged}?where=domains:Wiki").ids == ["a"]  # a list field holds the value
+    fails(monkeypatch, capsys, "tasks", "-p", f"{tagged}?where=domains:Film",
+          match="keeps none of the 2 rows (domains holds e.g. 'News', 'Wiki', 'Books')")
+
+
+@pytest.mark.parametrize("name, hint", [("notes.txt", "a .txt of target instructions (one per line) is --targets-file"),
+                                        ("README.md", "not .md"), ("tasks.yaml", "not .yaml")])
+def test_a_pool_file_of_another_format(monkeypatch, capsys, tmp_path, name, hint):
+    path = tmp_path / name
+    path.write_text("classify the review\n")
+    line = fails(monkeypatch, capsys, "tasks", "-p", path,
+                 match=f"pool file '{path}': a pool file is a table of tasks, .jsonl, .json or .csv")
+    assert hint in line and "unknown pool kind" not in line
+    fails(monkeypatch, capsys, "tasks", "-p", tmp_path, match=f"pool '{tmp_path}' is a folder; name its kind: niv2:")
+
+
+def test_a_csv_without_a_header(monkeypatch, capsys, tmp_path):
+    csv = tmp_path / "t.csv"
+    csv.write_text("a,classify the sentiment of a review\nb,translate the sentence into French\n")
+    fails(monkeypatch, capsys, "tasks", "-p", csv, match=f"{csv}:1: the first line (a,classify the sentiment of a review) "
+          "is data, not a header: a CSV pool needs a header line naming its columns")
+    csv.write_text("1,2\n3,4\n")
+    fails(monkeypatch, capsys, "tasks", "-p", csv, match="is data, not a header")
+    csv.write_text("task name,the text\na,classify the sentiment of a review\n")  # a header of other names still reads
+    from insta.pools import load_pool
+
+    assert load_pool(f"{csv}?id=task name&instruction=the text").ids == ["a"]
+    fails(monkeypatch, capsys, "tasks", "-p", csv, match="no id field found; name it with ?id=FIELD (fields: task name, the text)")
+
+
+def test_bm25_with_no_shared_word_says_so(monkeypatch, capsys, table):
+    code, out, err = run(monkeypatch, capsys, "select", "-p", table, "-i", "zebra quantum", "--method", "bm25", "-q",
+                         "--no-cache", "-k", "2", "--json")
+    assert code == 0
+    assert "bm25: no word of the target's instructions (stopwords aside) occurs in any candidate task" in err
+    assert "no word" in " ".join(json.loads(out)["selections"][0]["warnings"])
+    code, out, err = run(monkeypatch, capsys, "select", "-p", table, "-i", "classify reviews", "--method", "bm25", "-q",
+                         "--no-cache", "-k", "2")
+    assert code == 0 and "no word" not in err
+
+
+def test_mix_and_eval_of_a_table_pool_speak_of_a_table(monkeypatch, capsys, tmp_path, table):
+    sel = tmp_path / "sel.json"
+    sel.write_text(json.dumps({"pool": table, "selections": [{"target": {"id": "t"}, "results": [{"task_id": "a"}]}]}))
+    for args in (["mix", "-s", sel, "-o", tmp_path / "mix"], ["eval", "--model", "m", "-t", table]):
+        line = fails(monkeypatch, capsys, *args, match="task 'a' comes from a table pool (jsonl/csv/hf")
+        assert "task file" not in line and "niv2:DIR, bigbench:NAME or p3:NAME" in line
+    assert not (tmp_path / "mix").exists()
+
+
+def test_a_damaged_parsed_template_file_is_rebuilt_with_a_warning(monkeypatch, capsys, tmp_path, isolated_cache):
+    (tmp_path / "templates" / "d").mkdir(parents=True)
+    (tmp_path / "templates" / "d" / "templates.yaml").write_text(
+        "dataset: d\ntemplates:\n  t1: !Template\n    id: t1\n    name: ask\n"
+        "    jinja: 'Is this review positive? {{text}} ||| {{label}}'\n    answer_choices: yes ||| no\n")
+    spec = f"p3:d?templates={tmp_path / 'templates'}"
+    code, _, err = run(monkeypatch, capsys, "tasks", "-p", spec, "--json")
+    assert code == 0 and "warning" not in err, err
+    (stored,) = (isolated_cache / "promptsource-parsed").glob("*.json")
+    good = json.loads(stored.read_text())
+    for damage in ('{"version": 2, "entr', "\xff\xfe", json.dumps({**good, "entries": {"d": {**good["entries"]["d"],
+                                                                                           "dataset": 5}}})):
+        stored.write_text(damage, encoding="latin-1" if damage == "\xff\xfe" else "utf-8")
+        code, out, err = run(monkeypatch, capsys, "tasks", "-p", spec, "--json")
+        warnings = [line for line in err.splitlines() if line.strip()]
+        assert code == 0 and json.loads(out)["tasks"][0]["id"] == "d"
+        assert len(warnings) == 1 and warnings[0].startswith(f"warning: parsed promptsource templates {stored} are "
+                                                             "damaged ("), err
+        assert warnings[0].endswith("the templates are parsed again and the file rebuilt")
+        assert json.loads(stored.read_text()) == good  # rebuilt
+        code, _, err = run(monkeypatch, capsys, "tasks", "-p", spec, "--json")
+        assert code == 0 and "warning" not in err  # and read again without one

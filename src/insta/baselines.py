@@ -160,6 +160,14 @@ class BM25Selector(Selector):
 
         return explain
 
+    def _select_one(self, target, scores, req):
+        sel = super()._select_one(target, scores, req)
+        if sel.results and all(r.match is not None and r.match.similarity <= 0 for r in sel.results):
+            sel.warnings.append("bm25: no word of the target's instructions (stopwords aside) occurs in any candidate "
+                                "task: every score is 0, so the tasks come in id order, not ranked; rephrase the "
+                                "instruction, or use --method insta or hybrid")
+        return sel
+
 
 class FusedSelector(Selector):
     """Several rankings fused by reciprocal rank (Cormack, Clarke & Büttcher, 2009): a task's

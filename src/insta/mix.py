@@ -81,7 +81,11 @@ def label_choices(task: Task) -> list[str]:
 
 def niv2_examples(task: Task, cfg: MixConfig) -> Iterable[dict[str, Any]]:
     if not task.instances:
-        raise InstaError(f"task {task.id!r} has no instances to train on; is its task file empty?")
+        if task.source == "table":  # a row of a jsonl/csv/hf pool: an instruction, no examples, no task file
+            raise InstaError(f"task {task.id!r} comes from a table pool (jsonl/csv/hf: one row per task, its "
+                             "instructions but no examples), so it has no examples to train or evaluate on; take the "
+                             "tasks from a pool with examples: niv2:DIR, bigbench:NAME or p3:NAME")
+        raise InstaError(f"task {task.id!r} has no instances (examples) to train or evaluate on; is its task file empty?")
     render = instance_renderer(task, cfg)
     for i, inst in enumerate(task.instances):
         row = render(i, inst)

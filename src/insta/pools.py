@@ -56,6 +56,8 @@ def parse_spec(text: str) -> PoolSpec:
         else:
             if not sep and kind in READERS:
                 arg = ""
+            elif not sep and (Path(body).suffix or Path(body).expanduser().exists()):
+                raise _not_a_pool_file(body)
             else:
                 raise READERS.unknown(kind)
     try:
@@ -70,8 +72,26 @@ def parse_spec(text: str) -> PoolSpec:
                 f"pool spec {text!r}: unknown option {key!r} for {kind}{did_you_mean(key, reader.options)}; "
                 f"available: {', '.join(sorted(reader.options))}"
             )
+        if key in options:  # the last would win silently, and a later error blame the other
+            raise InstaError(f"pool spec {text!r}: option {key!r} is given twice ({key}={options[key]!r}, "
+                             f"{key}={value!r}); give it once (several values: {key}=A,B where the option takes a list)")
+        if not value.strip():
+            raise InstaError(f"pool spec {text!r}: option {key!r} has no value; give {key}=VALUE or leave the option "
+                             "out (see 'insta pools')")
         options[key] = value
     return PoolSpec(kind=kind, arg=arg, options=options, text=text)
+
+
+def _not_a_pool_file(body: str) -> InstaError:
+    """A path that is no pool file: say which files a pool may be, not 'unknown pool kind'."""
+    path = Path(body).expanduser()
+    if path.is_dir():
+        return InstaError(f"pool {body!r} is a folder; name its kind: niv2:{body} (a natural-instructions checkout) "
+                          f"or hf:{body} (a saved dataset); see 'insta pools'")
+    hint = "; a .txt of target instructions (one per line) is --targets-file" if path.suffix.lower() in (".txt", ".text") else ""
+    return InstaError(f"pool file {body!r}: a pool file is a table of tasks, .jsonl, .json or .csv (one task per row, "
+                      f"e.g. id and instruction), not {path.suffix or 'a file without a suffix'}{hint}; or give a "
+                      "pool spec KIND:ARG (see 'insta pools')")
 
 
 def load_pool(spec: str | PoolSpec) -> TaskPool:

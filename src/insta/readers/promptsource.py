@@ -23,6 +23,7 @@ from typing import Any
 from .. import t0
 from ..errors import InstaError, did_you_mean
 from ..io import read_yaml, surrogate_at, write_json_atomic
+from ..log import log
 from ..paths import cache_dir
 from .base import PoolSpec, Reader
 from ..tasks import Instruction, Task, TaskPool, clean_text
@@ -209,6 +210,7 @@ class Entries(Mapping[str, tuple[str, str | None, tuple[Template, ...]]]):
         self._paths = dict(sorted(found, key=lambda kv: kv[1]))
         self._parsed: dict[str, Any] | None = None
         self._dirty = False
+        self._warned = False
 
     def _stamp(self, key: str) -> str:
         path = self._paths[key]
@@ -222,30 +224,48 @@ class Entries(Mapping[str, tuple[str, str | None, tuple[Template, ...]]]):
     def _store(self) -> Path:
         return cache_dir() / "promptsource-parsed" / f"{hashlib.sha256(str(self.root.resolve()).encode()).hexdigest()[:16]}.json"
 
+    def _damaged(self, why: str) -> None:
+        """Say once that the stored parse is unusable: it is parsed again and rewritten."""
+        if not self._warned:
+            self._warned = True
+            log.warning("parsed promptsource templates %s are damaged (%s): the templates are parsed again and the "
+                        "file rebuilt", self._store, why)
+
     def _load_store(self) -> dict[str, Any]:
         if self._parsed is None:
             self._parsed = {}
             try:
                 doc = json.loads(self._store.read_text(encoding="utf-8"))
-                if isinstance(doc, dict) and doc.get("version") == 2 and isinstance(doc.get("entries"), dict):
-                    # only entries of files that exist: a damaged key is dropped, never written back
-                    self._parsed = {k: v for k, v in doc["entries"].items() if k in self._paths}
-            except Exception:  # noqa: BLE001 - absent or damaged (bad bytes, too deep, ...): parse again
-                pass
+            except FileNotFoundError:  # the first start: nothing parsed yet
+                return self._parsed
+            except (ValueError, RecursionError) as exc:  # bad bytes, invalid JSON, nested too deep
+                self._damaged(f"not valid JSON: {str(exc).splitlines()[0][:80] if str(exc) else type(exc).__name__}")
+                return self._parsed
+            except OSError as exc:
+                self._damaged(f"cannot be read: {exc.strerror or exc}")
+                return self._parsed
+            if isinstance(doc, dict) and doc.get("version") == 2 and isinstance(doc.get("entries"), dict):
+                # only entries of files that exist: a damaged key is dropped, never written back
+                self._parsed = {k: v for k, v in doc["entries"].items() if k in self._paths}
+            elif not (isinstance(doc, dict) and isinstance(doc.get("version"), int) and doc["version"] != 2):
+                self._damaged("not what insta writes there")  # (another version's file is replaced silently)
         return self._parsed
 
     def __getitem__(self, key: str) -> tuple[str, str | None, tuple[Template, ...]]:
         path = self._paths[key]
         stored = self._load_store().get(key)
         stamp = self._stamp(key)
+        if stored is not None and not isinstance(stored, dict):
+            self._damaged(f"its entry {key!r} is not an object")
         if isinstance(stored, dict) and stored.get("stamp") == stamp:
             try:
                 entry = (stored["dataset"], stored["subset"],
                          tuple(Template(**{**t, "metrics": tuple(t["metrics"])}) for t in stored["templates"]))
                 if _sound(entry):
                     return entry
+                self._damaged(f"its entry {key!r} holds values of the wrong type")
             except Exception:  # noqa: BLE001 - not what this version writes: parse again
-                pass
+                self._damaged(f"its entry {key!r} lacks fields")
         entry = _read_entry(path, key)
         self._parsed[key] = {"stamp": stamp, "dataset": entry[0], "subset": entry[1],  # type: ignore[index]
                              "templates": [asdict(t) for t in entry[2]]}

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from ..errors import InstaError
+from ..errors import InstaError, did_you_mean
 from ..io import json_type, parse_json, read_text
 from .base import PoolSpec, Reader
 from ..tasks import Instruction, Task, TaskPool, clean_text, is_blank
@@ -29,7 +29,7 @@ COMMON_OPTIONS = {
     "label": "field with the task's label/category (default: label, category or cluster if present)",
     "dataset": "field with the task's source dataset (siblings share it)",
     "split": "field with the task's split (default: split, if present)",
-    "where": "keep rows matching FIELD:VALUE (comma-separated, all must hold)",
+    "where": "keep rows matching FIELD:VALUE (comma-separated, all must hold; a list field matches when it holds VALUE)",
     "skip_empty": "true: drop rows whose instruction is empty instead of failing",
 }
 
@@ -64,6 +64,41 @@ def _value_text(value: Any) -> str:
     return "" if value is None else str(value)
 
 
+def _holds(value: Any, wanted: str) -> bool:
+    """Does a row's value satisfy where=FIELD:wanted? A list field does when one of its items is ``wanted``."""
+    if isinstance(value, list):
+        return any(not isinstance(x, (dict, list)) and _value_text(x) == wanted for x in value)
+    return _value_text(value) == wanted
+
+
+class _WhereSeen:
+    """What the rows held, to say why where= kept none of them: the fields, and some values
+    of each filtered field."""
+
+    def __init__(self, conditions: list[tuple[str, str]]):
+        self.conditions = conditions
+        self.fields: dict[str, None] = {}
+        self.values: dict[str, dict[str, None]] = {f: {} for f, _ in conditions}
+
+    def see(self, row: dict[str, Any]) -> None:
+        if len(self.fields) < 200:
+            self.fields.update(dict.fromkeys(row))
+        for f, found in self.values.items():
+            if f in row and len(found) < 6:
+                items = row[f] if isinstance(row[f], list) else [row[f]]
+                found.update((_value_text(x)[:40], None) for x in items if not isinstance(x, (dict, list)))
+
+    def error(self, spec: PoolSpec, source: str, n_rows: int) -> InstaError:
+        fields = ", ".join(self.fields)
+        for f, v in self.conditions:
+            if f not in self.fields:
+                return InstaError(f"{source}: where={f}:{v} names a field no row has{did_you_mean(f, self.fields)}; "
+                                  f"fields: {fields}")
+        shown = "; ".join(f"{f} holds e.g. {', '.join(map(repr, self.values[f])) or 'nothing'}" for f, _ in self.conditions)
+        return InstaError(f"{source}: where={spec.option('where')} keeps none of the {n_rows} rows ({shown}); "
+                          "check the values")
+
+
 def _scalar(row: dict[str, Any], name: str, where: str, what: str, *, first_of_list: bool = False) -> str | None:
     """A field holding one value: text or a number (a list gives its first value where
     ``first_of_list``); objects and nested lists are refused, never stringified."""
@@ -92,6 +127,7 @@ def _instruction_values(row: dict[str, Any], name: str, where: str) -> list[str]
 def tasks_from_rows(rows: Iterator[tuple[str, dict[str, Any]]], spec: PoolSpec, source: str) -> TaskPool:
     """Build a pool from (location, row) pairs; location is 'file:line' for messages."""
     conditions = _where(spec)
+    seen = _WhereSeen(conditions) if conditions else None
     skip_empty = spec.flag("skip_empty")
     tasks: list[Task] = []
     mapping: tuple[list[str], list[str], list[str], list[str], list[str]] | None = None
@@ -109,7 +145,9 @@ def tasks_from_rows(rows: Iterator[tuple[str, dict[str, Any]]], spec: PoolSpec, 
                 _pick(spec, "split", ("split",), row, where, False),
             )
         id_fields, ins_fields, label_fields, ds_fields, split_fields = mapping
-        if any(_value_text(row.get(f)) != v for f, v in conditions):
+        if seen is not None:
+            seen.see(row)
+        if not all(_holds(row.get(f), v) for f, v in conditions):
             continue
         for f in id_fields + ins_fields:
             if f not in row:
@@ -140,6 +178,8 @@ def tasks_from_rows(rows: Iterator[tuple[str, dict[str, Any]]], spec: PoolSpec, 
                           split=split, meta=extra, source="table"))
     if n_rows == 0:
         raise InstaError(f"{source}: the file holds no rows (one task per row is expected)")
+    if seen is not None and not tasks and not skip_empty:
+        raise seen.error(spec, source, n_rows)
     return TaskPool(tasks, name=source)
 
 
@@ -180,6 +220,28 @@ def load_jsonl(spec: PoolSpec) -> TaskPool:
     return tasks_from_rows(_jsonl_rows(path), spec, str(path))
 
 
+def _looks_like_data(cell: str) -> bool:
+    """A header cell that reads as a value: a number, or a sentence (a column name is a word or two)."""
+    text = cell.strip()
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return len(text.split()) >= 4 or len(text) > 40
+
+
+def _check_header(spec: PoolSpec, path: Path, header: list[str]) -> None:
+    """A CSV whose first line is a row of data (no header): say so, instead of listing its
+    values as the field names."""
+    names = set(ID_GUESSES + INSTRUCTION_GUESSES + LABEL_GUESSES)
+    for option in ("id", "instruction", "label", "dataset", "split"):
+        names.update(spec.listing(option))
+    if header and not names & set(header) and any(_looks_like_data(h) for h in header):
+        first = ",".join(header)
+        raise InstaError(f"{path}:1: the first line ({first[:60] + '…' if len(first) > 60 else first}) is data, not a "
+                         "header: a CSV pool needs a header line naming its columns; add one, e.g. 'id,instruction'")
+
+
 def load_csv(spec: PoolSpec) -> TaskPool:
     path = _existing(spec)
     delimiter = spec.option("delimiter", ",") or ","
@@ -199,6 +261,7 @@ def load_csv(spec: PoolSpec) -> TaskPool:
             twice = sorted({h for h in header if header.count(h) > 1})
             if twice:
                 raise InstaError(f"{path}:1: the header names column {twice[0]!r} twice; give every column its own name")
+            _check_header(spec, path, header)
             for row in reader:
                 start = last + 1
                 last = reader.line_num
