@@ -63,6 +63,19 @@ def test_run_out_that_is_a_file_or_inside_the_cache(monkeypatch, capsys, tmp_pat
         run_pipeline(RunConfig(out=str(taken), pool=table, targets=["a"], train=TrainConfig(), base_model="m"))
 
 
+def test_no_output_of_any_command_lands_in_the_cache(monkeypatch, capsys, tmp_path, table, isolated_cache):
+    """select --out refused the cache folder, the other outputs did not: eval --out could replace the
+    embedding database itself."""
+    db = isolated_cache / "embeddings.sqlite"
+    for args in (["eval", "--model", "m", "-t", table, "--out", db], ["bench", "--pool", table, "--methods", "bm25",
+                 "--out", isolated_cache / "b.json"], ["bench", "--pool", table, "--methods", "bm25", "--plot",
+                 isolated_cache / "b.png"], ["mix", "-s", "s.json", "-o", isolated_cache / "mix"],
+                 ["train", "-m", "mix", "--model", "m", "-o", isolated_cache / "m"],
+                 ["align", "-p", table, "-o", isolated_cache / "aligned"]):
+        fails(monkeypatch, capsys, *args, match="is inside insta's cache folder")
+    assert not isolated_cache.exists() or not any(isolated_cache.iterdir())
+
+
 # ---------------------------------------------------------------- 1. output that stops short and says nothing
 
 
@@ -364,3 +377,18 @@ def test_a_damaged_parsed_template_file_is_rebuilt_with_a_warning(monkeypatch, c
         assert json.loads(stored.read_text()) == good  # rebuilt
         code, _, err = run(monkeypatch, capsys, "tasks", "-p", spec, "--json")
         assert code == 0 and "warning" not in err  # and read again without one
+
+
+@pytest.mark.parametrize("args, match", [
+    (["select", "-p", "{table}", "-i", "x", "--model", ""], "--model is empty; give it a value, or leave the option out"),
+    (["select", "-p", "{table}", "-i", "x", "--model="], "--model is empty"),
+    (["select", "-p", "{table}", "-i", "x", "--targets-file", ""], "--targets-file is empty"),
+    (["select", "-p", "{table}", "-i", "x", "--aggregate="], "--aggregate is empty"),
+    (["select", "-p", "{table}", "-i", "x", "-x", ""], "-x is empty"),
+    (["select", "-p", "{table}", "-i", ""], "the target instruction is empty"),
+    (["tasks", "-p", ""], "-p is empty"),
+    (["run", ""], "the config path is empty"),
+])
+def test_empty_values_on_the_command_line(monkeypatch, capsys, table, args, match):
+    """An empty value is not the option left out (the default model, no targets file, ...)."""
+    fails(monkeypatch, capsys, *(a.format(table=table) for a in args), match=match)

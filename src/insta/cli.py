@@ -494,7 +494,7 @@ def bench(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
 ) -> None:
     """Benchmark selectors: does each one rank the tasks related to a target first? (P@5, P@10, MAP, nDCG@10 with 95% CIs)"""
-    from .io import check_out, write_json_atomic
+    from .io import check_out, outside_cache, write_json_atomic
     from .bench import SUITES, build_suite, run_bench
     from .checks import check_int, check_seed
     from .encoder import Encoder
@@ -503,6 +503,7 @@ def bench(
     for path, what in ((out_file, "--out"), (plot, "--plot")):
         if path:
             check_out(path, what)
+            outside_cache(path, what)
 
     if list_suites:
         for name, suite_entry in SUITES.items():
@@ -610,8 +611,10 @@ def align(
     from dataclasses import asdict
 
     from .align import align as run_align
+    from .io import outside_cache
     from .pools import load_pool
 
+    outside_cache(out_dir, "--out")
     cfg = AlignConfig(recipe=recipe, base=base, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, view=view,
                       negative_threshold=negative_threshold, keep_base=keep_base)
     loaded = load_pool(pool)
@@ -629,7 +632,7 @@ def align(
     for name, value in result.dev_pearson.items():
         table.add_row(name, f"{value:.4f}")
     out.print(table)
-    out.print(f"use it: insta select --model {result.model_dir} ...", highlight=False)
+    out.print(escape(f"use it: insta select --model {result.model_dir} ..."), highlight=False)
 
 
 @app.command()
@@ -647,8 +650,10 @@ def mix(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
 ) -> None:
     """Build the training mixture of a selection (a Hugging Face dataset on disk, plus JSONL)."""
+    from .io import outside_cache
     from .pipeline import mix_selection
 
+    outside_cache(out_dir, "--out")
     mixture = mix_selection(selection, out_dir, MixConfig(per_task_cap=per_task_cap, format=format, seed=seed,
                                                           total_examples=total_examples),
                             pool=pool, target=target, rows=rows)
@@ -692,8 +697,10 @@ def train_cmd(
     """Instruction-tune a model on a mixture (full fine-tuning or LoRA; seq2seq or causal)."""
     from dataclasses import asdict
 
+    from .io import outside_cache
     from .train import train
 
+    outside_cache(out_dir, "--out")
     cfg = TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, grad_accum=grad_accum, max_steps=max_steps,
                       max_input_length=max_input_length, max_target_length=max_target_length, lora=lora, lora_r=lora_r,
                       bf16=bf16, gradient_checkpointing=gradient_checkpointing, device=device, seed=seed)
@@ -703,9 +710,10 @@ def train_cmd(
         _print_json(asdict(result))
         return
     loss = f"{result.train_loss:.4f}" if result.train_loss is not None else "n/a"
-    out.print(f"trained {result.kind} model → {result.model_dir}: {result.steps} steps on {result.n_examples} examples, "
-              f"train loss {loss}, {result.seconds:.0f} s{' (resumed)' if result.resumed else ''}", highlight=False)
-    out.print(f"evaluate it: insta eval --model {result.model_dir} --target SPEC", highlight=False)
+    out.print(escape(f"trained {result.kind} model → {result.model_dir}: {result.steps} steps on {result.n_examples} "
+                     f"examples, train loss {loss}, {result.seconds:.0f} s{' (resumed)' if result.resumed else ''}"),
+              highlight=False)
+    out.print(escape(f"evaluate it: insta eval --model {result.model_dir} --target SPEC"), highlight=False)
 
 
 @app.command("eval")
@@ -727,11 +735,12 @@ def eval_cmd(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
 ) -> None:
     """Zero-shot evaluation on target tasks: rank classification accuracy, ROUGE-L, exact match."""
-    from .io import check_out, write_json_atomic
+    from .io import check_out, outside_cache, write_json_atomic
     from .pipeline import evaluate_model, seen_examples, target_tasks
 
     if out_file:
         check_out(out_file)
+        outside_cache(out_file, "--out")
     held = seen_examples(exclude_seen or [])
     tasks = target_tasks(target, task)
     with _progress(quiet) as progress:
@@ -766,6 +775,8 @@ def run_cmd(
     """select → mix → train → eval for every target and method of a config; resumable."""
     from .pipeline import load_run_config, results_markdown, run
 
+    if not config.strip():
+        raise InstaError("the config path is empty; give a YAML run config (see README)")
     cfg = load_run_config(config)
     say = _say(quiet)
     summary = run(cfg, quiet=quiet, say=say)
@@ -774,7 +785,7 @@ def run_cmd(
         return
     print(printable(results_markdown(summary["results"])), end="")
     if not quiet:
-        err.print(f"[dim]written: {cfg.out}/results.json, results.md[/]", highlight=False)
+        err.print(f"[dim]{escape(f'written: {cfg.out}/results.json, results.md')}[/]", highlight=False)
 
 
 @app.command()
@@ -871,6 +882,33 @@ def _terminated(signum, frame) -> None:
     raise _Terminated()
 
 
+def _refuse_empty_values(runner: typer.Typer) -> None:
+    """``--model ""`` or ``--targets=``: an option given an empty value is an error, not the
+    option left out (which silently meant the default model, no targets file, ...)."""
+    args = sys.argv[2:]
+    if "" not in args and not any(a.startswith("-") and a.endswith("=") for a in args):
+        return  # the usual case costs nothing
+    if len(runner.registered_commands) != 1:
+        return
+    import typing
+
+    takes_value = set()
+    callback = runner.registered_commands[0].callback
+    for name, hint in typing.get_type_hints(callback, include_extras=True).items():
+        info = next((m for m in getattr(hint, "__metadata__", ()) if hasattr(m, "param_decls")), None)
+        base = typing.get_args(hint)[0] if info is not None else hint
+        if type(info).__name__ != "OptionInfo" or bool in (base, *typing.get_args(base)):
+            continue  # an argument, a flag
+        decls = [info.default] if isinstance(info.default, str) and info.default.startswith("-") else []
+        takes_value.update(decls + list(info.param_decls or ()) or [f"--{name.replace('_', '-')}"])
+    takes_value -= {"-i", "--instruction"}  # has its own message: the target instruction is empty
+    for i, arg in enumerate(args):
+        option, eq, value = arg.partition("=")
+        if (eq and option in takes_value and not value) or (
+                not eq and arg in takes_value and i + 1 < len(args) and args[i + 1] == ""):
+            raise InstaError(f"{option} is empty; give it a value, or leave the option out")
+
+
 def _one_command(name: str) -> typer.Typer:
     """The app with only the command being run: typer builds every registered command's
     parameters (signatures, types) before dispatching, which costs each invocation tens of
@@ -919,6 +957,7 @@ def _main() -> None:
     _guard_stdout()
     runner = _one_command(sys.argv[1] if len(sys.argv) > 1 else "")
     try:
+        _refuse_empty_values(runner)
         if "--json" in sys.argv[1:]:  # stdout carries the JSON document and nothing else
             _json_stream = sys.stdout
             with contextlib.redirect_stdout(sys.stderr):
@@ -949,7 +988,7 @@ def _main() -> None:
         err.print("terminated", highlight=False)
         sys.exit(143)
     except OSError as exc:
-        if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG):
             raise
         where = f" ({exc.filename})" if exc.filename else ""
         err.print(f"error: {exc.strerror}{where}; free some space (or point --out / INSTA_CACHE_DIR elsewhere) and "
