@@ -15,6 +15,9 @@ import pytest
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ["TOKENIZERS_PARALLELISM"] = "false"
+# Tests embed with sentence-transformers unless they test the ONNX Runtime path (tests/test_onnx.py):
+# an export per test's fresh cache root would cost seconds each
+os.environ.setdefault("INSTA_EMBED_BACKEND", "torch")
 
 REPO = Path(__file__).resolve().parents[1]
 ON_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")

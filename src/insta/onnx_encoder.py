@@ -1,0 +1,191 @@
+"""Sentence embeddings without torch: ONNX Runtime + the ``tokenizers`` library.
+
+``insta select`` with a new instruction needs a handful of vectors, and importing torch,
+transformers and sentence-transformers costs ten seconds on a small machine while the
+encoding itself takes milliseconds. This module runs the same model with ONNX Runtime:
+
+* **export, once per model identity** (torch is needed then, as for any encoding today): the
+  sentence-transformers model's transformer is exported to ONNX (dynamic batch and length),
+  its fast tokenizer saved as ``tokenizer.json``, and its pooling (mean, CLS, max or last
+  token), maximum sequence length and input names written to ``insta-onnx.json``; the export is
+  checked against sentence-transformers on a few texts before it is kept (vectors within
+  1e-5), all under ``CACHE/onnx/<identity>/``;
+* **inference**: tokenize (truncated to the model's maximum length, padded to the longest of
+  the batch), run, pool as the model says, L2-normalise: float32 rows equal to the
+  sentence-transformers ones within ~1e-6, so the embedding cache's vectors stay valid.
+
+A model this path cannot reproduce (modules other than Transformer → Pooling → Normalize, a
+pooling mode without an equivalent here, a tokenizer with no fast version) is reported by
+:func:`export` as :class:`Unsupported`, and :class:`insta.encoder.Encoder` falls back to
+sentence-transformers with one warning. A damaged export is removed and rebuilt with a warning.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import InstaError
+
+FORMAT = 1  # of the exported folder; a new format re-exports
+MANIFEST = "insta-onnx.json"
+POOLING = ("mean", "cls", "max", "lasttoken")
+CHECK_TEXTS = ("Suppose the premise is true. Can we infer that the hypothesis is true?", "x",
+               "Übersetze den Satz ins Französische — 日本語のテキスト " * 30)
+
+
+class Unsupported(InstaError):
+    """The model cannot be run by this path (the reason says why); use sentence-transformers."""
+
+
+def available() -> bool:
+    """Are onnxruntime and tokenizers importable (without importing them for good)?"""
+    from importlib.util import find_spec
+
+    return find_spec("onnxruntime") is not None and find_spec("tokenizers") is not None
+
+
+def export_dir(root: Path, identity: str) -> Path:
+    slug = "".join(c if c.isalnum() or c in "-_." else "_" for c in identity.split("@")[0])[-40:]
+    return root / "onnx" / f"{slug}-{hashlib.sha256(f'{FORMAT}:{identity}'.encode()).hexdigest()[:16]}"
+
+
+def _pooling(module: Any) -> str:
+    mode = getattr(module, "pooling_mode", None)
+    if mode is None:  # sentence-transformers < 5: one flag per mode
+        flags = {m: getattr(module, f"pooling_mode_{m}_tokens", False) for m in ("mean", "cls", "max")}
+        flags["lasttoken"] = getattr(module, "pooling_mode_lasttoken", False)
+        on = [m for m, v in flags.items() if v]
+        mode = on[0] if len(on) == 1 else "+".join(on) or "none"
+    if mode not in POOLING:
+        raise Unsupported(f"pooling {mode!r} (this path pools by {', '.join(POOLING)})")
+    return str(mode)
+
+
+def export(st: Any, out: Path, identity: str) -> Path:
+    """Export a loaded sentence-transformers model into ``out`` (written beside it and renamed
+    into place, so a half-written export is never taken for a whole one)."""
+    import torch
+
+    kinds = [type(m).__name__ for m in st]
+    if not kinds or kinds[0] != "Transformer" or kinds[1:2] != ["Pooling"] or any(k != "Normalize" for k in kinds[2:]):
+        raise Unsupported(f"modules {' → '.join(kinds)} (this path runs Transformer → Pooling → Normalize)")
+    pooling = _pooling(st[1])
+    tokenizer = st.tokenizer
+    if not getattr(tokenizer, "is_fast", False):
+        raise Unsupported("the tokenizer has no fast (tokenizers) version")
+    names = [n for n in tokenizer.model_input_names if n in ("input_ids", "attention_mask", "token_type_ids")]
+    if "attention_mask" not in names:
+        raise Unsupported(f"the tokenizer's inputs {names} lack an attention mask")
+
+    class LastHidden(torch.nn.Module):  # positional inputs in the tokenizer's order, given by name
+        def __init__(self, model):
+            super().__init__()
+            self.model = model
+
+        def forward(self, *args):
+            return self.model(**dict(zip(names, args))).last_hidden_state
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        example = tokenizer(["a short text", "a somewhat longer text for the export"], return_tensors="pt", padding=True)
+        model = st[0].auto_model
+        if next(model.parameters()).device.type != "cpu":  # the user's model stays where it is
+            import copy
+
+            model = copy.deepcopy(model).cpu()
+        with warnings.catch_warnings(), torch.no_grad():  # the tracer's warnings are not for users
+            warnings.simplefilter("ignore")
+            warnings.showwarning = lambda *args, **kwargs: None  # the tracer installs filters of its own
+            torch.onnx.export(LastHidden(model.eval()), tuple(example[n] for n in names), str(tmp / "model.onnx"),
+                              input_names=names, output_names=["last_hidden_state"], opset_version=17, dynamo=False,
+                              dynamic_axes={n: {0: "batch", 1: "sequence"} for n in [*names, "last_hidden_state"]})
+        tokenizer.backend_tokenizer.save(str(tmp / "tokenizer.json"))
+        manifest = {"format": FORMAT, "identity": identity, "inputs": names, "pooling": pooling,
+                    "max_seq_length": int(st.max_seq_length), "pad_id": int(tokenizer.pad_token_id or 0),
+                    "pad_token": str(tokenizer.pad_token), "dim": int(_dimension(st[1])),
+                    "sha256": hashlib.sha256((tmp / "model.onnx").read_bytes()).hexdigest()}
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
+        got = OnnxEncoder(tmp).encode(CHECK_TEXTS)
+        want = st.encode(list(CHECK_TEXTS), convert_to_numpy=True, normalize_embeddings=True, show_progress_bar=False)
+        gap = float(np.abs(got - want).max())
+        if not gap <= 1e-5:
+            raise Unsupported(f"the exported model differs from sentence-transformers by {gap:.1e}")
+        shutil.rmtree(out, ignore_errors=True)
+        tmp.rename(out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def _dimension(pooling: Any) -> int:
+    get = getattr(pooling, "get_embedding_dimension", None) or pooling.get_sentence_embedding_dimension
+    return get()
+
+
+class OnnxEncoder:
+    """An exported model folder, loaded: ``encode(texts)`` → L2-normalised float32 rows."""
+
+    def __init__(self, folder: Path, *, threads: int | None = None):
+        folder = Path(folder)
+        try:
+            self.manifest = json.loads((folder / MANIFEST).read_text())
+            if self.manifest.get("format") != FORMAT:
+                raise ValueError(f"format {self.manifest.get('format')!r}")
+            model = (folder / "model.onnx").read_bytes()
+            if hashlib.sha256(model).hexdigest() != self.manifest["sha256"]:
+                raise ValueError("model.onnx does not match its checksum")
+            import onnxruntime as ort
+            from tokenizers import Tokenizer
+
+            options = ort.SessionOptions()
+            options.log_severity_level = 3
+            if threads:
+                options.intra_op_num_threads = threads
+            self.session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+            self.tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+        except Exception as exc:  # anything wrong with the folder: the caller re-exports
+            raise DamagedExport(f"{folder}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+        self.tokenizer.enable_truncation(self.manifest["max_seq_length"])
+        self.tokenizer.enable_padding(pad_id=self.manifest["pad_id"], pad_token=self.manifest["pad_token"])
+        self.dim = int(self.manifest["dim"])
+
+    def encode(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        order = np.argsort([len(t) for t in texts], kind="stable")  # similar lengths pad less
+        for start in range(0, len(texts), batch_size):
+            rows = order[start:start + batch_size]
+            enc = self.tokenizer.encode_batch([texts[i] for i in rows])
+            feed = {"input_ids": np.array([e.ids for e in enc], dtype=np.int64),
+                    "attention_mask": np.array([e.attention_mask for e in enc], dtype=np.int64),
+                    "token_type_ids": np.array([e.type_ids for e in enc], dtype=np.int64)}
+            hidden = self.session.run(["last_hidden_state"], {n: feed[n] for n in self.manifest["inputs"]})[0]
+            out[rows] = self._pool(hidden.astype(np.float32), feed["attention_mask"])
+        norms = np.linalg.norm(out, axis=1, keepdims=True)
+        return out / np.maximum(norms, 1e-12)
+
+    def _pool(self, hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        mode = self.manifest["pooling"]
+        m = mask[..., None].astype(np.float32)
+        if mode == "mean":
+            return (hidden * m).sum(axis=1) / np.clip(m.sum(axis=1), 1e-9, None)
+        if mode == "cls":
+            return hidden[:, 0]
+        if mode == "max":
+            return np.where(m > 0, hidden, -1e9).max(axis=1)
+        last = mask.shape[1] - 1 - np.argmax(mask[:, ::-1], axis=1)  # lasttoken: the last unmasked position
+        return hidden[np.arange(len(hidden)), last]
+
+
+class DamagedExport(InstaError):
+    """An exported folder that cannot be loaded as written (it is rebuilt)."""
