@@ -154,3 +154,18 @@ def test_select_of_a_new_instruction_imports_no_torch(tiny_model, tmp_path):
     assert "torch" in seen[0][0]  # the first use exports the model (torch is needed then)
     assert seen[1][0] == [] and seen[2][0] == []  # a new instruction, then a cached one: no torch at all
     assert seen[2][1] == seen[0][1]
+
+
+def test_two_processes_exporting_at_once(tiny_model, tmp_path):
+    code = ("import sys, numpy as np\nfrom insta.encoder import Encoder\n"
+            "v = Encoder(sys.argv[1], cache=False, backend='onnx').encode(['which review is positive'])\n"
+            "np.save(sys.argv[2], v)\n")
+    env = {**os.environ, "INSTA_CACHE_DIR": str(tmp_path / "cache")}
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(tiny_model), str(tmp_path / f"v{i}.npy")], env=env,
+                              stderr=subprocess.PIPE, text=True) for i in range(2)]
+    errs = [p.communicate(timeout=300)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], errs
+    assert not any("warning" in e for e in errs)
+    assert np.array_equal(np.load(tmp_path / "v0.npy"), np.load(tmp_path / "v1.npy"))
+    exports = list((tmp_path / "cache" / "onnx").iterdir())
+    assert len(exports) == 1 and (exports[0] / MANIFEST).is_file()  # one export, no temporary left

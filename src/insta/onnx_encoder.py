@@ -27,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import tempfile
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -100,10 +101,11 @@ def export(st: Any, out: Path, identity: str) -> Path:
         def forward(self, *args):
             return self.model(**dict(zip(graph_inputs, args))).last_hidden_state
 
+    from .io import _temp_prefix, remove_stale_temporaries
+
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
+    remove_stale_temporaries(out)  # of exports killed midway
+    tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(out.name), suffix=".tmp", dir=out.parent))  # one per process
     try:
         example = tokenizer(["a short text", "a somewhat longer text for the export"], return_tensors="pt", padding=True)
         model = st[0].auto_model
@@ -132,8 +134,12 @@ def export(st: Any, out: Path, identity: str) -> Path:
         gap = float(np.abs(got - want).max())
         if not gap <= 1e-5:
             raise Unsupported(f"the exported model differs from sentence-transformers by {gap:.1e}")
-        shutil.rmtree(out, ignore_errors=True)
-        tmp.rename(out)  # the files keep their sizes and times: the manifest's stamps stay true
+        shutil.rmtree(out, ignore_errors=True)  # a damaged export (a whole one is never exported again)
+        try:
+            tmp.rename(out)  # the files keep their sizes and times: the manifest's stamps stay true
+        except OSError:
+            if not (out / MANIFEST).is_file():  # not another process's export, finished meanwhile
+                raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out
