@@ -193,3 +193,17 @@ def test_niv2_task_files_bbh_target(shared_data, minilm_encoder):
     sel = InstructionSelector(minilm_encoder).fit(pool)
     res = sel.select(Target.from_text("Solve the grade school math word problem."), k=5)
     assert any("gsm" in i or "svamp" in i or "arithmetic" in i for i in res.ids), res.ids
+
+
+def test_vote_counts_only_the_votes_cast_for_candidates():
+    """The target's own task (excluded) shares its instructions: its rows must not take the
+    votes. With them, each target instruction's top-2 wastes one vote on the target itself and
+    A (best cosine) wins a 1-1 tie; among the candidates, B gets 3 votes of 4."""
+    enc = FixedEncoder({"q1": [1, 0], "q2": [0, 1], "a1": [0.9, 0.43589], "b1": [0.8, 0.6], "b2": [0.6, 0.8]})
+    pool = pool_of(t=(["q1", "q2"], "x"), A=(["a1"], "y"), B=(["b1", "b2"], "y"))
+    target = Target.from_task(pool.get("t"))
+    sel = InstructionSelector(enc, aggregate="vote", vote_depth=2).fit(pool).select(target, k=2)
+    assert [(r.task_id, r.score) for r in sel.results] == [("B", 0.75), ("A", 0.25)]
+    from insta.baselines import HybridSelector  # the fused method's vote side too
+    hybrid = HybridSelector(enc, aggregate="vote").fit(pool)
+    assert [r.task_id for r in hybrid.select(target, k=2).results] == ["B", "A"]

@@ -15,6 +15,7 @@ import hashlib
 import os
 import sys
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import asdict
 
 import numpy as np
@@ -147,7 +148,7 @@ class BM25Selector(Selector):
         for done, tg in enumerate(targets, start=1):
             sims = self._query(tg.instructions)
             agg = aggregate_matrix(sims, self._starts, self._counts, self._owner, self.aggregate, self.vote_depth or k,
-                                   self.arrays.tie_order)
+                                   self.arrays.tie_order, self._excluded_mask(tg))
             out.append(Scores(agg.score, agg.best, self._explainer(tg, agg)))
             if progress:
                 progress(done, len(targets))
@@ -202,7 +203,11 @@ class FusedSelector(Selector):
 
     def score_many(self, targets: Sequence[Target], k: int = 5, progress: ProgressFn | None = None) -> list[Scores]:
         self._require_fit()
-        sides = [part.score_many(targets, k, progress if i == 0 else None) for i, part in enumerate(self.parts)]
+        excluding = getattr(self, "_excluding", None)
+        sides = []
+        for i, part in enumerate(self.parts):  # each side knows the exclusions (its vote counts candidates only)
+            with part.excluding(excluding) if excluding else nullcontext():
+                sides.append(part.score_many(targets, k, progress if i == 0 else None))
         out = []
         for j in range(len(targets)):
             scores = [side[j] for side in sides]

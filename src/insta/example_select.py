@@ -110,8 +110,10 @@ class ExampleSelector(Selector):
             sims = sims.astype(np.float64)
             if self.mask_own and target.id in pool:  # the target's own examples vote for no task
                 sims[:, self._owner == pool.ids.index(target.id)] = -np.inf
+            excluded = self._excluded_mask(target)
             agg = aggregate_matrix(sims, self._starts, self._counts[self._present], self._owner_present,
-                                   self.how, self.vote_depth or k, self.arrays.tie_order[self._present])
+                                   self.how, self.vote_depth or k, self.arrays.tie_order[self._present],
+                                   None if excluded is None else excluded[self._present])
             score = np.full(len(pool), -np.inf)
             best = np.full(len(pool), -np.inf)
             score[self._present], best[self._present] = agg.score, agg.best

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import abc
 import fnmatch
+from contextlib import contextmanager
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
@@ -271,12 +272,15 @@ class Aggregated:
 
 
 def aggregate_matrix(sims: np.ndarray, starts: np.ndarray, counts: np.ndarray, owner: np.ndarray,
-                     how: str, depth: int, tie_order: np.ndarray | None = None) -> Aggregated:
+                     how: str, depth: int, tie_order: np.ndarray | None = None,
+                     excluded: np.ndarray | None = None) -> Aggregated:
     """Aggregate a (target instructions x source instructions) similarity matrix per task
     (source instructions of one task contiguous: ``starts``/``counts``; ``owner`` maps each
     source instruction to its task). ``max`` needs the column maxima, ``mean`` every pair's
     sum, ``vote`` each target instruction's top-``depth`` source instructions (equal
-    similarities taken in task-id order, ``tie_order``, so the pool's row order never matters)."""
+    similarities taken in task-id order, ``tie_order``, so the pool's row order never matters).
+    ``excluded``: a boolean mask of the tasks excluded for this target; their instructions cast
+    no vote (a vote's top-``depth`` is taken among the candidates only)."""
     n_t, n_s = sims.shape
     col_best = sims.max(axis=0)
     col_arg = sims.argmax(axis=0)
@@ -286,10 +290,19 @@ def aggregate_matrix(sims: np.ndarray, starts: np.ndarray, counts: np.ndarray, o
     elif how == "mean":
         score = np.add.reduceat(sims.sum(axis=0), starts) / (counts * n_t)
     elif how == "vote":
-        depth = max(1, min(depth, n_s))
+        voting = sims
+        rows = n_s
+        if excluded is not None and excluded.any():
+            out = excluded[owner]
+            voting = np.where(out[None, :], -np.inf, sims)
+            rows = int((~out).sum())
+        depth = max(1, min(depth, rows))
         tie = np.broadcast_to((tie_order if tie_order is not None else np.arange(len(starts)))[owner], sims.shape)
-        top = np.lexsort((tie, -sims), axis=-1)[:, :depth]
-        votes = np.bincount(owner[top.ravel()], minlength=len(starts)).astype(np.float64)
+        top = np.lexsort((tie, -voting), axis=-1)[:, :depth]
+        chosen = owner[top.ravel()]
+        if rows < n_s:  # every candidate row already voted: the rest of the top are excluded rows
+            chosen = chosen[~excluded[chosen]]
+        votes = np.bincount(chosen, minlength=len(starts)).astype(np.float64)
         score = votes / (n_t * depth)
     else:
         raise unknown("aggregation", how, AGGREGATIONS)
@@ -321,6 +334,28 @@ class Selector(abc.ABC):
     def __init__(self) -> None:
         self.pool: TaskPool | None = None
         self._arrays: PoolArrays | None = None
+        self._excluding: Callable[[Target], np.ndarray] | None = None
+
+    @contextmanager
+    def excluding(self, positions_for: Callable[[Target], np.ndarray]) -> Iterator[Selector]:
+        """Within the block, scoring knows each target's excluded task positions: ``vote`` then
+        counts only the votes cast for candidates (selection sets this itself; a benchmark that
+        ranks raw scores gives its own leave-one-out exclusions)."""
+        old = getattr(self, "_excluding", None)
+        self._excluding = positions_for
+        try:
+            yield self
+        finally:
+            self._excluding = old
+
+    def _excluded_mask(self, target: Target, n: int | None = None) -> np.ndarray | None:
+        """The boolean mask of the tasks excluded for ``target`` while :meth:`excluding` is on."""
+        fn = getattr(self, "_excluding", None)
+        if fn is None:
+            return None
+        mask = np.zeros(n if n is not None else len(self._require_fit()), dtype=bool)
+        mask[np.asarray(fn(target), dtype=np.int64)] = True
+        return mask
 
     def fit(self, pool: TaskPool, progress: ProgressFn | None = None) -> Selector:
         self._set_pool(pool)
@@ -406,8 +441,9 @@ class Selector(abc.ABC):
         yield from self._iter_select(targets, req, progress)
 
     def _iter_select(self, targets: list[Target], req: Request, progress: ProgressFn | None) -> Iterator[Selection]:
-        for target, scores in zip(targets, self.iter_scores(targets, req.k, progress)):
-            yield self._select_one(target, scores, req)
+        with self.excluding(lambda t: self._excluded(t, req)[0]):
+            for target, scores in zip(targets, self.iter_scores(targets, req.k, progress)):
+                yield self._select_one(target, scores, req)
 
 
 def truncate(target: Target, n_instructions: int | None) -> Target:
@@ -488,7 +524,7 @@ class InstructionSelector(Selector):
 
     def _scores(self, target: Target, t_emb: np.ndarray, k: int) -> Scores:
         agg = aggregate_matrix(t_emb @ np.asarray(self._embeddings).T, self._starts, self._counts, self._owner,
-                               self.aggregate, self.vote_depth or k, self.arrays.tie_order)
+                               self.aggregate, self.vote_depth or k, self.arrays.tie_order, self._excluded_mask(target))
 
         def explain(i: int) -> Match:
             t_idx, s_idx = agg.pair(i)

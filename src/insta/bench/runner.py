@@ -170,13 +170,19 @@ def _per_target(suite: Suite, groups: list[Group], make, label: str,
             progress(f"{label}: ranking", 0, len(targets))
         arrays = PoolArrays(pool)
         labels = np.array([t.label for t in pool], dtype=object)
+        everything = np.arange(len(pool))
+
+        def left_out(target: Target) -> np.ndarray:  # the target itself (and its siblings): no candidates, no votes
+            return np.setdiff1d(everything, _candidates(arrays, target, suite.exclude_siblings))
+
         # streamed: only one chunk of targets' full score vectors is alive at a time
-        for n, (target, scores) in enumerate(zip(targets, selector.iter_scores(targets, k=10)), start=1):
-            rel = _relevance(arrays, labels, scores, target, _candidates(arrays, target, suite.exclude_siblings))
-            if rel.any():
-                values[target.id] = {metric: fn(rel) for metric, fn in METRICS.items()}
-            if progress:
-                progress(f"{label}: ranking", n, len(targets))
+        with selector.excluding(left_out):
+            for n, (target, scores) in enumerate(zip(targets, selector.iter_scores(targets, k=10)), start=1):
+                rel = _relevance(arrays, labels, scores, target, _candidates(arrays, target, suite.exclude_siblings))
+                if rel.any():
+                    values[target.id] = {metric: fn(rel) for metric, fn in METRICS.items()}
+                if progress:
+                    progress(f"{label}: ranking", n, len(targets))
     return values
 
 
