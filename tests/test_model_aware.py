@@ -561,3 +561,20 @@ def test_run_per_method_k_distance_quantiles_and_dropped_weights(tiny_lms, bb, t
     doc["methods"] = [{"method": "base", "k": 3}]
     config.write_text(yaml.safe_dump(doc))
     fails(monkeypatch, capsys, *["run", str(config)], match="the base model trains on nothing")
+
+
+def test_json_output_keeps_the_libraries_bars_and_logs_off_stderr(tiny_lms, bb, tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("HF_HUB_DISABLE_PROGRESS_BARS", raising=False)
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump({
+        "out": str(tmp_path / "run"), "pool": f"bigbench:all?source={bb}", "targets": ["sentiment_b"], "k": 1,
+        "methods": ["base", "bm25"], "mix": {"per_task_cap": 4, "total_examples": 4},
+        "train": {"model": str(tiny_lms["gpt2"]), "max_steps": 1, "batch_size": 2, "max_input_length": 64,
+                  "max_target_length": 8},
+        "eval": {"metric": "loglik", "max_examples": 2}}))
+    code, out, err = run(monkeypatch, capsys, "run", str(config), "--json")
+    assert code == 0, err
+    json.loads(out)
+    lines = err.strip().splitlines()
+    assert lines and all(" / " in line for line in lines), err  # only insta's own one-line progress
+    assert "it/s" not in err and "Loading weights" not in err and "'loss'" not in err

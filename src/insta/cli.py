@@ -619,7 +619,7 @@ def align(
                       negative_threshold=negative_threshold, keep_base=keep_base)
     loaded = load_pool(pool)
     say = _say(quiet)
-    result = run_align(loaded, out_dir, cfg, quiet=quiet, log=say)
+    result = run_align(loaded, out_dir, cfg, quiet=quiet or json_out, log=say)  # libraries' own logs: never with --json
     if json_out:
         _print_json(asdict(result))
         return
@@ -705,7 +705,7 @@ def train_cmd(
                       max_input_length=max_input_length, max_target_length=max_target_length, lora=lora, lora_r=lora_r,
                       bf16=bf16, gradient_checkpointing=gradient_checkpointing, device=device, seed=seed)
     say = _say(quiet)
-    result = train(mixture, model, out_dir, cfg, quiet=quiet, say=say)
+    result = train(mixture, model, out_dir, cfg, quiet=quiet or json_out, say=say)  # the Trainer's bars and logs too
     if json_out:
         _print_json(asdict(result))
         return
@@ -779,7 +779,7 @@ def run_cmd(
         raise InstaError("the config path is empty; give a YAML run config (see README)")
     cfg = load_run_config(config)
     say = _say(quiet)
-    summary = run(cfg, quiet=quiet, say=say)
+    summary = run(cfg, quiet=quiet or json_out, say=say)  # the Trainer's bars and logs: not with --json either
     if json_out:
         _print_json(summary)
         return
@@ -944,8 +944,16 @@ def _main() -> None:
     # rich shows our progress; keep HF datasets' own bars off the terminal (an environment
     # variable, so that commands which never touch datasets do not pay for importing it)
     os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
-    if {"-q", "--quiet"} & set(sys.argv[1:]):  # also the hub's and transformers' bars (loading, saving weights)
+    if {"-q", "--quiet", "--json"} & set(sys.argv[1:]):  # also the hub's and transformers' bars (loading, saving weights)
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        if "huggingface_hub" in sys.modules:  # imported already (insta's CLI called from Python): the variable came late
+            from huggingface_hub.utils import disable_progress_bars
+
+            disable_progress_bars()
+        if "transformers" in sys.modules:
+            from transformers.utils import logging as hf_logging
+
+            hf_logging.disable_progress_bar()
     for stream in (sys.stdout, sys.stderr):  # text that is not UTF-8 is shown escaped, never a crash
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="backslashreplace")
