@@ -14,20 +14,9 @@ from pathlib import Path
 import pytest
 import yaml
 from test_cli import fails, run
+from test_hostile import jsonl, table  # noqa: F401 - the fixture, shared
 
 INSTA = str(Path(sys.executable).with_name("insta"))
-
-
-def jsonl(path: Path, *rows) -> str:
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    return str(path)
-
-
-@pytest.fixture()
-def table(tmp_path) -> str:
-    return jsonl(tmp_path / "tasks.jsonl", {"id": "a", "instruction": "classify the sentiment of a review", "label": "x"},
-                 {"id": "b", "instruction": "translate the sentence into French", "label": "y"},
-                 {"id": "c", "instruction": "decide whether the review is positive", "label": "x"})
 
 
 def insta(*args, env=None, **kw) -> subprocess.CompletedProcess:
