@@ -578,3 +578,17 @@ def test_json_output_keeps_the_libraries_bars_and_logs_off_stderr(tiny_lms, bb, 
     lines = err.strip().splitlines()
     assert lines and all(" / " in line for line in lines), err  # only insta's own one-line progress
     assert "it/s" not in err and "Loading weights" not in err and "'loss'" not in err
+
+
+def test_run_config_refuses_what_cannot_mean_anything(bb, tmp_path, monkeypatch, capsys):
+    base = {"out": str(tmp_path / "run"), "pool": f"bigbench:all?source={bb}", "targets": ["sentiment_b"],
+            "train": {"model": "m"}}
+    config = tmp_path / "run.yaml"
+    for methods, message in (
+            ([{"method": "insta", "quantile": [1, 99999999999999999999]}], "quantile must be [b, n] with 1 <= b <= n <="),
+            ([{"method": "all", "quantile": [1, 2]}], "'all' ranks nothing (use it without quantile)"),
+            ([{"method": "random", "seed": 3, "quantile": [1, 2]}], "'random' ranks nothing"),
+            ([{"name": "a/b", "method": "insta"}, {"name": "a_b", "method": "bm25"}],
+             "methods 'a/b' and 'a_b' would share the folder 'a_b' in the run")):
+        config.write_text(yaml.safe_dump({**base, "methods": methods}))
+        fails(monkeypatch, capsys, "run", str(config), match=message)

@@ -99,12 +99,38 @@ def test_a_damaged_export_is_rebuilt_with_a_warning(onnx_env, tiny_model, isolat
         got = enc.encode(TEXTS)
     assert [r.getMessage() for r in caplog.records if "is damaged" in r.getMessage()]
     assert np.array_equal(got, want)
-    (folder / MANIFEST).write_text("{not json")
-    caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="insta"):
-        Encoder(str(tiny_model), cache=False, backend="onnx").encode(["a"])
-    assert len([r for r in caplog.records if "is damaged" in r.getMessage()]) == 1
+    for edit in ("{not json", "[]", {"pooling": "cls"}, {"max_seq_length": -1}, {"dim": True}, {"inputs": ["input_ids"]},
+                 {"pad_id": None}, {"identity": "another@model"}):
+        if isinstance(edit, dict):  # a manifest that still parses, one value changed
+            doc = json.loads((folder / MANIFEST).read_text())
+            (folder / MANIFEST).write_text(json.dumps({**doc, **edit}))
+        else:
+            (folder / MANIFEST).write_text(edit)
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="insta"):
+            got = Encoder(str(tiny_model), cache=False, backend="onnx").encode(TEXTS)
+        damaged = [r.getMessage() for r in caplog.records if "is damaged" in r.getMessage()]
+        assert len(damaged) == 1 and "insta-onnx.json" in damaged[0] and "object has no" not in damaged[0], edit
+        assert np.array_equal(got, want), edit
     assert json.loads((folder / MANIFEST).read_text())["pooling"] == "mean"
+
+
+def test_an_export_of_another_model_is_not_taken(onnx_env, tiny_model, tmp_path, isolated_cache, caplog):
+    from conftest import build_tiny_model
+
+    other = build_tiny_model(tmp_path / "other", seed=1)
+    a, b = Encoder(str(tiny_model), cache=False, backend="onnx"), Encoder(str(other), cache=False, backend="onnx")
+    want = b.encode(TEXTS)
+    a.encode(TEXTS)
+    import shutil
+
+    there = export_dir(isolated_cache, b.identity)
+    shutil.rmtree(there)
+    shutil.copytree(export_dir(isolated_cache, a.identity), there)  # the other model's files, whole
+    with caplog.at_level(logging.WARNING, logger="insta"):
+        got = Encoder(str(other), cache=False, backend="onnx").encode(TEXTS)
+    assert any("export of another model" in r.getMessage() for r in caplog.records)
+    assert np.array_equal(got, want)
 
 
 def test_a_model_this_path_cannot_run_falls_back_with_one_warning(onnx_env, tiny_model, tmp_path, caplog):
@@ -125,6 +151,24 @@ def test_a_model_this_path_cannot_run_falls_back_with_one_warning(onnx_env, tiny
     assert len(warnings) == 1 and "cannot run on ONNX Runtime (modules Transformer → Pooling → Dense" in warnings[0]
     want = Encoder(str(tmp_path / "dense"), cache=False, backend="torch").encode(TEXTS)
     assert np.abs(got - want).max() < 1e-6 and got.shape[1] == 8
+    caplog.clear()  # the next run is told at once, without trying the export again
+    again = Encoder(str(tmp_path / "dense"), cache=False)
+    with caplog.at_level(logging.WARNING, logger="insta"):
+        again.encode(["one more"])
+    assert len(caplog.records) == 1 and "found when it was first tried" in caplog.records[0].getMessage()
+
+
+def test_a_model_that_cannot_embed_is_one_line(onnx_env, tiny_model, tmp_path):
+    import shutil
+
+    from insta.errors import InstaError
+
+    broken = tmp_path / "long"
+    shutil.copytree(tiny_model, broken)
+    (broken / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 100000}))  # positions: 128
+    for backend in ("torch", "onnx"):
+        with pytest.raises(InstaError, match="could not embed the texts .* check its sentence-transformers config"):
+            Encoder(str(broken), cache=False, backend=backend).encode(["word " * 300])
 
 
 def test_an_unknown_backend_is_one_line(tiny_model):

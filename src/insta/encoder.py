@@ -191,18 +191,37 @@ class Encoder:
                             "tokenizers); embedding with sentence-transformers")
             return None
         folder = ox.export_dir(cache_dir(), self.identity)
+        verdict = ox.verdict_file(folder)
+        if verdict.is_file():  # an earlier run found that this model cannot take this path
+            try:
+                reason = json.loads(verdict.read_text(encoding="utf-8"))
+                if isinstance(reason, dict) and reason.get("identity") == self.identity:
+                    log.warning("%s cannot run on ONNX Runtime (%s; found when it was first tried, delete %s to try "
+                                "again); embedding with sentence-transformers", self.model_name, reason.get("reason"),
+                                verdict)
+                    return None
+            except (OSError, ValueError):
+                pass  # unreadable: try again
         if (folder / ox.MANIFEST).is_file():
             try:
-                return ox.OnnxEncoder(folder)
+                return ox.OnnxEncoder(folder, self.identity)
             except ox.DamagedExport as exc:
-                log.warning("ONNX export %s is damaged (%s): exporting %s again", folder, exc, self.model_name)
+                log.warning("the ONNX export of %s is damaged (%s): exporting it again into %s", self.model_name, exc,
+                            folder)
         try:
             ox.export(self.model, folder, self.identity)
-            return ox.OnnxEncoder(folder)
+            return ox.OnnxEncoder(folder, self.identity)
         except InstaError as exc:
             if not isinstance(exc, ox.Unsupported) and not isinstance(exc, ox.DamagedExport):
                 raise  # the model itself cannot be loaded: that error, as it is
             log.warning("%s cannot run on ONNX Runtime (%s); embedding with sentence-transformers", self.model_name, exc)
+            if isinstance(exc, ox.Unsupported):
+                try:
+                    from .io import write_json_atomic
+
+                    write_json_atomic(verdict, {"identity": self.identity, "reason": str(exc)})
+                except InstaError:
+                    pass  # an unwritable cache: it is tried again next time
         except Exception as exc:  # noqa: BLE001 - an exporter failure is never fatal: the torch path works
             first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
             log.warning("exporting %s to ONNX failed (%s); embedding with sentence-transformers", self.model_name, first)
@@ -228,6 +247,16 @@ class Encoder:
             if progress:
                 progress(len(texts), len(texts))
             return vecs
+        try:
+            return self._embed(texts, progress)
+        except InstaError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a model that loads but cannot embed (e.g. a max_seq_length above its positions)
+            first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+            raise InstaError(f"model {self.model_name!r} could not embed the texts ({first}); check its "
+                             "sentence-transformers config (max_seq_length, pooling) or give another --model") from None
+
+    def _embed(self, texts: Sequence[str], progress: ProgressFn | None) -> np.ndarray:
         if self._wants_onnx(len(texts)) and self._onnx_encoder() is not None:
             vecs = self._onnx.encode(list(texts), batch_size=self.batch_size)
             self.encoded += len(texts)

@@ -128,8 +128,9 @@ def export(st: Any, out: Path, identity: str) -> Path:
                     "max_seq_length": int(st.max_seq_length), "pad_id": int(tokenizer.pad_token_id or 0),
                     "pad_token": str(tokenizer.pad_token), "dim": int(_dimension(st[1])),
                     "files": {name: _stamp(tmp / name, checksum=True) for name in FILES}}
+        manifest["seal"] = _seal(manifest)
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
-        got = OnnxEncoder(tmp).encode(CHECK_TEXTS)
+        got = OnnxEncoder(tmp, identity).encode(CHECK_TEXTS)
         want = st.encode(list(CHECK_TEXTS), convert_to_numpy=True, normalize_embeddings=True, show_progress_bar=False)
         gap = float(np.abs(got - want).max())
         if not gap <= 1e-5:
@@ -143,6 +144,11 @@ def export(st: Any, out: Path, identity: str) -> Path:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out
+
+
+def verdict_file(folder: Path) -> Path:
+    """Where an export that could not be made says why (so that it is not tried on every run)."""
+    return folder.with_name(folder.name + ".unsupported.json")
 
 
 def _stamp(path: Path, checksum: bool = False) -> dict[str, Any]:
@@ -170,28 +176,76 @@ def _dimension(pooling: Any) -> int:
     return get()
 
 
+def _seal(manifest: dict[str, Any]) -> str:
+    """A checksum of the manifest's own fields: an edited manifest is a damaged export."""
+    fields = {k: v for k, v in manifest.items() if k != "seal"}
+    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
+
+
+def _manifest(folder: Path, identity: str) -> dict[str, Any]:
+    """The export's manifest, every field checked (a reason naming the field, else)."""
+    try:
+        doc = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{MANIFEST} is unreadable ({getattr(exc, 'strerror', None) or exc})") from None
+    if not isinstance(doc, dict):
+        raise ValueError(f"{MANIFEST} is not a JSON object")
+    if doc.get("format") != FORMAT:
+        raise ValueError(f"{MANIFEST} has format {doc.get('format')!r}, not {FORMAT}")
+    if doc.get("seal") != _seal(doc):
+        raise ValueError(f"{MANIFEST} was edited (its checksum does not match)")
+    if doc.get("identity") != identity:
+        raise ValueError(f"it is the export of another model ({str(doc.get('identity'))[:80]!r})")
+
+    def whole(name: str, low: int, high: int) -> int:
+        v = doc.get(name)
+        if not isinstance(v, int) or isinstance(v, bool) or not low <= v <= high:
+            raise ValueError(f"{MANIFEST} field {name!r} is {v!r}")
+        return v
+
+    whole("max_seq_length", 1, 1_000_000), whole("dim", 1, 1_000_000), whole("pad_id", 0, 10_000_000)
+    inputs = doc.get("inputs")
+    if (doc.get("pooling") not in POOLING or not isinstance(doc.get("pad_token"), str) or not isinstance(inputs, list)
+            or not {"inputs_embeds", "attention_mask"} <= set(inputs) <= {"inputs_embeds", "attention_mask", "token_type_ids"}):
+        raise ValueError(f"{MANIFEST} fields pooling / pad_token / inputs are not an export's")
+    files = doc.get("files")
+    if not isinstance(files, dict) or not all(
+            isinstance(files.get(n), dict) and isinstance(files[n].get("size"), int)
+            and isinstance(files[n].get("mtime_ns"), int) and isinstance(files[n].get("sha256"), str) for n in FILES):
+        raise ValueError(f"{MANIFEST} field 'files' is not an export's")
+    return doc
+
+
 class OnnxEncoder:
     """An exported model folder, loaded: ``encode(texts)`` → L2-normalised float32 rows."""
 
-    def __init__(self, folder: Path, *, threads: int | None = None):
+    def __init__(self, folder: Path, identity: str, *, threads: int | None = None):
         folder = Path(folder)
+        step = MANIFEST
         try:
-            self.manifest = json.loads((folder / MANIFEST).read_text())
-            if self.manifest.get("format") != FORMAT:
-                raise ValueError(f"format {self.manifest.get('format')!r}")
+            self.manifest = _manifest(folder, identity)
+            step = "the exported files"
             _check(folder, self.manifest["files"])
-            self.table = np.load(folder / "embeddings.npy", mmap_mode="r")
+            step = "embeddings.npy"
+            self.table = np.load(folder / step, mmap_mode="r")
+            if self.table.ndim != 2 or self.table.dtype != np.float32:
+                raise ValueError(f"{step} is not a float32 matrix")
             import onnxruntime as ort
             from tokenizers import Tokenizer
 
             options = ort.SessionOptions()
-            options.log_severity_level = 3
+            options.log_severity_level = 4  # errors are ours to report, in one line
             if threads:
                 options.intra_op_num_threads = threads
-            self.session = ort.InferenceSession(str(folder / "model.onnx"), options, providers=["CPUExecutionProvider"])
-            self.tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
-        except Exception as exc:  # anything wrong with the folder: the caller re-exports
-            raise DamagedExport(f"{folder}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+            step = "model.onnx"
+            self.session = ort.InferenceSession(str(folder / step), options, providers=["CPUExecutionProvider"])
+            step = "tokenizer.json"
+            self.tokenizer = Tokenizer.from_file(str(folder / step))
+        except ValueError as exc:  # a reason of our own
+            raise DamagedExport(str(exc)) from None
+        except Exception as exc:  # noqa: BLE001 - what the libraries say of a damaged file, first line
+            first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+            raise DamagedExport(f"{step}: {first}") from None
         self.tokenizer.enable_truncation(self.manifest["max_seq_length"])
         self.tokenizer.enable_padding(pad_id=self.manifest["pad_id"], pad_token=self.manifest["pad_token"])
         self.dim = int(self.manifest["dim"])

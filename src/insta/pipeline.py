@@ -242,6 +242,9 @@ def _methods(p: Path, value: Any) -> list[MethodSpec]:
         if spec.method == BASE and (spec.budget, spec.k, spec.quantile) != (None, None, None):
             raise InstaError(f"{p}: methods[{i}]: budget, k and quantile choose what to train on; the base model trains "
                              "on nothing")
+        if spec.quantile and spec.method.partition(":")[0] in ("random", "all"):
+            raise InstaError(f"{p}: methods[{i}].quantile bins a method's ranking of the pool; {spec.method!r} ranks "
+                             "nothing (use it without quantile)")
         if spec.quantile and spec.budget is not None:
             raise InstaError(f"{p}: methods[{i}]: quantile draws tasks from a bin of the ranking; it does not combine "
                              "with an example budget")
@@ -258,13 +261,24 @@ def _methods(p: Path, value: Any) -> list[MethodSpec]:
     if len(set(names)) != len(names):
         twice = sorted({n for n in names if names.count(n) > 1})
         raise InstaError(f"{p}: two methods share the name {twice[0]!r}; give each a distinct 'name'")
+    folders: dict[str, str] = {}
+    for n in names:  # each method's folder in the run is its name made safe for a path
+        if _slug(n) in folders:
+            raise InstaError(f"{p}: methods {folders[_slug(n)]!r} and {n!r} would share the folder {_slug(n)!r} in the "
+                             "run; give them names that differ in letters, digits, '.', '_' or '-'")
+        folders[_slug(n)] = n
     return methods
+
+
+MAX_BINS = 1_000_000
 
 
 def _check_quantile(value: Any, name: str) -> list[int]:
     if (not isinstance(value, list) or len(value) != 2 or not all(isinstance(v, int) and not isinstance(v, bool)
-                                                                   for v in value) or not 1 <= value[0] <= value[1]):
-        raise InstaError(f"{name} must be [b, n] with 1 <= b <= n (bin b of n over the method's ranking), got {value!r}")
+                                                                   for v in value)
+            or not 1 <= value[0] <= value[1] <= MAX_BINS):
+        raise InstaError(f"{name} must be [b, n] with 1 <= b <= n <= {MAX_BINS:,} (bin b of n over the method's "
+                         f"ranking), got {value!r}")
     return list(value)
 
 
@@ -451,6 +465,9 @@ def run(cfg: RunConfig, *, quiet: bool = True, say: Say | None = None,
                                                  m.quantile, min(k, candidates), seed=_quantile_seed(cfg, m, target.id))
                     else:
                         sel = selector.select(_target(target, held), min(k, candidates), exclusions=exclusions)
+                    if k > candidates:
+                        say(f"{target.id} / {m.name}: warning: k={k} is larger than the {candidates} candidate tasks; "
+                            "all of them are selected")
                     doc = {"pool": cfg.pool, "method": selector.method, "k": k, "model": encoder.describe(),
                            "settings": settings, "selections": [sel.to_dict()]}
                     if m.quantile:
