@@ -125,8 +125,10 @@ class BM25Selector(Selector):
         self._texts = [ins.text for t in pool for ins in t.instructions]
         self._names = [ins.name for t in pool for ins in t.instructions]
         tokens = bm25s.tokenize(self._texts, stopwords="en", show_progress=False)
-        self._retriever = bm25s.BM25(k1=self.k1, b=self.b, csc_backend="numpy")
-        self._retriever.index(tokens, show_progress=False)
+        self._retriever = None  # no word in the whole pool (stopwords, single letters only): every score is 0
+        if tokens.vocab:  # (bm25s cannot index an empty vocabulary: a RuntimeWarning, then a ValueError)
+            self._retriever = bm25s.BM25(k1=self.k1, b=self.b, csc_backend="numpy")
+            self._retriever.index(tokens, show_progress=False)
         self._counts = np.array([len(t.instructions) for t in pool])
         self._starts = np.concatenate([[0], np.cumsum(self._counts)[:-1]]).astype(np.int64)
         self._owner = np.repeat(np.arange(len(pool)), self._counts)
@@ -138,9 +140,9 @@ class BM25Selector(Selector):
 
         queries = bm25s.tokenize(texts, stopwords="en", show_progress=False, return_ids=False)
         n = len(self._texts)
-        # a query of stopwords only has no terms: it matches nothing
-        return np.stack([np.asarray(self._retriever.get_scores(q), dtype=np.float64) if q else np.zeros(n)
-                         for q in queries])
+        # a query of stopwords only has no terms, a pool without words has no index: nothing matches
+        return np.stack([np.asarray(self._retriever.get_scores(q), dtype=np.float64)
+                         if q and self._retriever is not None else np.zeros(n) for q in queries])
 
     def score_many(self, targets: Sequence[Target], k: int = 5, progress: ProgressFn | None = None) -> list[Scores]:
         self._require_fit()

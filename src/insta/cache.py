@@ -11,6 +11,7 @@ command goes on without it; ``insta cache --clear`` deletes a damaged file outri
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import sqlite3
@@ -81,10 +82,11 @@ class EmbeddingCache:
         """Vectors for the texts that are cached, keyed by text."""
         keys = {text_key(t): t for t in texts}
         found: dict[str, np.ndarray] = {}
+        if self.disabled is not None:
+            self.misses += len(keys)
+            return found
         items = list(keys)
         try:
-            if self.disabled is not None:
-                items = []
             with self._connect() as con:
                 for start in range(0, len(items), 500):
                     chunk = items[start:start + 500]
@@ -97,7 +99,7 @@ class EmbeddingCache:
                         vec = np.frombuffer(blob, dtype=np.float32) if isinstance(blob, bytes) else np.zeros(0)
                         if vec.shape[0] == dim and np.isfinite(vec).all():
                             found[keys[key]] = vec
-        except sqlite3.Error as exc:
+        except (OSError, sqlite3.Error) as exc:  # OSError: its folder cannot be made (any more)
             self._disable(exc)
             found = {}
         self.hits += len(found)
@@ -126,7 +128,7 @@ class EmbeddingCache:
                     self._disable(exc)
                     return
                 time.sleep(0.2 * (attempt + 1))
-            except sqlite3.Error as exc:
+            except (OSError, sqlite3.Error) as exc:
                 self._disable(exc)
                 return
 
@@ -136,6 +138,9 @@ class EmbeddingCache:
                 if model is None:
                     return con.execute("SELECT COUNT(*) FROM embeddings").fetchone()[0]
                 return con.execute("SELECT COUNT(*) FROM embeddings WHERE model = ?", (model,)).fetchone()[0]
+        except OSError as exc:
+            raise InstaError(f"embedding cache {self.path} cannot be opened ({exc.strerror or exc}); "
+                             "set INSTA_CACHE_DIR to a writable folder") from None
         except sqlite3.Error as exc:
             raise InstaError(f"embedding cache {self.path} cannot be read ({exc}); 'insta cache --clear' deletes it") from None
 
@@ -146,9 +151,58 @@ class EmbeddingCache:
             try:
                 with self._connect() as con:
                     return con.execute("DELETE FROM embeddings WHERE model = ?", (model,)).rowcount
+            except OSError as exc:
+                raise InstaError(f"embedding cache {self.path} cannot be opened ({exc.strerror or exc}); "
+                                 "set INSTA_CACHE_DIR to a writable folder") from None
             except sqlite3.Error as exc:
                 raise InstaError(f"embedding cache {self.path}: {exc}; 'insta cache --clear' deletes the whole file") from None
         return delete_cache(self.path)
+
+
+def inspect_cache(path: str | Path) -> tuple[int | None, str | None]:
+    """What ``insta cache`` says of a cache file: (how many vectors it holds, None) when it is
+    healthy, else (the count where it can still be read, what is wrong). Nothing is written
+    (whether it can be is tried in a transaction rolled back), and a file that is only read-only
+    (its folder, or itself) is not called damaged."""
+    path = Path(path)
+    count = None
+    try:
+        # read-only first: a cache in a read-only folder is still counted (immutable: its WAL
+        # files cannot be created there, and nobody can write it meanwhile either)
+        for uri in (f"{path.resolve().as_uri()}?mode=ro", f"{path.resolve().as_uri()}?immutable=1"):
+            try:
+                with contextlib.closing(sqlite3.connect(uri, uri=True, timeout=5.0)) as con:
+                    count = con.execute("SELECT COUNT(*) FROM embeddings").fetchone()[0]
+                break
+            except sqlite3.OperationalError as exc:
+                if "no such table" in str(exc):
+                    raise sqlite3.DatabaseError(f"{exc}: not an insta embedding cache") from None
+                if uri.endswith("immutable=1"):
+                    raise
+    except sqlite3.OperationalError as exc:  # cannot be opened at all (permissions, ...)
+        return None, (f"cannot be opened ({exc}); make it readable and writable, or set INSTA_CACHE_DIR to "
+                      "another folder")
+    except sqlite3.Error as exc:
+        return None, f"damaged ({exc}); 'insta cache --clear' deletes it"
+    except OSError as exc:
+        return None, f"cannot be opened ({exc.strerror or exc}); set INSTA_CACHE_DIR to another folder"
+    try:  # can it be written? (a write lock taken and given back, nothing written)
+        with contextlib.closing(sqlite3.connect(path, timeout=5.0, isolation_level=None)) as con:
+            con.execute("PRAGMA journal_mode=WAL")
+            con.execute("BEGIN IMMEDIATE")
+            try:  # a write statement: BEGIN alone passes on a read-only file (in WAL mode)
+                con.execute("DELETE FROM embeddings WHERE 0")
+            finally:
+                con.execute("ROLLBACK")
+    except sqlite3.OperationalError as exc:
+        if "locked" not in str(exc):  # locked: another process is writing it, so it can be written
+            return count, (f"read-only ({exc}): no new embedding can be stored in it; make it "
+                           f"and its folder {path.parent} writable, or set INSTA_CACHE_DIR to a writable folder")
+    except sqlite3.Error as exc:
+        return count, f"damaged ({exc}); 'insta cache --clear' deletes it"
+    except OSError as exc:
+        return count, f"cannot be opened for writing ({exc.strerror or exc}); set INSTA_CACHE_DIR to a writable folder"
+    return count, None
 
 
 def delete_cache(path: str | Path) -> int | None:

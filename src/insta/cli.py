@@ -165,18 +165,28 @@ class _Stdout:
         self._stream = io.TextIOWrapper(io.BufferedWriter(buffer) if raw else buffer, encoding=stream.encoding,
                                         errors="backslashreplace", line_buffering=raw or stream.line_buffering)
         self._original = stream  # kept alive: it shares the descriptor
+        # the first failure, kept: should some ``except InstaError`` on the way swallow it (the
+        # descriptor then points at /dev/null, so later writes succeed), the command still
+        # does not end in a silent exit 0 (see main)
+        self.failure: BaseException | None = None
+
+    def _failed(self, exc: OSError) -> BaseException:
+        failure = _stdout_failure(exc, self._stream)
+        if self.failure is None:
+            self.failure = failure
+        return failure
 
     def write(self, text: str) -> int:
         try:
             return self._stream.write(text)
         except OSError as exc:
-            raise _stdout_failure(exc, self._stream) from None
+            raise self._failed(exc) from None
 
     def flush(self) -> None:
         try:
             self._stream.flush()
         except OSError as exc:
-            raise _stdout_failure(exc, self._stream) from None
+            raise self._failed(exc) from None
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._stream, name)
@@ -364,7 +374,9 @@ def select(
     for s in selections:
         _print_selection(s)
     if not quiet and encoder.cache is not None and (encoder.encoded or encoder.cache.hits):
-        err.print(f"[dim]embeddings: {encoder.encoded} encoded, {encoder.cache.hits} from cache ({encoder.cache.path})[/]", highlight=False)
+        unused = ": not used" if encoder.cache.disabled else ""
+        err.print(f"[dim]embeddings: {encoder.encoded} encoded, {encoder.cache.hits} from cache ({encoder.cache.path}{unused})[/]",
+                  highlight=False)
 
 
 def _not_an_input(out_file: str, inputs: list[str | None]) -> None:
@@ -832,12 +844,13 @@ def tasks(
 
 @app.command()
 def cache(
-    clear: Annotated[bool, typer.Option("--clear", help="Delete every cached embedding and feature, stored pool vector, parsed template, LoRA warm-up and sampled example.")] = False,
+    clear: Annotated[bool, typer.Option("--clear", help="Delete every cached embedding and feature, stored pool vector, parsed template, LoRA warm-up, sampled example and ONNX export.")] = False,
 ) -> None:
-    """Show (or clear) the embedding cache, the stored pool vectors and the parsed templates."""
+    """Show (or clear) the embedding cache, the stored pool vectors, the parsed templates and the
+    other derived files (LoRA warm-ups, sampled examples, ONNX exports of the embedders)."""
     import shutil
 
-    from .cache import EmbeddingCache, VectorStore, delete_cache
+    from .cache import VectorStore, delete_cache, inspect_cache
     from .paths import cache_dir
 
     path = cache_dir() / "embeddings.sqlite"
@@ -849,15 +862,14 @@ def cache(
         print(f"removed {path}" + (f" ({removed} embeddings)" if removed is not None else " (it was damaged)"))
     elif not path.exists():
         print(f"{path}: no cache yet")
-    else:
-        try:
-            print(f"{path}: {EmbeddingCache(path).count()} embeddings")
-        except InstaError as exc:  # a damaged cache is reported, not a failure of this command
-            print(f"{path}: damaged ({exc})" + ("" if "--clear" in str(exc) else "; 'insta cache --clear' deletes it"))
+    else:  # a damaged or read-only cache is reported, not a failure of this command
+        count, problem = inspect_cache(path)
+        print(f"{path}: " + "; ".join(x for x in (None if count is None else f"{count} embeddings", problem) if x))
     arrays = [f for f in sorted(store.root.glob("*.npy")) if f.is_file()]
     parsed = cache_dir() / "promptsource-parsed"
     derived = {"the parsed promptsource templates": parsed, "the LoRA warm-ups of less": cache_dir() / "lm-warmup",
-               "the sampled examples of less/rds/samples": cache_dir() / "example-samples"}
+               "the sampled examples of less/rds/samples": cache_dir() / "example-samples",
+               "the ONNX exports of the embedders": cache_dir() / "onnx"}
     if clear:
         if store.root.is_dir():
             print(f"removed {store.clear()} pool vector file(s) from {store.root}")
@@ -871,7 +883,17 @@ def cache(
             print(f"{store.root}: {len(arrays)} pool vector file(s), {size / 2**20:.1f} MiB")
         for what, folder in derived.items():
             if folder.is_dir():
-                print(f"{folder}: {what} ({sum(1 for _ in folder.iterdir())} entries)")
+                print(f"{folder}: {what} ({sum(1 for _ in folder.iterdir())} entries, {_folder_size(folder) / 2**20:.1f} MiB)")
+
+
+def _folder_size(folder: Path) -> int:
+    """Bytes of the files under a folder (links not followed; a file removed meanwhile counts 0)."""
+    total = 0
+    for f in folder.rglob("*"):
+        with contextlib.suppress(OSError):
+            if f.is_file() and not f.is_symlink():
+                total += f.stat().st_size
+    return total
 
 
 class _Terminated(BaseException):
@@ -928,6 +950,13 @@ def main() -> None:
     try:
         try:
             _main()
+        except SystemExit as exc:
+            # a success whose output was cut short, the failure caught on the way by a handler
+            # meant for something else: the failure it is
+            failure = sys.stdout.failure if isinstance(sys.stdout, _Stdout) else None
+            if exc.code in (0, None) and isinstance(failure, _StdoutFailed):
+                raise failure from None
+            raise
         finally:
             if isinstance(sys.stdout, _Stdout):
                 sys.stdout.flush()

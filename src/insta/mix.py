@@ -456,6 +456,59 @@ def write_mixture(mixture: Mixture, out: str | Path) -> Path:
     return Path(out).expanduser()
 
 
+def mixture_problem(path: str | Path) -> str | None:
+    """What keeps a folder from being a whole mixture as :func:`write_mixture` leaves it, or
+    None: manifest.json an object with its 'n_examples' (an integer) and 'tasks' (an object),
+    dataset/ with its state.json and every data file that names. Cheap (the data is not read);
+    :func:`load_mixture` checks the rest when training."""
+    p = Path(path).expanduser()
+    if not (p / "manifest.json").is_file():
+        return "has no manifest.json"
+    try:
+        manifest = read_json(p / "manifest.json", "mixture manifest", expect=dict)
+        n = manifest.get("n_examples")
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0 or not isinstance(manifest.get("tasks"), dict):
+            return "has a manifest.json without its 'n_examples' (an integer) or 'tasks' (an object)"
+        if not (p / "dataset").is_dir():
+            return "has no dataset/"
+        state = read_json(p / "dataset" / "state.json", "mixture dataset state", expect=dict)
+        files = state.get("_data_files")
+        if not isinstance(files, list) or not files or not all(
+                isinstance(f, dict) and isinstance(f.get("filename"), str) and (p / "dataset" / f["filename"]).is_file()
+                for f in files):
+            return "has a dataset/ whose data files are missing"
+    except InstaError as exc:  # unreadable, not JSON, not an object
+        return f"cannot be read ({exc})"
+    return None
+
+
+def reusable_mixture(path: str | Path) -> bool:
+    """Whether the mixture folder a run built before can be used again. A damaged or incomplete
+    one (edited, partly deleted) is removed, with a one-line warning, to be built again (from
+    its selection: the same rows); an absent one is simply built."""
+    import shutil
+
+    from .log import log
+
+    p = Path(path).expanduser()
+    if not p.exists() and not p.is_symlink():
+        return False
+    if p.is_dir() and not p.is_symlink() and not any(p.iterdir()):
+        return False  # empty: write_mixture fills it
+    problem = mixture_problem(p)
+    if problem is None:
+        return True
+    if p.is_symlink() or not p.is_dir():
+        raise InstaError(f"mixture folder {p} {problem} and is not a folder insta wrote; delete it and run again")
+    log.warning("mixture folder %s %s: it is built again", p, problem)
+    try:
+        shutil.rmtree(p)
+    except OSError as exc:
+        raise InstaError(f"mixture folder {p} {problem} and cannot be deleted ({exc.strerror or exc}); "
+                         "delete it and run again") from None
+    return False
+
+
 def load_mixture(path: str | Path):
     """The mixture's HF dataset and manifest, or one line saying what is wrong with the folder."""
     import datasets

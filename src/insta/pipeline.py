@@ -429,6 +429,7 @@ def run(cfg: RunConfig, *, quiet: bool = True, say: Say | None = None,
     write a report that an interruption cannot lose)."""
     from .io import write_json_atomic
     from .encoder import Encoder
+    from .mix import reusable_mixture
     from .select import Exclusions
 
     say = say or (lambda _m: None)
@@ -478,7 +479,7 @@ def run(cfg: RunConfig, *, quiet: bool = True, say: Say | None = None,
                 selected = _selected(sel_file)
                 mix_key, model_key = _keys(cfg, selected)
                 mix_dir = root / "mixtures" / mix_key
-                if not (mix_dir / "manifest.json").is_file():
+                if not reusable_mixture(mix_dir):  # absent, or damaged/incomplete (removed, with a warning)
                     say(f"{target.id} / {m.name}: mixing {len(selected)} {'examples' if '#' in selected[0] else 'tasks'}")
                     mixture = mixture_of(pool, read_selection(sel_file)[1], cfg.mix, cfg.rows, str(sel_file), by_id=True)
                     mixture.source = {"pool": cfg.pool, "tasks": sorted(selected)}
