@@ -41,6 +41,9 @@ class KnownScorer:
     def generate(self, prompts):
         return [self.generation for _ in prompts]
 
+    def n_tokens(self, text):  # one token per character: the per-token loss is checkable by hand
+        return len(text)
+
 
 def test_rank_classification_and_generation_metrics_by_hand():
     rows = [
@@ -53,12 +56,15 @@ def test_rank_classification_and_generation_metrics_by_hand():
     scorer = KnownScorer({"p1": "True", "p2": "True", "p3": "True"})
     results = {r.task: r for r in evaluate_examples(scorer, rows, "auto")}
     # p2 picked True, gold False; the gold answer's log-likelihood comes free with the ranking: 0, -5, 0
-    assert results["cls"].metrics == {"accuracy": pytest.approx(2 / 3), "gold_loglik": pytest.approx(-5 / 3)}
+    # query loss: the summed NLL per gold-answer token (True 4, False 5, True 4 characters here)
+    assert results["cls"].metrics == {"accuracy": pytest.approx(2 / 3), "gold_loglik": pytest.approx(-5 / 3),
+                                      "query_loss": pytest.approx(5 / 13)}
     assert [e["choice"] for e in results["cls"].examples] == ["True", "True", "True"]
     assert results["gen"].metrics == {"rougeL": pytest.approx((5 / 6 + 1) / 2), "exact_match": pytest.approx(0.5)}
     assert evaluate_examples(scorer, rows[3:], "em")[0].metrics == {"exact_match": 0.5}
     # loglik alone scores the first reference only (KnownScorer: 0 for the favourite, else -5)
-    assert evaluate_examples(scorer, rows[:2], "loglik")[0].metrics == {"gold_loglik": pytest.approx(-2.5)}
+    assert evaluate_examples(scorer, rows[:2], "loglik")[0].metrics == {"gold_loglik": pytest.approx(-2.5),
+                                                                       "query_loss": pytest.approx(5 / 9)}
     with pytest.raises(InstaError, match="task 'gen' has examples without answer choices; --metric rank needs them"):
         evaluate_examples(scorer, rows, "rank")
     with pytest.raises(InstaError, match="unknown metric 'bleu'; available: auto, rank, rouge, em, loglik"):

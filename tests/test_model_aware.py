@@ -485,7 +485,7 @@ def test_run_refuses_a_budget_for_base_and_a_selection_made_with_other_settings(
                       "max_target_length": 8}}
     config = tmp_path / "run.yaml"
     config.write_text(yaml.safe_dump({**base, "methods": [{"method": "base", "budget": 3}]}))
-    fails(monkeypatch, capsys, *["run", str(config)], match="methods[0].budget selects examples; the base model")
+    fails(monkeypatch, capsys, *["run", str(config)], match="methods[0]: budget, k and quantile choose what to train on")
     config.write_text(yaml.safe_dump(base))
     code, out, err = run(monkeypatch, capsys, "run", str(config), "-q")
     assert code == 0, err

@@ -133,7 +133,8 @@ def test_target_only_loss_equals_the_models_own_loss(tiny_lms):
 
 
 def test_json_output_is_only_json_even_with_progress(tiny_lms, tmp_path, monkeypatch, capsys):
-    """Without -q the Trainer logs and prints; with --json none of it may reach stdout."""
+    """With --json stdout is one JSON document, and the Trainer's own logs and bars stay off
+    stderr too (insta's one-line progress remains)."""
     from insta.mix import Mixture, MixConfig, write_mixture
 
     rows = [{"task": "t", "input": f"Statement {i}: is it so? Answer:", "target": "True", "references": ["True"],
@@ -143,7 +144,7 @@ def test_json_output_is_only_json_even_with_progress(tiny_lms, tmp_path, monkeyp
                          "-o", tmp_path / "m", "--max-steps", "2", "--batch-size", "4", "--json")
     assert code == 0, err
     assert json.loads(out)["steps"] == 2  # the whole of stdout is one JSON document
-    assert "loss" in err  # the Trainer's log went to stderr
+    assert "loss" not in err and "it/s" not in err and "training" in err
 
 
 def test_the_readers_subpackage_does_not_shadow_the_registry():

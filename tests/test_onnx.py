@@ -19,6 +19,7 @@ from insta.encoder import Encoder
 from insta.onnx_encoder import MANIFEST, export_dir
 from insta.pools import load_pool
 from insta.select import Exclusions, InstructionSelector, Target
+from insta.tasks import TaskPool
 
 TEXTS = ["Suppose the premise is true. Can we infer that the hypothesis is true?", "x", "",
          "Übersetze den Satz ins Französische — 日本語のテキスト " * 40, "classify the sentiment of a movie review"]
@@ -52,8 +53,9 @@ def test_the_same_selections_on_the_real_pools(suite, request, shared_data, onnx
     if suite == "p3":
         request.getfixturevalue("p3")
         pool = load_pool("p3:t0-train")
-    elif suite == "niv2":
-        pool = load_pool(f"{shared_data}/niv2/definitions.jsonl")
+    elif suite == "niv2":  # every third task of the 876 (their long Definitions: the whole pool twice costs a minute)
+        whole = load_pool(f"{shared_data}/niv2/definitions.jsonl")
+        pool = TaskPool(list(whole)[::3], name=whole.name)
     else:
         pool = load_pool(f"jsonl:{shared_data}/bigbench/tasks.jsonl?id=task&instruction=description&where=level:task&skip_empty=true")
     fast, ref = _pair()

@@ -49,8 +49,9 @@ def test_run_config_chains_select_mix_train_eval_and_resumes(shared_data, tiny_l
             assert state["status"] == "done" and state["result"]["steps"] == 2 and state["result"]["kind"] == "seq2seq"
         # the boolean target has answer choices (rank classification, with the gold log-likelihood);
         # the data-to-text one is generation
-        assert set(r["metrics"]) == ({"accuracy", "gold_loglik"} if target == BOOL else {"rougeL", "exact_match"})
-        assert all(0.0 <= v <= 1.0 for k, v in r["metrics"].items() if k != "gold_loglik")
+        assert set(r["metrics"]) == ({"accuracy", "gold_loglik", "query_loss"} if target == BOOL
+                                     else {"rougeL", "exact_match"})
+        assert all(0.0 <= v <= 1.0 for k, v in r["metrics"].items() if k not in ("gold_loglik", "query_loss"))
         ev = json.loads((run_dir / "evals" / r["model"] / f"{target}.json").read_text())
         assert ev["tasks"][0]["n"] == 4 and len(ev["tasks"][0]["examples"]) == 4
     # the same selection under two names is mixed, trained and evaluated once
@@ -65,7 +66,8 @@ def test_run_config_chains_select_mix_train_eval_and_resumes(shared_data, tiny_l
 
     assert collect_results(load_run_config(config)) == json.loads(out)["results"]
     md = (tmp_path / "run" / "results.md").read_text()
-    assert md.startswith("| target | method | selected | train examples | accuracy | exact_match | gold_loglik | rougeL |")
+    assert md.startswith("| target | method | selected | train examples | accuracy | exact_match | gold_loglik | query_loss | "
+                         "rougeL |")
     # a second run finds every step done: nothing is retrained, the results are the same
     state = run_dir / "models" / results[(BOOL, "bm25")]["model"] / "train.json"
     stamp = state.stat().st_mtime_ns
@@ -92,7 +94,7 @@ def test_cli_chain_with_a_causal_lm_and_lora(shared_data, tiny_lms, tmp_path, mo
     assert BOOL in out and E2E in out and "average" in out
     doc = json.loads((tmp_path / "eval.json").read_text())
     assert [t["task"] for t in doc["tasks"]] == [BOOL, E2E]
-    assert set(doc["tasks"][0]["metrics"]) == {"accuracy", "gold_loglik"} and set(doc["tasks"][1]["metrics"]) == {"rougeL", "exact_match"}
+    assert set(doc["tasks"][0]["metrics"]) == {"accuracy", "gold_loglik", "query_loss"} and set(doc["tasks"][1]["metrics"]) == {"rougeL", "exact_match"}
     assert "prediction" in doc["tasks"][1]["examples"][0]
 
 
@@ -174,7 +176,7 @@ def test_run_config_names_seeded_methods(tmp_path):
 def test_run_config_errors(tmp_path):
     bad = tmp_path / "bad.yaml"
     for text, match in [
-        ("out: x\npool: p\ntargets: [a]\ntrain: {model: m}\nepochs: 3\n", "unknown field 'epochs'; available: embedder, eval, exclude_siblings, features, k, methods"),
+        ("out: x\npool: p\ntargets: [a]\ntrain: {model: m}\nepochs: 3\n", "unknown field 'epochs'; available: embedder, eval, exclude_siblings, features, k, keep_models, methods"),
         ("out: x\npool: p\ntargets: [a]\ntrain: {model: m}\nmethods: [nope]\n",
          "methods[0]: unknown method 'nope'; available: all, bm25"),
         ("out: x\npool: p\ntargets: [a]\ntrain: {model: m}\nmethods: [{method: random, seed: x}]\n",

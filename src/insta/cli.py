@@ -973,6 +973,10 @@ def _main() -> None:
     # rich shows our progress; keep HF datasets' own bars off the terminal (an environment
     # variable, so that commands which never touch datasets do not pay for importing it)
     os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+    if "datasets" in sys.modules:  # imported already (the CLI called from Python): the variable came late
+        from datasets.utils.logging import disable_progress_bar
+
+        disable_progress_bar()
     if {"-q", "--quiet", "--json"} & set(sys.argv[1:]):  # also the hub's and transformers' bars (loading, saving weights)
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
         if "huggingface_hub" in sys.modules:  # imported already (insta's CLI called from Python): the variable came late
