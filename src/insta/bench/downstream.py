@@ -258,7 +258,7 @@ def markdown(summary: dict[str, Any]) -> str:
         if d["metric"] == "gold_loglik":
             continue
         lo, hi = d["ci"]
-        sign = " (+)" if lo > 0 else " (−)" if hi < 0 else ""
+        sign = "" if d["n"] < 3 else " (+)" if lo > 0 else " (−)" if hi < 0 else ""  # a CI of 1-2 targets says nothing
         lines.append(f"| {d['a']} − {d['b']} | {d['metric']} | {d['mean']:+.3f}{sign} | [{lo:+.3f}, {hi:+.3f}] | "
                      f"{d['wins']} / {d['losses']} of {d['n']} |")
     return "\n".join(lines) + "\n"
