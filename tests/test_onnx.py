@@ -95,8 +95,10 @@ def test_a_damaged_export_is_rebuilt_with_a_warning(onnx_env, tiny_model, isolat
     folder = export_dir(isolated_cache, enc.identity)
     model = folder / "model.onnx"
     data = bytearray(model.read_bytes())
-    data[len(data) // 2] ^= 0xFF  # one flipped byte in the weights
+    data[len(data) // 2] ^= 0xFF  # one flipped byte in the weights, the file's old modification time put back
+    before = model.stat()
     model.write_bytes(bytes(data))
+    os.utime(model, ns=(before.st_atime_ns, before.st_mtime_ns))
     with caplog.at_level(logging.WARNING, logger="insta"):
         got = enc.encode(TEXTS)
     assert [r.getMessage() for r in caplog.records if "is damaged" in r.getMessage()]
@@ -115,6 +117,20 @@ def test_a_damaged_export_is_rebuilt_with_a_warning(onnx_env, tiny_model, isolat
         assert len(damaged) == 1 and "insta-onnx.json" in damaged[0] and "object has no" not in damaged[0], edit
         assert np.array_equal(got, want), edit
     assert json.loads((folder / MANIFEST).read_text())["pooling"] == "mean"
+
+
+def test_a_copied_cache_is_verified_once_and_used(onnx_env, tiny_model, tmp_path, monkeypatch, caplog):
+    import shutil
+
+    want = Encoder(str(tiny_model), cache=False, backend="onnx").encode(TEXTS)
+    shutil.copytree(os.environ["INSTA_CACHE_DIR"], tmp_path / "copy")  # new inodes and change times, same bytes
+    monkeypatch.setenv("INSTA_CACHE_DIR", str(tmp_path / "copy"))
+    with caplog.at_level(logging.WARNING, logger="insta"):
+        got = Encoder(str(tiny_model), cache=False, backend="onnx").encode(TEXTS)
+    assert np.array_equal(got, want) and not caplog.records  # checked by checksum, kept
+    folder = next((tmp_path / "copy" / "onnx").iterdir())
+    stamps = json.loads((folder / MANIFEST).read_text())["files"]
+    assert stamps["model.onnx"]["inode"] == (folder / "model.onnx").stat().st_ino  # remembered: cheap next time
 
 
 def test_an_export_of_another_model_is_not_taken(onnx_env, tiny_model, tmp_path, isolated_cache, caplog):

@@ -37,7 +37,7 @@ import numpy as np
 
 from .errors import InstaError
 
-FORMAT = 2  # of the exported folder; a new format re-exports
+FORMAT = 3  # of the exported folder; a new format re-exports
 MANIFEST = "insta-onnx.json"
 FILES = ("model.onnx", "embeddings.npy", "tokenizer.json")
 POOLING = ("mean", "cls", "max", "lasttoken")
@@ -153,22 +153,31 @@ def verdict_file(folder: Path) -> Path:
 
 def _stamp(path: Path, checksum: bool = False) -> dict[str, Any]:
     st = path.stat()
-    stamp: dict[str, Any] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    # the change time cannot be set back (touch -r can only restore the modification time)
+    stamp: dict[str, Any] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "ctime_ns": st.st_ctime_ns,
+                             "inode": st.st_ino}
     if checksum:
         stamp["sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
     return stamp
 
 
-def _check(folder: Path, files: dict[str, Any]) -> None:
-    """Each file as exported: the same size, and where its time changed, the same checksum
-    (a file rewritten in place is hashed; an untouched one costs a stat)."""
+def _check(folder: Path, files: dict[str, Any]) -> dict[str, Any] | None:
+    """Each file as exported: the same size, and where anything about it changed (modification
+    or change time, inode: rewritten, replaced, copied), the same checksum. An untouched file
+    costs a stat. Returns the new stamps when files were verified by checksum (e.g. the cache
+    was copied elsewhere), so that later loads are cheap again; None when nothing changed."""
+    fresh: dict[str, Any] = {}
     for name in FILES:
         want = files[name]
         got = _stamp(folder / name)
         if got["size"] != want["size"]:
             raise ValueError(f"{name} is {got['size']} bytes, exported as {want['size']}")
-        if got["mtime_ns"] != want["mtime_ns"] and _stamp(folder / name, checksum=True)["sha256"] != want["sha256"]:
-            raise ValueError(f"{name} does not match its checksum")
+        if any(got[k] != want.get(k) for k in ("mtime_ns", "ctime_ns", "inode")):
+            got = _stamp(folder / name, checksum=True)
+            if got["sha256"] != want["sha256"]:
+                raise ValueError(f"{name} does not match its checksum")
+            fresh[name] = got
+    return {**files, **fresh} if fresh else None
 
 
 def _dimension(pooling: Any) -> int:
@@ -225,11 +234,11 @@ class OnnxEncoder:
         try:
             self.manifest = _manifest(folder, identity)
             step = "the exported files"
-            _check(folder, self.manifest["files"])
+            restamped = _check(folder, self.manifest["files"])
             step = "embeddings.npy"
             self.table = np.load(folder / step, mmap_mode="r")
-            if self.table.ndim != 2 or self.table.dtype != np.float32:
-                raise ValueError(f"{step} is not a float32 matrix")
+            if self.table.ndim != 2 or self.table.dtype != np.float32 or self.table.shape[1] != self.manifest["dim"]:
+                raise ValueError(f"{step} is not the float32 matrix of {self.manifest['dim']} columns the manifest says")
             import onnxruntime as ort
             from tokenizers import Tokenizer
 
@@ -246,6 +255,15 @@ class OnnxEncoder:
         except Exception as exc:  # noqa: BLE001 - what the libraries say of a damaged file, first line
             first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
             raise DamagedExport(f"{step}: {first}") from None
+        if restamped:  # verified whole: remember the files as they are now (best effort)
+            try:
+                doc = {**self.manifest, "files": restamped}
+                doc["seal"] = _seal(doc)
+                from .io import write_json_atomic
+
+                write_json_atomic(folder / MANIFEST, doc)
+            except Exception:  # noqa: BLE001 - a read-only cache: verified again next time
+                pass
         self.tokenizer.enable_truncation(self.manifest["max_seq_length"])
         self.tokenizer.enable_padding(pad_id=self.manifest["pad_id"], pad_token=self.manifest["pad_token"])
         self.dim = int(self.manifest["dim"])
