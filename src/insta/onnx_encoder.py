@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InstaError
+from .errors import InstaError, first_line
 
 FORMAT = 3  # of the exported folder; a new format re-exports
 MANIFEST = "insta-onnx.json"
@@ -253,7 +253,7 @@ class OnnxEncoder:
         except ValueError as exc:  # a reason of our own
             raise DamagedExport(str(exc)) from None
         except Exception as exc:  # noqa: BLE001 - what the libraries say of a damaged file, first line
-            first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+            first = first_line(exc, 160)
             raise DamagedExport(f"{step}: {first}") from None
         if restamped:  # verified whole: remember the files as they are now (best effort)
             try:
