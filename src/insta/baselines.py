@@ -150,7 +150,7 @@ class BM25Selector(Selector):
         for done, tg in enumerate(targets, start=1):
             sims = self._query(tg.instructions)
             agg = aggregate_matrix(sims, self._starts, self._counts, self._owner, self.aggregate, self.vote_depth or k,
-                                   self.arrays.tie_order, self._excluded_mask(tg))
+                                   self.arrays.tie_order, self._excluded_mask(tg, self.aggregate))
             out.append(Scores(agg.score, agg.best, self._explainer(tg, agg)))
             if progress:
                 progress(done, len(targets))

@@ -110,7 +110,7 @@ class ExampleSelector(Selector):
             sims = sims.astype(np.float64)
             if self.mask_own and target.id in pool:  # the target's own examples vote for no task
                 sims[:, self._owner == pool.ids.index(target.id)] = -np.inf
-            excluded = self._excluded_mask(target)
+            excluded = self._excluded_mask(target, self.how)
             agg = aggregate_matrix(sims, self._starts, self._counts[self._present], self._owner_present,
                                    self.how, self.vote_depth or k, self.arrays.tie_order[self._present],
                                    None if excluded is None else excluded[self._present])

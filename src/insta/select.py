@@ -348,12 +348,13 @@ class Selector(abc.ABC):
         finally:
             self._excluding = old
 
-    def _excluded_mask(self, target: Target, n: int | None = None) -> np.ndarray | None:
-        """The boolean mask of the tasks excluded for ``target`` while :meth:`excluding` is on."""
+    def _excluded_mask(self, target: Target, how: str | None) -> np.ndarray | None:
+        """The boolean mask of the tasks excluded for ``target`` while :meth:`excluding` is on;
+        only ``vote`` needs it (max and mean score each task on its own)."""
         fn = getattr(self, "_excluding", None)
-        if fn is None:
+        if fn is None or how != "vote":
             return None
-        mask = np.zeros(n if n is not None else len(self._require_fit()), dtype=bool)
+        mask = np.zeros(len(self._require_fit()), dtype=bool)
         mask[np.asarray(fn(target), dtype=np.int64)] = True
         return mask
 
@@ -524,7 +525,8 @@ class InstructionSelector(Selector):
 
     def _scores(self, target: Target, t_emb: np.ndarray, k: int) -> Scores:
         agg = aggregate_matrix(t_emb @ np.asarray(self._embeddings).T, self._starts, self._counts, self._owner,
-                               self.aggregate, self.vote_depth or k, self.arrays.tie_order, self._excluded_mask(target))
+                               self.aggregate, self.vote_depth or k, self.arrays.tie_order,
+                               self._excluded_mask(target, self.aggregate))
 
         def explain(i: int) -> Match:
             t_idx, s_idx = agg.pair(i)
