@@ -84,8 +84,9 @@ err = _Lazy(_err_console)
 
 #: what a terminal acts on instead of showing: C0 controls but tab and newline (ESC starts
 #: colour, cursor and title sequences), DEL, C1 controls, and the bidirectional embeddings,
-#: overrides and isolates that reorder the text around them
-_UNSHOWABLE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+#: overrides and isolates that reorder the text around them, and the line and paragraph
+#: separators (U+2028/9) that some terminals and viewers break lines at
+_UNSHOWABLE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 
 
 def printable(text: str) -> str:
@@ -496,7 +497,7 @@ def bench(
     model: Annotated[Optional[str], typer.Option("--model", "-m", help="Sentence-transformers id or folder for insta/samples (default: packaged all-MiniLM-L6-v2).")] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not read or write the embedding cache.")] = False,
     per_label: Annotated[bool, typer.Option("--per-label", help="Also print the per-label breakdown.")] = False,
-    plot: Annotated[Optional[str], typer.Option("--plot", help="Write a PNG of the figures with their CIs.")] = None,
+    plot: Annotated[Optional[str], typer.Option("--plot", help="Write a plot of the figures with their CIs (.png, .svg or .pdf).")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON document instead of tables.")] = False,
     out_file: Annotated[Optional[str], typer.Option("--out", "-o", help="Also write the JSON document (with per-target values) to this file.")] = None,
     n_instructions: Annotated[Optional[int], typer.Option("--n-instructions", help="Targets use only their first N instructions (the paper's prompt-count ablation; default: all).")] = None,
@@ -516,6 +517,10 @@ def bench(
         if path:
             check_out(path, what)
             outside_cache(path, what)
+    if plot:
+        from .bench.plot import plot_format
+
+        plot_format(plot)
 
     if list_suites:
         for name, suite_entry in SUITES.items():

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import socket
 import tempfile
@@ -188,6 +189,10 @@ def resolve_lm(name: str) -> str:
     return name
 
 
+#: architectures (config.json's ``architectures``) that carry a head which generates text
+_GENERATES = re.compile(r"(ForCausalLM|LMHeadModel|ForConditionalGeneration|Seq2SeqLM)$")
+
+
 def load_model(name: str, *, for_training: bool):
     """(model, tokenizer, is_seq2seq) for a model id or folder, offline-aware."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
@@ -207,6 +212,11 @@ def load_model(name: str, *, for_training: bool):
         config = AutoConfig.from_pretrained(str(local) if local.exists() else name)
         tokenizer = AutoTokenizer.from_pretrained(str(local) if local.exists() else name)
         seq2seq = bool(getattr(config, "is_encoder_decoder", False))
+        heads = [a for a in (getattr(config, "architectures", None) or []) if isinstance(a, str)]
+        if heads and not any(_GENERATES.search(a) for a in heads):
+            raise InstaError(f"model {name!r} is a {heads[0]} (no language-model head: an encoder such as a sentence "
+                             "embedder cannot be trained or scored as a generator); give a causal or seq2seq LM folder, "
+                             "a .gguf file, or smollm2")
         cls = AutoModelForSeq2SeqLM if seq2seq else AutoModelForCausalLM
         model = cls.from_pretrained(str(local) if local.exists() else name)
     except InstaError:

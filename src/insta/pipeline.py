@@ -26,6 +26,7 @@ from typing import Any
 from .checks import check_choice, check_int, check_seed
 from .errors import InstaError, did_you_mean
 from .io import out_dir, read_json, read_yaml
+from .log import log
 from .evaluate import METRICS, EvalResult, Scorer, evaluate_examples
 from .config import FeatureConfig
 from .mix import (MixConfig, Mixture, build_example_mixture, build_mixture, local_rows, read_selection, selected_examples,
@@ -113,6 +114,10 @@ def evaluate_model(model: str, tasks: list[Task], *, metric: str = "auto", max_e
     check_int(max_new_tokens, "--max-new-tokens", min=1, max=1_000_000)
     check_seed(seed)
     tasks = [without_examples(t, (held or {}).get(t.id, [])) for t in tasks]
+    if (split != "validation" or rows) and not any(t.source == "p3" for t in tasks):
+        given = " and ".join(f"--{n}" for n, v in (("split", split != "validation"), ("rows", rows)) if v)
+        log.warning(f"{given} only apply to P3 target tasks and none of the {len(tasks)} target task(s) is one; "
+                    "ignored (BIG-bench, NIV2 and table tasks carry their own examples)")
     examples = build_mixture(tasks, MixConfig(per_task_cap=max_examples, format=format, seed=seed),
                              rows=local_rows(rows) if rows else None, split=split)
     order = {t.id: i for i, t in enumerate(tasks)}
@@ -289,11 +294,22 @@ def load_run_config(path: str | Path) -> RunConfig:
     if not doc:
         raise InstaError(f"{p}: a run config is a YAML mapping (out, pool, targets, methods, train, ...)")
     for key in ("out", "pool", "targets", "train"):
-        if not doc.get(key):
+        if doc.get(key) is None:
             raise InstaError(f"{p}: field '{key}' is missing")
+        if isinstance(doc[key], (str, list, dict)) and not doc[key]:
+            raise InstaError(f"{p}: field '{key}' is empty; give it a value")
     targets = doc["targets"] if isinstance(doc["targets"], list) else [doc["targets"]]
     if not all(isinstance(t, str) and t for t in targets):
         raise InstaError(f"{p}: field 'targets' must be a task id or a list of task ids (text)")
+    repeated = sorted({t for t in targets if targets.count(t) > 1})
+    if repeated:
+        raise InstaError(f"{p}: field 'targets' names {repeated[0]!r} twice; list each target once")
+    slugs: dict[str, str] = {}
+    for t in targets:  # each target's folder in the run is its id made safe for a path
+        if _slug(t) in slugs:
+            raise InstaError(f"{p}: targets {slugs[_slug(t)]!r} and {t!r} would share the folder {_slug(t)!r} in the "
+                             "run; run them in separate configs (or out folders)")
+        slugs[_slug(t)] = t
     try:
         k = check_int(doc.get("k", 5), "field 'k'", min=1)
         seed = check_seed(doc.get("seed", 0), "field 'seed'")

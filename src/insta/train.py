@@ -13,8 +13,10 @@ Several GPUs: ``accelerate launch --config_file configs/deepspeed_zero2.yaml -m 
 
 from __future__ import annotations
 
+import contextlib
 import math
 import shutil
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -162,6 +164,19 @@ def _save_final(trainer, cfg: TrainConfig, tokenizer, dest: Path) -> bool:
     return main_process
 
 
+def _stderr_progress():
+    """transformers' ProgressCallback with its log lines (``{'loss': ...}``) on stderr: it
+    writes them through tqdm to stdout, which carries a command's output (its JSON) alone."""
+    from transformers.trainer_callback import ProgressCallback
+
+    class StderrProgress(ProgressCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            with contextlib.redirect_stdout(sys.stderr):
+                return super().on_log(args, state, control, logs=logs, **kwargs)
+
+    return StderrProgress()
+
+
 def train(mixture: str | Path, model: str, out: str | Path, cfg: TrainConfig | None = None, *,
           quiet: bool = False, say: Callable[[str], None] | None = None, callbacks: list[Any] | None = None) -> TrainResult:
     """Fine-tune ``model`` on the mixture folder; the result is a model folder at ``out``."""
@@ -220,11 +235,11 @@ def train(mixture: str | Path, model: str, out: str | Path, cfg: TrainConfig | N
     trainer_cls = Trainer if seq2seq or not supports_logits_to_keep(net) else _target_only_trainer()
     trainer = trainer_cls(model=net, args=args, train_dataset=tokenized, data_collator=collator,
                           processing_class=tokenizer, callbacks=callbacks or [])
-    if quiet:
-        from transformers.trainer_callback import PrinterCallback, ProgressCallback
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
-        trainer.remove_callback(PrinterCallback)
-        trainer.remove_callback(ProgressCallback)
+    trainer.remove_callback(PrinterCallback)
+    if trainer.pop_callback(ProgressCallback) is not None and not quiet:
+        trainer.add_callback(_stderr_progress())  # the same bar and log lines, kept off stdout
     resume = last_whole_checkpoint(dest / "checkpoints", say) if resuming else None
     say(f"{'resuming' if resume else 'training'} {'LoRA on ' if cfg.lora else ''}{model} "
         f"({'seq2seq' if seq2seq else 'causal'}) on {len(tokenized)} examples, lr {lr:g}, {device}{', bf16' if bf16 else ''}")

@@ -1,4 +1,4 @@
-"""PNG plot of a benchmark: per-method bars for each metric, with bootstrap 95% CIs."""
+"""Plot of a benchmark (PNG, SVG or PDF): per-method bars for each metric, with bootstrap 95% CIs."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..errors import InstaError
 from ..io import atomic_path
 from .metrics import METRICS
 
@@ -45,14 +46,28 @@ def plot_result(result: BenchResult, path: str | os.PathLike[str]) -> Path:
     return save_figure(fig, out)
 
 
+#: what a plot can be written as, from the file name's suffix
+PLOT_FORMATS = ("png", "svg", "pdf")
+
+
+def plot_format(path: str | os.PathLike[str], what: str = "--plot") -> str:
+    """The image format named by ``path``'s suffix; a one-line error for any other suffix
+    (``x.txt`` would otherwise hold a PNG under a name that says text)."""
+    suffix = Path(path).suffix.lower().lstrip(".")
+    if suffix not in PLOT_FORMATS:
+        raise InstaError(f"{what} {os.fspath(path)!r}: name the file .png, .svg or .pdf (the format follows the suffix)")
+    return suffix
+
+
 def save_figure(fig, path: str | os.PathLike[str]) -> Path:
-    """Write a matplotlib figure as PNG to ``path`` atomically, and close it."""
+    """Write a matplotlib figure to ``path`` atomically (PNG, SVG or PDF, by its suffix), and close it."""
     import matplotlib.pyplot as plt
 
     out = Path(path).expanduser()
     try:
+        fmt = plot_format(out)
         with atomic_path(out, "--plot") as tmp:
-            fig.savefig(tmp, dpi=120, format="png")
+            fig.savefig(tmp, dpi=120, format=fmt)
     finally:
         plt.close(fig)
     return out

@@ -252,6 +252,9 @@ def run_bench(
     if n_instructions is not None:
         suite = replace(suite, targets=[truncate(t, n_instructions) for t in suite.targets])
     methods = list(methods or suite.methods)
+    twice = sorted({m for m in methods if methods.count(m) > 1})
+    if twice:
+        raise InstaError(f"--methods names {twice[0]!r} twice; list each method once")
     for m in methods:
         name = parse_method(m)[0]
         if name == "all":
