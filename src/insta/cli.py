@@ -19,6 +19,7 @@ import typer
 from . import __version__
 from .config import AlignConfig, FeatureConfig, MixConfig, TrainConfig
 from .errors import InstaError
+from .calibrate import DEFAULT_CALIBRATION
 from .selectors import DEFAULT_METHOD
 
 SPEC_HELP = (
@@ -269,12 +270,14 @@ def _root(
 
 @app.command()
 def select(
-    pool: Annotated[str, typer.Option("--pool", "-p", help="Source pool to select from. " + SPEC_HELP)],
+    pool: Annotated[list[str], typer.Option("--pool", "-p", help="Source pool to select from; repeat for a union of pools (P3 and NIV2 and your own table), each result naming its pool. " + SPEC_HELP)],
     instruction: Annotated[Optional[list[str]], typer.Option("--instruction", "-i", help="Target instruction text (repeat for several instructions of one target).")] = None,
     target: Annotated[Optional[list[str]], typer.Option("--target", "-t", help="Target task id, looked up in --targets (or in --pool); repeat for several.")] = None,
     targets: Annotated[Optional[str], typer.Option("--targets", help="Pool spec holding the targets; without --target every task of it is a target (batch).")] = None,
     targets_file: Annotated[Optional[str], typer.Option("--targets-file", help="File of targets: .txt = one instruction per line; .jsonl/.csv = one task per row.")] = None,
     k: Annotated[int, typer.Option("-k", "--top-k", help="How many source tasks to select (paper: 5 for P3, 70 for NIV2).")] = 5,
+    calibrate: Annotated[str, typer.Option("--calibrate", help="Several --pool: how scores compare across the pools' instruction styles: zscore (default: standardised within each pool) | rank (pools interleaved by rank) | none (raw).")] = DEFAULT_CALIBRATION,
+    per_source_k: Annotated[Optional[int], typer.Option("--per-source-k", help="Several --pool: take this many tasks from each pool instead of -k overall.")] = None,
     method: Annotated[str, typer.Option("--method", help="hybrid (default: BM25 and INSTA fused by reciprocal rank, the best label-free method in BENCHMARKS.md) | insta | bm25 | random | all; from the target's examples: less (LM gradients) | rds (LM hidden states) | hybrid-less | hybrid-rds | samples; NAME:AGG also works.")] = DEFAULT_METHOD,
     aggregate: Annotated[Optional[str], typer.Option("--aggregate", "-a", help="Per-task aggregation of instruction similarities: max (default) | mean | vote.")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed for random and samples.")] = 0,
@@ -306,12 +309,14 @@ def select(
     from .checks import check_int, check_seed
     from .select import check_k
     from .selectors import make_selector
+    from .calibrate import CalibratedSelector, for_union
+    from .pools import pool_field
 
     check_k(k)
     check_seed(seed)
     if out_file is not None:
         check_out(out_file)
-        _not_an_input(out_file, [pool, targets, targets_file])
+        _not_an_input(out_file, [*pool, targets, targets_file])
     if n_instructions is not None:
         check_int(n_instructions, "--n-instructions", min=1)
     check_int(ray_actors, "--ray-actors", min=1)
@@ -339,8 +344,8 @@ def select(
         target_list = [replace(target_list[0], examples=read_examples(target_examples, target_list[0].id))]
     features = FeatureConfig(lm=lm, proj_dim=proj_dim, seed=seed, device=device or "auto", engine=embed_engine,
                              actors=ray_actors, **sizes)
-    selector = make_selector(method, aggregate=aggregate, encoder=encoder, seed=seed, index=index, features=features,
-                             budget=budget, sizes=sizes)
+    selector = for_union(make_selector(method, aggregate=aggregate, encoder=encoder, seed=seed, index=index,
+                                       features=features, budget=budget, sizes=sizes), pool, calibrate, per_source_k)
     side = getattr(selector, "examples", selector)  # hybrid-less/-rds: the example side
     if no_cache and hasattr(side, "representation") and hasattr(side.representation, "cache"):
         side.representation.cache = None  # --no-cache: the model-aware vectors too
@@ -352,14 +357,18 @@ def select(
             target_list, k, _exclusions(exclude or (), exclude_label or (), exclude_siblings), n_instructions,
             progress=lambda done, total: progress.update(bar, completed=done, total=total),
         )
-        head = {"pool": pool, "pool_size": len(source), "model": encoder.describe(), "method": selector.method,
+        head = {"pool": pool_field(pool), "pool_size": len(source), "model": encoder.describe(), "method": selector.method,
                 "aggregate": selector.aggregate, "k": k}
         if hasattr(selector, "describe"):  # selection from examples: the representation, what it cost
             head["representation"] = selector.describe()
         if budget is not None:
             head["budget"] = budget
+        if isinstance(selector, CalibratedSelector):
+            head["calibrate"] = selector.how
+            if per_source_k is not None:
+                head["per_source_k"] = per_source_k
         if out_file and Path(out_file).suffix.lower() == ".jsonl":
-            n = _stream_jsonl(out_file, stream, pool, tables=not json_out)
+            n = _stream_jsonl(out_file, stream, pool_field(pool), tables=not json_out)
             if json_out:
                 _print_json({**head, "out": out_file, "targets": n})
             return
@@ -403,7 +412,7 @@ def _warn(selection) -> None:
         err.print(f"[yellow]warning:[/] {escape(f'target {selection.target.id}: {w}')}", highlight=False)
 
 
-def _stream_jsonl(out_file: str, stream, pool: str, *, tables: bool) -> int:
+def _stream_jsonl(out_file: str, stream, pool: str | list[str], *, tables: bool) -> int:
     """--out FILE.jsonl: one selection per line, written as each target is done (memory stays
     flat for any number of targets); the file appears, whole, only when every line is written."""
     from .io import atomic_path, dumps
@@ -449,11 +458,14 @@ def _print_selection(s) -> None:
         title += f" [{s.target.label}]"
     table = Table(title=escape(title), caption=escape(f"target: {_short(s.target.instructions[0], 120)}"),
                   title_justify="left", caption_justify="left")
+    union = any(r.origin for r in s.results)  # a union of pools: each result's pool, its raw similarity
     table.add_column("#", justify="right")
     table.add_column("task")
+    if union:
+        table.add_column("pool")
     table.add_column("label")
     table.add_column("score", justify="right")
-    show_sim = s.aggregate not in ("max", "")
+    show_sim = s.aggregate not in ("max", "") or union
     fused = any(r.match and r.match.parts for r in s.results)
     picked = any(r.examples for r in s.results)
     if s.target_examples is not None:
@@ -468,7 +480,8 @@ def _print_selection(s) -> None:
         table.add_column("examples", justify="right")
     table.add_column("best matching example" if s.target_examples is not None else "best matching instruction")
     for r in s.results:
-        row = [str(r.rank), escape(r.task_id), escape(r.label or ""), f"{r.score:.3f}"]
+        row = [str(r.rank), escape(r.task_id), *([escape(_short(r.origin or "", 40))] if union else []),
+               escape(r.label or ""), f"{r.score:.3f}"]
         if show_sim:
             row.append(f"{r.match.similarity:.3f}" if r.match else "")
         if fused:
@@ -486,8 +499,9 @@ def _print_selection(s) -> None:
 
 @app.command()
 def bench(
-    suite: Annotated[Optional[str], typer.Option("--suite", "-s", help="p3 | p3-grouped | p3-extra | niv2 | niv2-files (see 'insta bench --list').")] = None,
-    pool: Annotated[Optional[str], typer.Option("--pool", "-p", help="Benchmark on your own labelled pool instead (leave-one-out, relevant = same label).")] = None,
+    suite: Annotated[Optional[str], typer.Option("--suite", "-s", help="p3 | p3-grouped | p3-extra | niv2 | niv2-files | cross (see 'insta bench --list').")] = None,
+    pool: Annotated[Optional[list[str]], typer.Option("--pool", "-p", help="Benchmark on your own labelled pool instead (leave-one-out, relevant = same label); repeat for a union of pools.")] = None,
+    calibrate: Annotated[str, typer.Option("--calibrate", help="A union pool (several --pool, the cross suite): how scores compare across its pools: zscore (default) | rank | none.")] = DEFAULT_CALIBRATION,
     label_field: Annotated[Optional[str], typer.Option("--label-field", help="With --pool: take labels from this field of the tasks (e.g. domains, dataset).")] = None,
     methods: Annotated[Optional[str], typer.Option("--methods", help="Comma-separated methods, NAME or NAME:AGG (default: the suite's: random,bm25,insta,insta:mean,insta:vote).")] = None,
     folds: Annotated[int, typer.Option("--folds", help="K-fold by task (siblings kept together): each target ranks only its own held-out fold. 0 = whole pool.")] = 0,
@@ -547,7 +561,7 @@ def bench(
         bar = progress.add_task("benchmark", total=None)
         result = run_bench(the_suite, method_list, encoder=encoder, folds=folds, seed=seed, n_boot=bootstrap,
                            align_config={"epochs": align_epochs} if align_epochs else None, n_instructions=n_instructions,
-                           features=FeatureConfig(lm=lm, seed=seed),
+                           features=FeatureConfig(lm=lm, seed=seed), calibrate=calibrate,
                            progress=lambda what, done, total: progress.update(bar, description=what, completed=done, total=total))
     if plot:
         from .bench.plot import plot_result
@@ -565,8 +579,9 @@ def _print_bench(result, per_label: bool) -> None:
     from .bench import METRICS
 
     folds = f"; {result.folds}-fold (targets rank their own held-out fold)" if result.folds else ""
+    calibrated = f"; scores across pools: {result.calibrate}" if result.calibrate else ""
     table = Table(title=escape(f"{result.suite}: {result.n_scored} targets scored of {result.n_targets}, "
-                               f"{result.n_tasks} tasks{folds}"),
+                               f"{result.n_tasks} tasks{folds}{calibrated}"),
                   caption=escape(result.description + "".join(f"\nnote: {n}" for n in result.notes)),
                   title_justify="left", caption_justify="left")
     table.add_column("method")
@@ -610,7 +625,7 @@ def _print_bench(result, per_label: bool) -> None:
 
 @app.command()
 def align(
-    pool: Annotated[str, typer.Option("--pool", "-p", help="The pool whose instruction style to learn. " + SPEC_HELP)],
+    pool: Annotated[list[str], typer.Option("--pool", "-p", help="The pool whose instruction style to learn; repeat to align on a union of pools (several styles at once). " + SPEC_HELP)],
     out_dir: Annotated[str, typer.Option("--out", "-o", help="New folder for the aligned sentence-transformers model (re-run to resume).")],
     base: Annotated[Optional[str], typer.Option("--base", help="Model to start from (default: packaged all-MiniLM-L6-v2; the paper: sentence-transformers/bert-large-nli-stsb-mean-tokens).")] = None,
     recipe: Annotated[str, typer.Option("--recipe", help="contrastive (default: MultipleNegativesRankingLoss, the better of the two on P3 folds) | paper (CosineSimilarityLoss, the authors' settings).")] = AlignConfig.recipe,
@@ -656,7 +671,7 @@ def align(
 def mix(
     selection: Annotated[str, typer.Option("--selection", "-s", help="An 'insta select --out' JSON file.")],
     out_dir: Annotated[str, typer.Option("--out", "-o", help="New folder for the mixture (dataset/, mixture.jsonl, manifest.json).")],
-    pool: Annotated[Optional[str], typer.Option("--pool", "-p", help="Pool the tasks come from (default: the one recorded in the selection). " + SPEC_HELP)] = None,
+    pool: Annotated[Optional[list[str]], typer.Option("--pool", "-p", help="Pool the tasks come from (default: the one recorded in the selection); repeat for a union. " + SPEC_HELP)] = None,
     target: Annotated[Optional[str], typer.Option("--target", "-t", help="Which target's selection, when the file holds several.")] = None,
     per_task_cap: Annotated[int, typer.Option("--per-task-cap", help="At most this many examples per task (seeded sample; the paper: 5000).")] = MixConfig.per_task_cap,
     total_examples: Annotated[Optional[int], typer.Option("--total-examples", help="At most this many examples in all, drawn evenly across the tasks (an equal budget for every selection).")] = None,
@@ -669,11 +684,12 @@ def mix(
     """Build the training mixture of a selection (a Hugging Face dataset on disk, plus JSONL)."""
     from .io import outside_cache
     from .pipeline import mix_selection
+    from .pools import pool_field
 
     outside_cache(out_dir, "--out")
     mixture = mix_selection(selection, out_dir, MixConfig(per_task_cap=per_task_cap, format=format, seed=seed,
                                                           total_examples=total_examples),
-                            pool=pool, target=target, rows=rows)
+                            pool=pool_field(pool) if pool else None, target=target, rows=rows)
     manifest = mixture.manifest()
     for warning in manifest["warnings"]:
         _say(quiet)(f"warning: {warning}")
@@ -828,22 +844,25 @@ def pools(json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] 
 
 @app.command()
 def tasks(
-    pool: Annotated[str, typer.Option("--pool", "-p", help=SPEC_HELP)],
+    pool: Annotated[list[str], typer.Option("--pool", "-p", help="Repeat for a union of pools (each task names its pool). " + SPEC_HELP)],
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON (with instructions).")] = False,
 ) -> None:
     """List the tasks of a pool (id, label, dataset, number of instructions)."""
-    from .pools import load_pool
+    from .pools import load_pool, pool_field
 
     loaded = load_pool(pool)
     if json_out:
-        _print_json({"pool": pool, "description": loaded.description, "tasks": [t.to_dict() for t in loaded]})
+        _print_json({"pool": pool_field(pool), "description": loaded.description, "tasks": [t.to_dict() for t in loaded]})
         return
     table = Table(title=escape(f"{loaded.name}: {len(loaded)} tasks, {loaded.n_instructions} instructions"),
                   title_justify="left", caption=escape(loaded.description), caption_justify="left")
-    for col in ("task", "label", "dataset", "instructions", "first instruction"):
+    union = len(pool) > 1
+    for col in ("task", *(["pool"] if union else []), "label", "dataset", "instructions", "first instruction"):
         table.add_column(col)
     for t in loaded:
-        table.add_row(*(escape(x) for x in (t.id, t.label or "", t.dataset or "", str(len(t.instructions)), _short(t.texts[0], 70))))
+        cells = (t.id, *([_short(t.origin or "", 40)] if union else []), t.label or "", t.dataset or "",
+                 str(len(t.instructions)), _short(t.texts[0], 70))
+        table.add_row(*(escape(x) for x in cells))
     out.print(table)
 
 
@@ -909,17 +928,14 @@ def _terminated(signum, frame) -> None:
     raise _Terminated()
 
 
-def _refuse_empty_values(runner: typer.Typer) -> None:
-    """``--model ""`` or ``--targets=``: an option given an empty value is an error, not the
-    option left out (which silently meant the default model, no targets file, ...)."""
-    args = sys.argv[2:]
-    if "" not in args and not any(a.startswith("-") and a.endswith("=") for a in args):
-        return  # the usual case costs nothing
-    if len(runner.registered_commands) != 1:
-        return
+def _value_options(runner: typer.Typer) -> tuple[set[str], dict[str, str]]:
+    """Of the one command being run: the option names that take a value, and, for those that
+    take a single value (not a list, which repeats on purpose), each name's first spelling
+    (``-k`` and ``--top-k`` are one option)."""
     import typing
 
-    takes_value = set()
+    takes_value: set[str] = set()
+    single: dict[str, str] = {}
     callback = runner.registered_commands[0].callback
     for name, hint in typing.get_type_hints(callback, include_extras=True).items():
         info = next((m for m in getattr(hint, "__metadata__", ()) if hasattr(m, "param_decls")), None)
@@ -927,13 +943,36 @@ def _refuse_empty_values(runner: typer.Typer) -> None:
         if type(info).__name__ != "OptionInfo" or bool in (base, *typing.get_args(base)):
             continue  # an argument, a flag
         decls = [info.default] if isinstance(info.default, str) and info.default.startswith("-") else []
-        takes_value.update(decls + list(info.param_decls or ()) or [f"--{name.replace('_', '-')}"])
-    takes_value -= {"-i", "--instruction"}  # has its own message: the target instruction is empty
+        names = decls + list(info.param_decls or ()) or [f"--{name.replace('_', '-')}"]
+        takes_value.update(names)
+        if list not in (typing.get_origin(base), *map(typing.get_origin, typing.get_args(base))):
+            single.update({n: names[0] for n in names})
+    return takes_value, single
+
+
+def _refuse_empty_or_repeated(runner: typer.Typer) -> None:
+    """``--model ""`` or ``--targets=``: an option given an empty value is an error, not the
+    option left out (which silently meant the default model, no targets file, ...). An option
+    that takes one value given twice (``-k 3 -k 5``, ``--targets A --targets B``) is an error,
+    not the last one silently kept."""
+    args = sys.argv[2:]
+    options = [a.partition("=")[0] for a in args if a.startswith("-")]
+    empty = "" in args or any(a.startswith("-") and a.endswith("=") for a in args)
+    mixed = len({o.startswith("--") for o in options}) > 1  # -k and --top-k might both be there
+    if (not empty and len(options) == len(set(options)) and not mixed) or len(runner.registered_commands) != 1:
+        return  # the usual case costs nothing
+    takes_value, single = _value_options(runner)
+    seen: dict[str, str] = {}
     for i, arg in enumerate(args):
         option, eq, value = arg.partition("=")
-        if (eq and option in takes_value and not value) or (
-                not eq and arg in takes_value and i + 1 < len(args) and args[i + 1] == ""):
+        value = value if eq else (args[i + 1] if i + 1 < len(args) and arg in takes_value else None)
+        if value == "" and option in takes_value - {"-i", "--instruction"}:  # -i "": its own message
             raise InstaError(f"{option} is empty; give it a value, or leave the option out")
+        if option in single and value is not None:
+            if single[option] in seen:
+                raise InstaError(f"{option} is given twice ({seen[single[option]]!r}, {value!r}); it takes one value: "
+                                 "give it once")
+            seen[single[option]] = value
 
 
 def _one_command(name: str) -> typer.Typer:
@@ -1003,7 +1042,7 @@ def _main() -> None:
     _guard_stdout()
     runner = _one_command(sys.argv[1] if len(sys.argv) > 1 else "")
     try:
-        _refuse_empty_values(runner)
+        _refuse_empty_or_repeated(runner)
         if "--json" in sys.argv[1:]:  # stdout carries the JSON document and nothing else
             _json_stream = sys.stdout
             with contextlib.redirect_stdout(sys.stderr):

@@ -190,7 +190,7 @@ class ExampleSelector(Selector):
                           round(sim, 6), self.measure)
             examples = [{"index": self._examples[e].index, "key": self._examples[e].key,
                          "similarity": round(taken[e][1], 6), "query": taken[e][0]} for e in picked]
-            results.append(Selected(rank, task.id, task.label, task.dataset, round(sim, 6), match, examples))
+            results.append(Selected.of(rank, task, sim, match, examples))
         sel = self._selection(target, req, n_candidates, results)
         sel.warnings = [w for w in sel.warnings if not w.startswith("k=")]
         sel.k, sel.budget = len(results), budget

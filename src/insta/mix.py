@@ -342,8 +342,10 @@ def read_selections(path: str | Path) -> dict[str, Any]:
         for j, r in enumerate(sel["results"]):
             if not isinstance(r, dict) or not isinstance(r.get("task_id"), str):
                 raise InstaError(f"{p}: selections[{i}].results[{j}] must be an object with a text 'task_id'")
-    if doc.get("pool") is not None and not isinstance(doc["pool"], str):
-        raise InstaError(f"{p}: field 'pool' must be a pool spec (text)")
+    spec = doc.get("pool")
+    if spec is not None and not isinstance(spec, str) and not (
+            isinstance(spec, list) and spec and all(isinstance(x, str) and x for x in spec)):
+        raise InstaError(f"{p}: field 'pool' must be a pool spec (text) or a list of them (a union)")
     return doc
 
 

@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from .calibrate import DEFAULT_CALIBRATION, check_calibration, for_union
 from .checks import check_choice, check_int, check_seed
 from .errors import InstaError, did_you_mean
 from .io import out_dir, read_json, read_yaml
@@ -31,14 +32,14 @@ from .evaluate import METRICS, EvalResult, Scorer, evaluate_examples
 from .config import FeatureConfig
 from .mix import (MixConfig, Mixture, build_example_mixture, build_mixture, local_rows, read_selection, selected_examples,
                   selected_tasks, write_mixture)
-from .pools import load_pool
+from .pools import PoolSpecs, distinct, load_pool, parse_spec, spec_list
 from .tasks import Task, TaskPool
 from .train import TrainConfig, train
 
 Say = Callable[[str], None]
 
 
-def mix_selection(selection_file: str | Path, out: str | Path, cfg: MixConfig, *, pool: str | None = None,
+def mix_selection(selection_file: str | Path, out: str | Path, cfg: MixConfig, *, pool: PoolSpecs | None = None,
                   target: str | None = None, rows: str | None = None, loaded: TaskPool | None = None) -> Mixture:
     """Build and write the mixture of one selection of an ``insta select --out`` file.
     ``loaded``: the pool already in memory (else the spec is loaded)."""
@@ -53,7 +54,7 @@ def mix_selection(selection_file: str | Path, out: str | Path, cfg: MixConfig, *
     return mixture
 
 
-def target_tasks(spec: str, ids: list[str] | None = None) -> list[Task]:
+def target_tasks(spec: PoolSpecs, ids: list[str] | None = None) -> list[Task]:
     """The tasks of a target spec with their instances, optionally only ``ids``."""
     loaded = load_pool(spec)
     return [t.with_instances() for t in ([loaded.get(i) for i in ids] if ids else loaded)]
@@ -147,11 +148,11 @@ class MethodSpec:
 @dataclass
 class RunConfig:
     out: str
-    pool: str
+    pool: str | list[str]  # a spec, or several: their union
     targets: list[str]
     train: TrainConfig
     base_model: str
-    target_pool: str | None = None
+    target_pool: str | list[str] | None = None
     methods: list[MethodSpec] = field(default_factory=list)
     k: int = 5
     seed: int = 0
@@ -166,10 +167,12 @@ class RunConfig:
     #: evaluation stay; a resumed run does not train it again). Models of target-independent
     #: methods (all) are kept, since every target evaluates them.
     keep_models: bool = True
+    #: a union pool: how scores compare across its pools (insta.calibrate)
+    calibrate: str = DEFAULT_CALIBRATION
 
 
 RUN_KEYS = {"out", "pool", "targets", "target_pool", "methods", "k", "seed", "embedder", "rows", "exclude_siblings",
-            "mix", "train", "eval", "features", "keep_models"}
+            "mix", "train", "eval", "features", "keep_models", "calibrate"}
 METHOD_KEYS = {"name", "method", "model", "seed", "budget", "k", "quantile"}
 EVAL_KEYS = {"metric", "max_examples", "format", "split", "max_new_tokens"}
 
@@ -187,6 +190,24 @@ def _section(path: Path, name: str | None, value: Any, allowed: set[str]) -> dic
         raise InstaError(f"{path}: unknown field '{field}'{did_you_mean(str(bad[0]), allowed)}; "
                          f"available: {', '.join(sorted(allowed))}")
     return dict(value)
+
+
+def _calibration(p: Path, doc: dict[str, Any]) -> str:
+    try:
+        return check_calibration(_typed(p, doc, "calibrate", str, DEFAULT_CALIBRATION))
+    except InstaError as exc:
+        raise InstaError(f"{p}: field 'calibrate': {exc}") from None
+
+
+def _pool_field(p: Path, doc: dict[str, Any], key: str) -> str | list[str] | None:
+    """A config's pool: a spec, or a list of specs (their union)."""
+    value = doc.get(key)
+    if isinstance(value, list):
+        if not value or not all(isinstance(x, str) and x for x in value):
+            raise InstaError(f"{p}: field '{key}' must be a pool spec or a list of pool specs (text), got {value!r}")
+        distinct([parse_spec(x) for x in value])
+        return value[0] if len(value) == 1 else list(value)
+    return _typed(p, doc, key, str)
 
 
 def _typed(p: Path, doc: dict[str, Any], key: str, kind: type, default: Any = None) -> Any:
@@ -331,11 +352,12 @@ def load_run_config(path: str | Path) -> RunConfig:
     out = _typed(p, doc, "out", str)
     out_dir(out, f"{p}: field 'out'", create=False)  # a file, a cache folder: refused before any work
     return RunConfig(
-        out=out, pool=_typed(p, doc, "pool", str), targets=list(targets), train=train_cfg,
-        base_model=base_model, target_pool=_typed(p, doc, "target_pool", str), methods=_methods(p, doc.get("methods")),
+        out=out, pool=_pool_field(p, doc, "pool"), targets=list(targets), train=train_cfg,
+        base_model=base_model, target_pool=_pool_field(p, doc, "target_pool"), methods=_methods(p, doc.get("methods")),
         k=k, seed=seed, embedder=_typed(p, doc, "embedder", str), rows=_typed(p, doc, "rows", str),
         exclude_siblings=_typed(p, doc, "exclude_siblings", bool, False), mix=mix_cfg,
         keep_models=_typed(p, doc, "keep_models", bool, True),
+        calibrate=_calibration(p, doc),
         eval=_check_eval(p, _section(p, "eval", doc.get("eval"), EVAL_KEYS)), features=features,
     )
 
@@ -575,6 +597,8 @@ def _selection_settings(cfg: RunConfig, m: MethodSpec, held: list[dict[str, Any]
                            "held_out": sorted(e["key"] for e in held)}
     if m.quantile:
         doc["quantile"] = m.quantile
+    if len(spec_list(cfg.pool)) > 1:
+        doc["calibrate"] = cfg.calibrate
     if METHODS.get(name).uses_features:
         features = asdict(cfg.features or FeatureConfig(lm=cfg.base_model, seed=cfg.seed))
         doc["features"] = {k: v for k, v in features.items() if k not in ("device", "engine", "actors")}
@@ -612,7 +636,8 @@ def _fitted(cfg: RunConfig, m: MethodSpec, pool: TaskPool):
     features = cfg.features or FeatureConfig(lm=cfg.base_model, seed=cfg.seed)
     if model_aware and m.model:
         features = replace(features, lm=m.model)
-    return make_selector(m.method, encoder=encoder, seed=seed, features=features, budget=m.budget).fit(pool), encoder
+    selector = make_selector(m.method, encoder=encoder, seed=seed, features=features, budget=m.budget)
+    return for_union(selector, spec_list(cfg.pool), cfg.calibrate).fit(pool), encoder
 
 
 def _target(task: Task, held: list[dict[str, Any]]):

@@ -14,7 +14,10 @@ A bare path ending in ``.jsonl``/``.json``/``.csv`` is read as that table kind.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
+from typing import Union
 from urllib.parse import parse_qsl
 
 from .errors import InstaError, did_you_mean
@@ -22,7 +25,7 @@ from .readers.base import PoolSpec, Reader
 from .registry import Registry
 from .tasks import TaskPool
 
-__all__ = ["READERS", "PoolSpec", "Reader", "load_pool", "parse_spec", "readers"]
+__all__ = ["READERS", "PoolSpec", "PoolSpecs", "Reader", "distinct", "load_pool", "load_union", "union_of", "parse_spec", "pool_field", "readers", "spec_list"]
 
 
 #: pool kinds -> their readers (imported when a spec names them)
@@ -94,14 +97,83 @@ def _not_a_pool_file(body: str) -> InstaError:
                       "pool spec KIND:ARG (see 'insta pools')")
 
 
-def load_pool(spec: str | PoolSpec) -> TaskPool:
-    """Load the pool a spec names. Errors are :class:`InstaError` with one-line messages."""
+#: what names a pool: a spec, or several (their union, see :func:`load_union`)
+PoolSpecs = Union[str, PoolSpec, Sequence[Union[str, PoolSpec]]]
+
+
+def load_pool(spec: PoolSpecs) -> TaskPool:
+    """Load the pool a spec names, or the union of several (a list of specs). Errors are
+    :class:`InstaError` with one-line messages."""
+    if not isinstance(spec, (str, PoolSpec)):
+        return load_union(spec)
     if isinstance(spec, str):
         spec = parse_spec(spec)
     pool = READERS.get(spec.kind).load(spec)
     if len(pool) == 0:
         raise InstaError(f"pool {spec.text!r} has no tasks; check its filters")
     return pool
+
+
+def spec_list(spec: PoolSpecs | None) -> list[str]:
+    """The spec texts of a pool argument: one spec, or the specs of a union."""
+    if spec is None:
+        return []
+    if isinstance(spec, (str, PoolSpec)):
+        return [spec.text if isinstance(spec, PoolSpec) else spec]
+    return [s.text if isinstance(s, PoolSpec) else s for s in spec]
+
+
+def pool_field(specs: Sequence[str]) -> str | list[str]:
+    """How a command records its pool (a selection file's ``pool``): the spec, or the list of
+    specs of a union, which :func:`load_pool` reads back."""
+    return specs[0] if len(specs) == 1 else list(specs)
+
+
+def union_tags(specs: Sequence[PoolSpec]) -> list[str]:
+    """The prefix that makes a colliding id distinct, per pool: its kind (``p3``, ``jsonl``),
+    with the pool's position (``jsonl#2``) where two pools share a kind."""
+    kinds = [s.kind for s in specs]
+    return [k if kinds.count(k) == 1 else f"{k}#{i}" for i, k in enumerate(kinds, start=1)]
+
+
+def load_union(specs: Sequence[str | PoolSpec]) -> TaskPool:
+    """The union of several pools, in the order given. Each task records the spec it came from
+    (``Task.origin``). An id that occurs in more than one pool is made distinct in every pool
+    that has it, as ``TAG:ID`` with TAG the pool's kind (``p3:cb``, ``jsonl:cb``), or the kind
+    and the pool's position where two pools share a kind (``jsonl#1:cb``, ``jsonl#3:cb``): strip
+    ``TAG:`` to get the id back in its own pool. A spec given twice is an error, not one pool
+    silently dropped or doubled."""
+    parsed = [parse_spec(s) if isinstance(s, str) else s for s in specs]
+    if not parsed:
+        raise InstaError("no pool given; give --pool SPEC (repeat it for a union of pools)")
+    if len(parsed) == 1:
+        return load_pool(parsed[0])
+    return union_of([load_pool(p) for p in distinct(parsed)], parsed)
+
+
+def distinct(parsed: Sequence[PoolSpec]) -> Sequence[PoolSpec]:
+    """``parsed``, checked to name no pool twice."""
+    first: dict[str, int] = {}
+    for i, p in enumerate(parsed, start=1):
+        if p.text in first:
+            raise InstaError(f"pool {p.text!r} is given twice (pools {first[p.text]} and {i}); give each pool once")
+        first[p.text] = i
+    return parsed
+
+
+def union_of(pools: Sequence[TaskPool], parsed: Sequence[PoolSpec]) -> TaskPool:
+    """The union of loaded pools (``parsed``: the spec each came from), as :func:`load_union`."""
+    owners: dict[str, int] = {}
+    for pool in pools:
+        for tid in pool.ids:
+            owners[tid] = owners.get(tid, 0) + 1
+    tags = union_tags(parsed)
+    tasks = [replace(t, id=f"{tag}:{t.id}" if owners[t.id] > 1 else t.id, origin=spec.text)
+             for spec, tag, pool in zip(parsed, tags, pools) for t in pool]
+    clashes = sum(1 for n in owners.values() if n > 1)
+    note = f"; {clashes} id(s) in several pools made distinct as KIND:ID" if clashes else ""
+    return TaskPool(tasks, " + ".join(p.name for p in pools),
+                    description=f"union of {len(pools)} pools ({', '.join(p.text for p in parsed)}){note}")
 
 
 def readers() -> dict[str, Reader]:

@@ -105,6 +105,13 @@ class Selected:
     #: example-level selections (--budget): the chosen examples of this task, in the order
     #: picked, each {index, key, similarity, query}; None for task-level selections
     examples: list[dict[str, Any]] | None = None
+    #: in a union of pools: the spec of the pool the task came from
+    origin: str | None = None
+
+    @classmethod
+    def of(cls, rank: int, task: Task, score: float, match: Match | None,
+           examples: list[dict[str, Any]] | None = None) -> Selected:
+        return cls(rank, task.id, task.label, task.dataset, round(float(score), 6), match, examples, task.origin)
 
 
 @dataclass
@@ -131,8 +138,9 @@ class Selection:
         results = []
         for r in self.results:
             row = asdict(r)
-            if row["examples"] is None:
-                del row["examples"]
+            for optional in ("examples", "origin"):
+                if row[optional] is None:
+                    del row[optional]
             results.append(row)
         doc = {
             "target": target,
@@ -415,9 +423,7 @@ class Selector(abc.ABC):
         keep[excluded] = False
         results = []
         for rank, i in enumerate(top_candidates(scores, self.arrays.tie_order, np.flatnonzero(keep), req.k), start=1):
-            task = pool[int(i)]
-            results.append(Selected(rank, task.id, task.label, task.dataset, round(float(scores.score[i]), 6),
-                                    scores.explain(int(i))))
+            results.append(Selected.of(rank, pool[int(i)], scores.score[i], scores.explain(int(i))))
         return self._selection(target, req, n_candidates, results)
 
     def select(self, target: Target, k: int = 5, exclusions: Exclusions | None = None,
@@ -547,9 +553,9 @@ class InstructionSelector(Selector):
             hits = self.index.search(queries, [len(t.instructions) for t in chunk], req.k,
                                      excluded_for=lambda j: skip[j][0])
             for target, (_, n_candidates), found in zip(chunk, skip, hits):
-                results = [Selected(rank, pool[h.task].id, pool[h.task].label, pool[h.task].dataset, round(h.score, 6),
-                                    Match(target.instructions[h.target_row], self._texts[h.source_row],
-                                          self._names[h.source_row], round(h.score, 6)))
+                results = [Selected.of(rank, pool[h.task], h.score,
+                                       Match(target.instructions[h.target_row], self._texts[h.source_row],
+                                             self._names[h.source_row], round(h.score, 6)))
                            for rank, h in enumerate(found, start=1)]
                 yield self._selection(target, req, n_candidates, results)
                 done += 1

@@ -69,6 +69,9 @@ class Task:
     #: a reader's fingerprint of the task's instances (their files' paths, sizes and times), so
     #: that what is derived from them (sampled examples) can be cached without reading them
     content_key: str | None = field(default=None, repr=False, compare=False)
+    #: in a union of pools (``--pool A --pool B``): the spec of the pool the task came from;
+    #: None in a single pool
+    origin: str | None = None
 
     def with_instances(self) -> Task:
         """This task with every instance: loaded now through the reader's loader when the
@@ -94,6 +97,8 @@ class Task:
             "dataset": self.dataset,
             "split": self.split,
         }
+        if self.origin is not None:
+            out["origin"] = self.origin
         if with_instances and self.instances is not None:
             out["instances"] = self.instances
         return out

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field, replace
 import numpy as np
 
 from ..encoder import Encoder
+from ..calibrate import DEFAULT_CALIBRATION, check_calibration, for_union
 from ..errors import InstaError, NoExamples
 from ..select import InstructionSelector, PoolArrays, Target, order_candidates, truncate
 from ..selectors import METHODS, make_selector, method_label, parse_method
@@ -51,6 +52,7 @@ class BenchResult:
     methods: list[MethodResult]
     notes: list[str]
     n_instructions: int | None = None  # targets used only their first N instructions
+    calibrate: str | None = None  # a union pool: how scores were compared across its pools
     # paired bootstrap over targets: reference -> method -> metric -> (mean difference, CI low, CI high)
     paired: dict[str, dict[str, dict[str, tuple[float, float, float]]]] = field(default_factory=dict)
 
@@ -241,9 +243,11 @@ def run_bench(
     align_root: str | None = None,
     n_instructions: int | None = None,
     features: Any = None,
+    calibrate: str | None = None,
 ) -> BenchResult:
     """Rank the suite's pool for every target with each method; score the rankings.
-    ``features`` (a :class:`insta.config.FeatureConfig`) sets the LM of less/rds.
+    ``features`` (a :class:`insta.config.FeatureConfig`) sets the LM of less/rds; ``calibrate``
+    how scores compare across the pools of a union pool (default: insta's default calibration).
 
     Learned methods (``insta-aligned-*``) need ``folds``: for each fold the embedder is
     aligned on the other folds' tasks only (kept under ``align_root``, reused across runs)
@@ -267,6 +271,8 @@ def run_bench(
         raise InstaError(f"--folds applies to leave-one-out suites; {suite.name} has external targets")
     groups = _groups(suite, folds, seed)
     _check_answerable(suite, groups)
+    check_calibration(calibrate or DEFAULT_CALIBRATION)
+    origins = sorted({t.origin for t in suite.pool if t.origin is not None})
     results = []
     scored_ids: list[str] | None = None
     for m in methods:
@@ -274,9 +280,9 @@ def run_bench(
         res = MethodResult(method=method_label(name, agg))
         start = time.perf_counter()
         try:
-            values = _per_target(suite, groups, lambda train_pool: _selector(m, train_pool, encoder, seed, align_config,
-                                                                             align_root, progress, features),
-                                 res.method, progress)
+            values = _per_target(suite, groups, lambda train_pool: for_union(
+                _selector(m, train_pool, encoder, seed, align_config, align_root, progress, features), origins,
+                calibrate or DEFAULT_CALIBRATION), res.method, progress)
         except NoExamples as exc:  # methods that select from examples are skipped where there are none
             res.skipped = str(exc)
             results.append(res)
@@ -300,4 +306,5 @@ def run_bench(
         model=encoder.describe() if any(METHODS.get(parse_method(m)[0]).uses_encoder for m in methods) else {},
         methods=results,
         notes=list(suite.notes),
+        calibrate=(calibrate or DEFAULT_CALIBRATION) if len(origins) > 1 else None,
     )

@@ -9,13 +9,14 @@ its own source dataset.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .. import t0
 from ..errors import InstaError
-from ..pools import load_pool, parse_spec
+from ..pools import PoolSpecs, distinct, load_pool, parse_spec, spec_list, union_of
 from ..readers.niv2 import source_from_name
 from ..registry import Registry
 from ..select import Target
@@ -138,6 +139,48 @@ def _niv2_files(options: dict) -> Suite:
                         "this suite exists to run the instance-based 'samples' baseline on real task files"])
 
 
+def dataset_key(name: str) -> str:
+    """A source dataset's name reduced to lower-case letters and digits (``cosmos_qa``,
+    ``CosmosQA``: ``cosmosqa``), the one rule by which the cross suite matches datasets across
+    meta-datasets' naming conventions."""
+    return re.sub(r"[^a-z0-9]", "", name.lower())
+
+
+def _cross(options: dict) -> Suite:
+    """P3 templates, NIV2 Definitions and BIG-bench descriptions in one union pool; a task is
+    related to the tasks of the other pools built on its source dataset."""
+    path = _data(options.get("niv2"), "niv2", "--niv2")
+    definitions = path if path.name == "definitions.jsonl" else path / "definitions.jsonl"
+    if not definitions.is_file():
+        raise InstaError(f"--niv2 {path}: no definitions.jsonl (the official Definitions of the default split)")
+    templates = f"?templates={options['templates']}" if options.get("templates") else ""
+    specs = [f"p3:all{templates}", "bigbench:all",
+             f"jsonl:{definitions}?id=name&instruction=definition&label=categories&split=split_default"]
+    p3, bigbench, niv2 = (load_pool(s) for s in specs)
+    keyed = [  # (pool, each task's source dataset as named by that meta-dataset)
+        (p3, lambda t: (t.dataset or t.id).split("/")[-1]),  # super_glue/boolq: boolq
+        (bigbench, lambda t: (t.dataset or t.id).split("/")[0]),
+        (_default_split(niv2, niv2.name), lambda t: source_from_name(t.id)),  # task380_boolq_yes_no_question: boolq
+    ]
+    pools = []
+    for spec, (pool, source) in zip(specs, keyed):
+        # label = the dataset (relevance across pools); dataset = pool + dataset (siblings: same pool only)
+        pools.append(TaskPool([replace(t, label=dataset_key(source(t)), dataset=f"{spec}|{dataset_key(source(t))}")
+                               for t in pool], pool.name))
+    union = union_of(pools, [parse_spec(s) for s in specs])
+    where: dict[str, set[str | None]] = {}
+    for t in union:
+        where.setdefault(t.label or "", set()).add(t.origin)
+    targets = [Target.from_task(t) for t in union if len(where[t.label or ""]) > 1]
+    return Suite("cross", "P3 (all templates) + BIG-bench (all descriptions) + NIV2 (Definitions, default split) as one "
+                 "union pool; targets: every task whose source dataset also has tasks in another of the three pools; "
+                 "relevant = those tasks (dataset names matched in lower-case letters and digits: cosmos_qa = cosmosqa); "
+                 "tasks of the target's own pool on its dataset are not candidates",
+                 union, targets, exclude_siblings=True, methods=("random", "bm25", "insta", "hybrid"),
+                 notes=["dataset identity is the relation: NIV2's task names, P3's and BIG-bench's dataset names; "
+                        "a name two different datasets share is matched too (e.g. hate)"])
+
+
 @dataclass(frozen=True)
 class SuiteEntry:
     summary: str
@@ -151,6 +194,8 @@ SUITES: Registry[SuiteEntry] = Registry("suite", {
     "niv2": SuiteEntry("875 English NIV2 tasks (default split) by their Definitions, leave-one-out, categories", _niv2),
     "niv2-summaries": SuiteEntry("the same 875 tasks by the task table's one-line summaries", _niv2_summaries),
     "niv2-files": SuiteEntry("NIV2 task files with instances (runs 'samples')", _niv2_files),
+    "cross": SuiteEntry("P3 + BIG-bench + NIV2 Definitions as one union pool; relevant = the same dataset in another "
+                        "pool (instruction styles compared)", _cross),
 })
 
 
@@ -169,21 +214,27 @@ def relabeled(spec: str, field_name: str) -> TaskPool:
     return load_pool(replace(parsed, options={**parsed.options, "label": field_name}))
 
 
-def build_suite(name: str | None = None, *, pool: str | None = None, niv2: str | None = None,
+def build_suite(name: str | None = None, *, pool: PoolSpecs | None = None, niv2: str | None = None,
                 templates: str | None = None, label_field: str | None = None) -> Suite:
-    """A named suite, or a leave-one-out suite over any labelled pool spec."""
+    """A named suite, or a leave-one-out suite over any labelled pool spec (or union of specs)."""
     if label_field and not pool:
         raise InstaError("--label-field goes with --pool (named suites have their own labels)")
     if pool:
         if name:
             raise InstaError("give --suite or --pool, not both")
-        loaded = relabeled(pool, label_field) if label_field else load_pool(pool)
+        specs = spec_list(pool)
+        if label_field and len(specs) > 1:
+            parsed = distinct([parse_spec(s) for s in specs])
+            loaded = union_of([relabeled(s.text, label_field) for s in parsed], parsed)
+        else:
+            loaded = relabeled(specs[0], label_field) if label_field else load_pool(specs)
+        shown = " + ".join(specs)
         labels = {t.label for t in loaded if t.label}
         if len(labels) < 2:
-            raise InstaError(f"pool {pool!r} needs labels (at least two distinct) to benchmark on; "
+            raise InstaError(f"pool {shown!r} needs labels (at least two distinct) to benchmark on; "
                              "map one with ?label=FIELD or --label-field FIELD")
         has_instances = any(t.instances for t in loaded)
-        return Suite("custom", f"{pool}: leave-one-out; relevant = same label", loaded, _loo(loaded),
+        return Suite("custom", f"{shown}: leave-one-out; relevant = same label", loaded, _loo(loaded),
                      methods=("random", "bm25", "insta") + (("samples",) if has_instances else ()))
     if not name:
         raise InstaError(f"give --suite NAME ({', '.join(SUITES)}) or --pool SPEC")

@@ -1,0 +1,198 @@
+"""One pool from several: union loading with provenance, id collisions, a pool or an option
+given twice, calibration across pools (identity on a single pool), per-source quotas, and the
+provenance carried through select → mix → run."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import yaml
+from test_cli import fails, run
+
+from insta.baselines import BM25Selector
+from insta.calibrate import CALIBRATIONS, CalibratedSelector, calibrate_scores, for_union
+from insta.errors import InstaError
+from insta.pipeline import load_run_config
+from insta.pools import load_pool
+from insta.select import Target
+
+BOOL = "task1732_bbh_boolean_expressions"
+
+
+def _table(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(path)
+
+
+@pytest.fixture()
+def two_tables(tmp_path):
+    a = _table(tmp_path / "a.jsonl", [
+        {"id": "sent", "instruction": "Is this movie review positive or negative?", "label": "sentiment"},
+        {"id": "sum", "instruction": "Summarize the news article in one sentence.", "label": "summary"},
+        {"id": "qa", "instruction": "Answer the trivia question.", "label": "qa"},
+    ])
+    b = str(tmp_path / "b.csv")  # a pool of another kind
+    (tmp_path / "b.csv").write_text("id,instruction,label\nsent,Classify the sentiment of the product review.,sentiment\n"
+                                   "poem,Write a poem about the sea.,generation\n")
+    return a, b
+
+
+def test_union_keeps_every_pool_records_provenance_and_renames_collisions(two_tables):
+    a, b = two_tables
+    union = load_pool([a, b])
+    assert union.ids == ["jsonl:sent", "sum", "qa", "csv:sent", "poem"]
+    assert [t.origin for t in union] == [a, a, a, b, b]
+    assert union.get("jsonl:sent").texts == load_pool(a).get("sent").texts  # the same task, its id qualified
+    assert "1 id(s) in several pools made distinct as KIND:ID" in union.description
+    assert union.get("poem").to_dict()["origin"] == b
+    single = load_pool(a)
+    assert single.ids == ["sent", "sum", "qa"] and all(t.origin is None for t in single)
+    assert "origin" not in single.get("sum").to_dict()
+
+
+def test_union_of_pools_of_one_kind_tags_them_by_position(tmp_path, two_tables):
+    a, _ = two_tables
+    c = _table(tmp_path / "c.jsonl", [{"id": "sum", "instruction": "Write a headline for the article."}])
+    union = load_pool([a, c])
+    assert union.ids == ["sent", "jsonl#1:sum", "qa", "jsonl#2:sum"]
+    with pytest.raises(InstaError, match=r"pool '.*a.jsonl' is given twice \(pools 1 and 3\); give each pool once"):
+        load_pool([a, c, a])
+
+
+def test_tasks_lists_the_union_with_its_pools(monkeypatch, capsys, two_tables):
+    a, b = two_tables
+    code, out, err = run(monkeypatch, capsys, "tasks", "-p", a, "-p", b, "--json")
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["pool"] == [a, b] and len(doc["tasks"]) == 5  # neither pool silently dropped
+    assert {t["origin"] for t in doc["tasks"]} == {a, b}
+    fails(monkeypatch, capsys, "tasks", "-p", a, "-p", a, match="is given twice (pools 1 and 2)")
+
+
+def test_an_option_that_takes_one_value_given_twice_is_refused(monkeypatch, capsys, two_tables):
+    a, b = two_tables
+    fails(monkeypatch, capsys, "select", "-p", a, "-i", "review", "-k", "2", "--top-k", "3", "--method", "bm25",
+          match="--top-k is given twice ('2', '3'); it takes one value: give it once")
+    fails(monkeypatch, capsys, "select", "-p", a, "-i", "review", "--method", "bm25", "--method=insta",
+          match="--method is given twice ('bm25', 'insta')")
+    code, _, err = run(monkeypatch, capsys, "select", "-p", a, "-i", "review", "-i", "sentiment", "--method", "bm25", "-q")
+    assert code == 0, err  # -i repeats on purpose (several instructions of one target)
+
+
+def test_select_from_a_union_names_each_results_pool(monkeypatch, capsys, two_tables, tmp_path):
+    a, b = two_tables
+    out = tmp_path / "sel.json"
+    code, stdout, err = run(monkeypatch, capsys, "select", "-p", a, "-p", b, "-i", "sentiment of a review",
+                            "--method", "bm25", "-k", "3", "-o", out)
+    assert code == 0, err
+    doc = json.loads(out.read_text())
+    assert doc["pool"] == [a, b] and doc["calibrate"] == "zscore" and doc["pool_size"] == 5
+    results = doc["selections"][0]["results"]
+    assert {r["task_id"]: r["origin"] for r in results}["csv:sent"] == b
+    assert all(r["origin"] in (a, b) for r in results)
+    assert " pool " in stdout.splitlines()[2]  # the table has a pool column
+    code, stdout, err = run(monkeypatch, capsys, "select", "-p", a, "-p", b, "-i", "sentiment of a review",
+                            "--method", "bm25", "--per-source-k", "1", "--json", "-q")
+    assert code == 0, err
+    results = json.loads(stdout)["selections"][0]["results"]
+    assert sorted(r["origin"] for r in results) == sorted([a, b])  # one from each pool
+    fails(monkeypatch, capsys, "select", "-p", a, "-i", "x", "--method", "bm25", "--per-source-k", "1",
+          match="--per-source-k takes that many tasks from each pool of a union; give several --pool")
+    fails(monkeypatch, capsys, "select", "-p", a, "-p", b, "-i", "x", "--method", "bm25", "--calibrate", "zcore",
+          match="unknown calibration 'zcore'")
+
+
+def test_calibrations_keep_each_pools_own_order_and_compare_across():
+    rng = np.random.default_rng(0)
+    score = np.concatenate([rng.normal(0.8, 0.02, 50), rng.normal(0.3, 0.2, 30)])  # two styles, two scales
+    group = np.repeat([0, 1], [50, 30])
+    everyone = np.ones(80, dtype=bool)
+    for how in CALIBRATIONS:
+        cal = calibrate_scores(score, group, everyone, how)
+        for g in (0, 1):  # within a pool, the order is the selector's own
+            m = group == g
+            assert (np.argsort(-cal[m], kind="stable") == np.argsort(-score[m], kind="stable")).all()
+    z = calibrate_scores(score, group, everyone, "zscore")
+    assert abs(z[:50].mean()) < 1e-9 and abs(z[50:].std() - 1) < 1e-9
+    top10_raw = np.argsort(-score)[:10]
+    top10_z = np.argsort(-z)[:10]
+    assert (group[top10_raw] == 0).all() and (group[top10_z] == 1).any()
+    r = calibrate_scores(score, group, everyone, "rank")
+    assert sorted(group[np.argsort(-r, kind="stable")[:10]].tolist()) == [0] * 5 + [1] * 5  # interleaved
+    # statistics come from candidates only: an excluded outlier does not move the others
+    candidate = everyone.copy()
+    candidate[0] = False
+    outlier = score.copy()
+    outlier[0] = 100.0
+    assert np.allclose(calibrate_scores(outlier, group, candidate, "zscore")[1:50],
+                       calibrate_scores(score, group, candidate, "zscore")[1:50])
+
+
+@pytest.mark.parametrize("how", sorted(CALIBRATIONS))
+def test_calibration_is_the_identity_on_a_single_pool(shared_data, how):
+    pool = load_pool(f"jsonl:{shared_data / 'niv2' / 'tasks.jsonl'}?id=name&instruction=summary&label=category")
+    targets = [Target.from_task(t) for t in list(pool)[:60:3]]
+    plain = BM25Selector().fit(pool).select_many(targets, k=20)
+    assert for_union(BM25Selector(), ["one spec"], how).__class__ is BM25Selector  # one pool: not wrapped at all
+    calibrated = CalibratedSelector(BM25Selector(), how).fit(pool)
+    # even forced through the calibration, one pool's ranking is unchanged (ties keep their order)
+    calibrated.origins = ["a", "b"]  # pretend a union so that the calibrated path runs, on one group
+    got = calibrated.select_many(targets, k=20)
+    assert [s.ids for s in got] == [s.ids for s in plain]
+
+
+def test_per_source_k_and_calibration_on_the_real_pools(shared_data):
+    niv2 = f"jsonl:{shared_data / 'niv2' / 'tasks.jsonl'}?id=name&instruction=summary&label=category"
+    bbh = f"jsonl:{shared_data / 'bbh' / 'tasks.jsonl'}?id=name&instruction=description"
+    union = load_pool([niv2, bbh])
+    target = Target("t", ["Evaluate the truth value of a Boolean expression."])
+    sel = CalibratedSelector(BM25Selector(), "zscore", per_source_k=3).fit(union).select(target, k=5)
+    assert sorted(r.origin for r in sel.results) == sorted([niv2] * 3 + [bbh] * 3) and sel.k == 6
+    assert [r.score for r in sel.results] == sorted((r.score for r in sel.results), reverse=True)
+    assert sel.results[0].match is not None and sel.results[0].match.measure == "bm25"  # the raw match explains
+
+
+def test_provenance_through_select_mix_and_run(monkeypatch, capsys, shared_data, tiny_lms, tmp_path):
+    root = shared_data / "niv2"
+    train, test = f"niv2:{root}?split=train", f"niv2:{root}?split=test"
+    sel = tmp_path / "sel.json"
+    code, _, err = run(monkeypatch, capsys, "select", "-p", train, "-p", test, "--targets", f"niv2:{root}",
+                       "-t", BOOL, "--method", "bm25", "--per-source-k", "1", "-o", sel, "-q")
+    assert code == 0, err
+    results = json.loads(sel.read_text())["selections"][0]["results"]
+    assert sorted(r["origin"] for r in results) == sorted([train, test])
+    code, out, err = run(monkeypatch, capsys, "mix", "-s", sel, "-o", tmp_path / "mix", "--per-task-cap", "3", "--json", "-q")
+    assert code == 0, err
+    manifest = json.loads(out)
+    assert set(manifest["tasks"]) == {r["task_id"] for r in results}
+    assert manifest["source"]["pool"] == [train, test]
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump({
+        "out": str(tmp_path / "run"), "pool": [train, test], "target_pool": f"niv2:{root}", "targets": [BOOL],
+        "k": 2, "calibrate": "rank", "methods": ["bm25"], "mix": {"per_task_cap": 3},
+        "train": {"model": str(tiny_lms["gpt2"]), "max_steps": 1, "batch_size": 2, "max_input_length": 64},
+        "eval": {"max_examples": 2}}))
+    code, out, err = run(monkeypatch, capsys, "run", config, "--json", "-q")
+    assert code == 0, err
+    (result,) = json.loads(out)["results"]
+    stored = json.loads((tmp_path / "run" / BOOL / "bm25" / "selection.json").read_text())
+    assert stored["pool"] == [train, test] and stored["settings"]["calibrate"] == "rank"
+    assert all(r["origin"] in (train, test) for r in stored["selections"][0]["results"])
+    assert len(result["selected"]) == 2
+
+
+def test_run_config_pool_lists_are_checked(tmp_path):
+    cfg = tmp_path / "run.yaml"
+    for pool, match in [("[a.jsonl, a.jsonl]", "pool 'a.jsonl' is given twice"),
+                        ("[a.jsonl, 3]", "field 'pool' must be a pool spec or a list of pool specs"),
+                        ("[]", "field 'pool' is empty")]:
+        cfg.write_text(f"out: {tmp_path / 'r'}\npool: {pool}\ntargets: [x]\ntrain: {{model: m}}\n")
+        with pytest.raises(InstaError, match=match):
+            load_run_config(cfg)
+    cfg.write_text(f"out: {tmp_path / 'r'}\npool: [a.jsonl, b.jsonl]\ntargets: [x]\ntrain: {{model: m}}\ncalibrate: zed\n")
+    with pytest.raises(InstaError, match="field 'calibrate': unknown calibration 'zed'"):
+        load_run_config(cfg)
+    cfg.write_text(f"out: {tmp_path / 'r'}\npool: [a.jsonl, b.jsonl]\ntargets: [x]\ntrain: {{model: m}}\n")
+    assert load_run_config(cfg).pool == ["a.jsonl", "b.jsonl"]
