@@ -157,16 +157,33 @@ def _cross(options: dict) -> Suite:
     specs = [f"p3:all{templates}", "bigbench:all",
              f"jsonl:{definitions}?id=name&instruction=definition&label=categories&split=split_default"]
     p3, bigbench, niv2 = (load_pool(s) for s in specs)
-    keyed = [  # (pool, each task's source dataset as named by that meta-dataset)
-        (p3, lambda t: (t.dataset or t.id).split("/")[-1]),  # super_glue/boolq: boolq
-        (bigbench, lambda t: (t.dataset or t.id).split("/")[0]),
-        (_default_split(niv2, niv2.name), lambda t: source_from_name(t.id)),  # task380_boolq_yes_no_question: boolq
+    niv2 = _default_split(niv2, niv2.name)
+    # each task's source dataset as its meta-dataset names it; a P3 entry DATASET/CONFIG names
+    # two (super_glue/boolq, winogrande/winogrande_xl): the one another pool knows is taken;
+    # a NIV2 name whose first word is such a collection names the dataset second
+    # (task1288_glue_mrpc_paraphrasing: mrpc, else glue)
+    collections = {dataset_key(t.id.split("/")[0]) for t in p3 if "/" in t.id}
+
+    def niv2_names(t) -> list[str]:  # task380_boolq_yes_no_question: boolq
+        first = dataset_key(source_from_name(t.id))
+        words = t.id.split("_")
+        return [dataset_key(words[2]), first] if first in collections and len(words) > 3 else [first]
+
+    names = [
+        [[dataset_key(part) for part in reversed((t.dataset or t.id).split("/"))] for t in p3],
+        [[dataset_key((t.dataset or t.id).split("/")[0])] for t in bigbench],
+        [niv2_names(t) for t in niv2],
     ]
+    known = [{n for task_names in pool_names for n in task_names} for pool_names in names]
     pools = []
-    for spec, (pool, source) in zip(specs, keyed):
-        # label = the dataset (relevance across pools); dataset = pool + dataset (siblings: same pool only)
-        pools.append(TaskPool([replace(t, label=dataset_key(source(t)), dataset=f"{spec}|{dataset_key(source(t))}")
-                               for t in pool], pool.name))
+    for i, (spec, pool) in enumerate(zip(specs, (p3, bigbench, niv2))):
+        elsewhere = set().union(*(k for j, k in enumerate(known) if j != i))
+        tasks = []
+        for t, options in zip(pool, names[i]):
+            key = next((n for n in options if n in elsewhere), options[-1])
+            # label = the dataset (relevance across pools); dataset = pool + dataset (siblings: same pool only)
+            tasks.append(replace(t, label=key, dataset=f"{spec}|{key}"))
+        pools.append(TaskPool(tasks, pool.name))
     union = union_of(pools, [parse_spec(s) for s in specs])
     where: dict[str, set[str | None]] = {}
     for t in union:
@@ -174,11 +191,13 @@ def _cross(options: dict) -> Suite:
     targets = [Target.from_task(t) for t in union if len(where[t.label or ""]) > 1]
     return Suite("cross", "P3 (all templates) + BIG-bench (all descriptions) + NIV2 (Definitions, default split) as one "
                  "union pool; targets: every task whose source dataset also has tasks in another of the three pools; "
-                 "relevant = those tasks (dataset names matched in lower-case letters and digits: cosmos_qa = cosmosqa); "
+                 "relevant = those tasks (dataset names matched in lower-case letters and digits: cosmos_qa = cosmosqa; of a "
+                 "P3 entry's DATASET/CONFIG the part another pool knows); "
                  "tasks of the target's own pool on its dataset are not candidates",
                  union, targets, exclude_siblings=True, methods=("random", "bm25", "insta", "hybrid"),
                  notes=["dataset identity is the relation: NIV2's task names, P3's and BIG-bench's dataset names; "
-                        "a name two different datasets share is matched too (e.g. hate)"])
+                        "a name two different datasets share is matched too (e.g. hate), and a collection where "
+                        "the config is not known elsewhere (glue/rte ~ task1344_glue_entailment_classification)"])
 
 
 @dataclass(frozen=True)
