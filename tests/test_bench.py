@@ -130,7 +130,7 @@ def test_niv2_suite_on_a_checkout_uses_definitions(shared_data, tmp_path):
 
 
 def test_bench_bad_inputs(monkeypatch, capsys, shared_data, p3, tmp_path):
-    fails(monkeypatch, capsys, "bench", "--suite", "p4", match="unknown suite 'p4'; available: niv2, niv2-files, niv2-summaries, p3, p3-extra, p3-grouped")
+    fails(monkeypatch, capsys, "bench", "--suite", "p4", match="unknown suite 'p4'; available: cross, niv2, niv2-files, niv2-summaries, p3, p3-extra, p3-grouped")
     fails(monkeypatch, capsys, "bench", match="give --suite NAME")
     fails(monkeypatch, capsys, "bench", "--suite", "p3", "--methods", "all", "-q", match="method 'all' has no ranking")
     fails(monkeypatch, capsys, "bench", "--suite", "p3", "--methods", "bm25", "--bootstrap", "0", match="--bootstrap must be at least 1, got 0")

@@ -348,7 +348,7 @@ def test_numbers_of_other_commands(monkeypatch, capsys, tmp_path, table, args, m
     ("train: {model: m, lora: 1}\n", "train.lora (--lora) must be true or false, got 1"),
     ("mix: {per_task_cap: 1.5}\n", "mix.per_task_cap (--per-task-cap) must be an integer, got 1.5"),
     ("methods: [{method: random, seed: 1.5}]\n", "methods[0].seed must be an integer"),
-    ("pool: [a, b]\n", "field 'pool' must be text"),
+    ("pool: [a, 3]\n", "field 'pool' must be a pool spec or a list of pool specs"),
 ])
 def test_run_config_values_are_checked_before_any_work(monkeypatch, capsys, tmp_path, extra, match):
     base = {"out": str(tmp_path / "run"), "pool": "p", "targets": ["a"], "train": {"model": "m"}}

@@ -176,7 +176,7 @@ def test_run_config_names_seeded_methods(tmp_path):
 def test_run_config_errors(tmp_path):
     bad = tmp_path / "bad.yaml"
     for text, match in [
-        ("out: x\npool: p\ntargets: [a]\ntrain: {model: m}\nepochs: 3\n", "unknown field 'epochs'; available: embedder, eval, exclude_siblings, features, k, keep_models, methods"),
+        ("out: x\npool: p\ntargets: [a]\ntrain: {model: m}\nepochs: 3\n", "unknown field 'epochs'; available: calibrate, embedder, eval, exclude_siblings, features, k, keep_models, methods"),
         ("out: x\npool: p\ntargets: [a]\ntrain: {model: m}\nmethods: [nope]\n",
          "methods[0]: unknown method 'nope'; available: all, bm25"),
         ("out: x\npool: p\ntargets: [a]\ntrain: {model: m}\nmethods: [{method: random, seed: x}]\n",
