@@ -196,3 +196,20 @@ def test_run_config_pool_lists_are_checked(tmp_path):
         load_run_config(cfg)
     cfg.write_text(f"out: {tmp_path / 'r'}\npool: [a.jsonl, b.jsonl]\ntargets: [x]\ntrain: {{model: m}}\n")
     assert load_run_config(cfg).pool == ["a.jsonl", "b.jsonl"]
+
+
+def test_bench_on_a_union_records_its_calibration(monkeypatch, capsys, two_tables, tmp_path):
+    a, b = two_tables
+    for how in ("none", "rank"):
+        code, out, err = run(monkeypatch, capsys, "bench", "-p", a, "-p", b, "--label-field", "label",
+                             "--methods", "bm25", "--calibrate", how, "--json", "-q")
+        assert code == 0, err
+        doc = json.loads(out)
+        assert doc["calibrate"] == how and doc["n_tasks"] == 5
+    one = _table(tmp_path / "one.jsonl", [{"id": f"t{i}", "instruction": f"Task {i}: {w}", "label": w}
+                                          for i, w in enumerate(["review", "review", "poem", "poem"])])
+    code, out, err = run(monkeypatch, capsys, "bench", "-p", one, "--methods", "bm25", "--json", "-q")
+    assert code == 0, err
+    assert json.loads(out)["calibrate"] is None  # one pool: nothing to calibrate
+    fails(monkeypatch, capsys, "bench", "-p", a, "-p", a, "--label-field", "label", "--methods", "bm25",
+          match="is given twice (pools 1 and 2)")
