@@ -843,6 +843,27 @@ def pools(json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] 
 
 
 @app.command()
+def report(
+    source: Annotated[str, typer.Argument(help="A selection file (insta select --out: .json or .jsonl), a benchmark result (insta bench --out) or an insta run folder.")],
+    out_file: Annotated[str, typer.Option("--out", "-o", help="The HTML file to write (one self-contained page: no network needed to open it).")],
+    title: Annotated[Optional[str], typer.Option("--title", help="The page title (default: from the input's name).")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Say nothing on success.")] = False,
+) -> None:
+    """Write a selection, a benchmark or a run as one web page: ranked tasks with score bars and the
+    gap to the first task not selected, the best-matching pair with shared words marked, metric
+    tables with CIs, run results and method overlap."""
+    from .io import check_out, outside_cache
+    from .report import load_report, write_report
+
+    check_out(out_file, "--out")
+    outside_cache(out_file, "--out")
+    _not_an_input(out_file, [source])
+    loaded = load_report(source)
+    path = write_report(loaded, out_file, title=title)
+    _say(quiet)(f"wrote {path} ({loaded.kind} report, {path.stat().st_size / 1024:.0f} KiB)")
+
+
+@app.command()
 def tasks(
     pool: Annotated[list[str], typer.Option("--pool", "-p", help="Repeat for a union of pools (each task names its pool). " + SPEC_HELP)],
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON (with instructions).")] = False,

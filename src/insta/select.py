@@ -128,6 +128,9 @@ class Selection:
     target_examples: list[dict[str, Any]] | None = None
     #: example-level selection: the number of examples asked for
     budget: int | None = None
+    #: the score of the best candidate not selected (the k+1-th), None when every candidate was
+    #: selected: how far the selection stands ahead of the rest
+    next_score: float | None = None
 
     @property
     def ids(self) -> list[str]:
@@ -153,6 +156,8 @@ class Selection:
         }
         if self.budget is not None:
             doc["budget"] = self.budget
+        if self.next_score is not None:
+            doc["next_score"] = self.next_score
         if self.target_examples is not None:
             doc["target_examples"] = self.target_examples
         return doc
@@ -421,10 +426,12 @@ class Selector(abc.ABC):
         excluded, n_candidates = self._excluded(target, req)
         keep = np.ones(len(pool), dtype=bool)
         keep[excluded] = False
-        results = []
-        for rank, i in enumerate(top_candidates(scores, self.arrays.tie_order, np.flatnonzero(keep), req.k), start=1):
-            results.append(Selected.of(rank, pool[int(i)], scores.score[i], scores.explain(int(i))))
-        return self._selection(target, req, n_candidates, results)
+        top = top_candidates(scores, self.arrays.tie_order, np.flatnonzero(keep), req.k + 1)
+        results = [Selected.of(rank, pool[int(i)], scores.score[i], scores.explain(int(i)))
+                   for rank, i in enumerate(top[:req.k], start=1)]
+        sel = self._selection(target, req, n_candidates, results)
+        sel.next_score = round(float(scores.score[top[req.k]]), 6) if len(top) > req.k else None
+        return sel
 
     def select(self, target: Target, k: int = 5, exclusions: Exclusions | None = None,
                n_instructions: int | None = None) -> Selection:
@@ -550,14 +557,16 @@ class InstructionSelector(Selector):
             chunk = targets[start:start + self.ENCODE_CHUNK]
             queries = self._encode_targets(chunk)
             skip = [self._excluded(t, req) for t in chunk]  # (positions, number of candidates) per target
-            hits = self.index.search(queries, [len(t.instructions) for t in chunk], req.k,
+            hits = self.index.search(queries, [len(t.instructions) for t in chunk], req.k + 1,
                                      excluded_for=lambda j: skip[j][0])
             for target, (_, n_candidates), found in zip(chunk, skip, hits):
                 results = [Selected.of(rank, pool[h.task], h.score,
                                        Match(target.instructions[h.target_row], self._texts[h.source_row],
                                              self._names[h.source_row], round(h.score, 6)))
-                           for rank, h in enumerate(found, start=1)]
-                yield self._selection(target, req, n_candidates, results)
+                           for rank, h in enumerate(found[:req.k], start=1)]
+                sel = self._selection(target, req, n_candidates, results)
+                sel.next_score = round(float(found[req.k].score), 6) if len(found) > req.k else None
+                yield sel
                 done += 1
                 if progress:
                     progress(done, len(targets))

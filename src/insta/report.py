@@ -1,0 +1,316 @@
+"""``insta report``: a selection file, a benchmark result or an ``insta run`` folder as one
+self-contained HTML page (no network when opened: styles, script and plots are inline; the
+tables read with scripts off).
+
+Numbers on the page are the input's own, formatted, never recomputed: a selection's scores and
+the score of the first task not selected, a benchmark's means, CIs and paired deltas, a run's
+metrics per target × method (method means over targets are the one summary the page adds, and
+it says so).
+"""
+
+from __future__ import annotations
+
+import html
+import io
+import json
+import os
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import InstaError
+from .io import iter_jsonl, read_json, write_text_atomic
+
+__all__ = ["Report", "load_report", "render", "write_report"]
+
+#: words too common to show as shared between a target and a source instruction
+_STOP = frozenset("a an and are as at be by for from in is it of on or that the this to with your you what which "
+                  "given will can".split())
+_WORD = re.compile(r"[A-Za-z0-9]+(?:'[a-z]+)?")
+
+
+@dataclass
+class Report:
+    """What a page shows: its kind (``selection``, ``bench`` or ``run``), the input's path and
+    document, and, for a run folder, the selections of its targets × methods."""
+
+    kind: str
+    source: str
+    doc: dict[str, Any]
+    selections: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # target -> [selection per method]
+
+
+def _is_selection_doc(doc: Any) -> bool:
+    return isinstance(doc, dict) and isinstance(doc.get("selections"), list)
+
+
+def _is_bench_doc(doc: Any) -> bool:
+    return isinstance(doc, dict) and isinstance(doc.get("methods"), list) and "suite" in doc
+
+
+def _check_selections(path: Path, sels: list[Any]) -> None:
+    if not sels:
+        raise InstaError(f"{path}: no selections in it; write one with insta select --out")
+    for i, sel in enumerate(sels):
+        if not isinstance(sel, dict) or not isinstance(sel.get("target"), dict) or not isinstance(sel.get("results"), list):
+            raise InstaError(f"{path}: selections[{i}] must be an object with 'target' and 'results' (is the file "
+                             "damaged? write it again with insta select --out)")
+        for j, r in enumerate(sel["results"]):
+            if not isinstance(r, dict) or not isinstance(r.get("task_id"), str) or not _number(r.get("score")):
+                raise InstaError(f"{path}: selections[{i}].results[{j}] needs a text 'task_id' and a numeric 'score'")
+
+
+def _number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def load_report(path: str | os.PathLike[str]) -> Report:
+    """The report an input calls for: a selection file (.json, or .jsonl streamed), a benchmark
+    result (``insta bench --out``) or a finished ``insta run`` folder."""
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise InstaError(f"{p} does not exist; give a selection file, a benchmark result or an insta run folder")
+    if p.is_dir():
+        return _load_run(p)
+    if p.suffix.lower() == ".jsonl":
+        lines = [x for _, x in iter_jsonl(p, "selection file")]
+        _check_selections(p, lines)
+        head = {k: lines[0].get(k) for k in ("pool", "method", "k")}
+        return Report("selection", str(p), {**head, "selections": lines})
+    doc = read_json(p, "report input")
+    if _is_selection_doc(doc):
+        _check_selections(p, doc["selections"])
+        return Report("selection", str(p), doc)
+    if _is_bench_doc(doc):
+        for i, m in enumerate(doc["methods"]):
+            if not isinstance(m, dict) or not isinstance(m.get("method"), str) or not isinstance(m.get("metrics"), dict):
+                raise InstaError(f"{p}: methods[{i}] must be an object with 'method' and 'metrics' (write the file "
+                                 "again with insta bench --out)")
+        return Report("bench", str(p), doc)
+    raise InstaError(f"{p}: neither a selection file ('selections'), a benchmark result ('suite', 'methods') nor a "
+                     "run folder; give the file insta select --out or insta bench --out wrote, or a run folder")
+
+
+def _load_run(root: Path) -> Report:
+    results = root / "results.json"
+    if not results.is_file():
+        raise InstaError(f"{root}: no results.json: not an insta run folder, or the run has not finished (run "
+                         "insta run CONFIG again: finished steps are kept)")
+    doc = read_json(results, "run results", expect=dict)
+    rows = doc.get("results")
+    if not isinstance(rows, list) or not all(isinstance(r, dict) and isinstance(r.get("target"), str)
+                                             and isinstance(r.get("method"), str) for r in rows):
+        raise InstaError(f"{results}: field 'results' must be a list of objects with 'target' and 'method' (damaged? "
+                         "run insta run CONFIG again)")
+    selections: dict[str, list[dict[str, Any]]] = {}
+    for target in dict.fromkeys(r["target"] for r in rows):
+        for r in rows:
+            if r["target"] != target:
+                continue
+            sel_file = root / _slug(target) / _slug(r["method"]) / "selection.json"
+            if sel_file.is_file():
+                sel_doc = read_json(sel_file, "selection file", expect=dict)
+                if _is_selection_doc(sel_doc) and sel_doc["selections"]:
+                    _check_selections(sel_file, sel_doc["selections"])
+                    selections.setdefault(target, []).append({**sel_doc["selections"][0], "name": r["method"]})
+    return Report("run", str(root), doc, selections)
+
+
+def _slug(text: str) -> str:  # as insta run names its folders
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "x"
+
+
+# ---------------------------------------------------------------- rendering helpers
+
+
+def _words(text: str) -> set[str]:
+    return {w.lower() for w in _WORD.findall(text or "")} - _STOP
+
+
+def marked(text: str, shared: set[str]) -> str:
+    """``text`` HTML-escaped, with the words it shares with the other side in <mark>."""
+    out, last = [], 0
+    for m in _WORD.finditer(text or ""):
+        out.append(html.escape(text[last:m.start()]))
+        word = m.group(0)
+        out.append(f"<mark>{html.escape(word)}</mark>" if word.lower() in shared else html.escape(word))
+        last = m.end()
+    out.append(html.escape((text or "")[last:]))
+    return "".join(out)
+
+
+def _svg(fig) -> str:
+    """A matplotlib figure as inline SVG markup (no external references), closed after."""
+    import matplotlib.pyplot as plt
+
+    buf = io.StringIO()
+    try:
+        fig.savefig(buf, format="svg")
+    finally:
+        plt.close(fig)
+    text = buf.getvalue()
+    text = text[text.index("<svg"):]
+    # inline in HTML an <svg> needs no namespace declarations, and its RDF metadata names URLs
+    text = re.sub(r"<metadata>.*?</metadata>", "", text, flags=re.S)
+    return re.sub(r'\s+xmlns(?::\w+)?="[^"]*"', "", text)
+
+
+def _fmt(x: Any, digits: int = 3) -> str:
+    return f"{x:.{digits}f}" if _number(x) else ("" if x is None else str(x))
+
+
+def _selection_view(sel: dict[str, Any]) -> dict[str, Any]:
+    """One target's selection, ready for the template (every number from the input)."""
+    results = sel["results"]
+    scores = [r["score"] for r in results]
+    top = max(scores) if scores else 0.0
+    low = min([*scores, sel.get("next_score") if _number(sel.get("next_score")) else min(scores or [0.0])])
+    span = (top - low) or 1.0
+    rows = []
+    for r in results:
+        match = r.get("match") if isinstance(r.get("match"), dict) else None
+        target_text = str(match.get("target_instruction", "")) if match else ""
+        source_text = str(match.get("source_instruction", "")) if match else ""
+        shared = _words(target_text) & _words(source_text)
+        parts = match.get("parts") if match and isinstance(match.get("parts"), list) else []
+        rows.append({
+            "rank": r.get("rank"), "task": r["task_id"], "label": r.get("label") or "", "origin": r.get("origin") or "",
+            "score": _fmt(r["score"], 4), "bar": round(100 * (r["score"] - low) / span, 1) if len(scores) > 1 else 100,
+            "similarity": _fmt(match.get("similarity"), 4) if match else "",
+            "source_name": str(match.get("source_instruction_name") or "") if match else "",
+            "target_html": marked(target_text, shared), "source_html": marked(source_text, shared),
+            "parts": [f"{p.get('measure', '')}: {_fmt(p.get('similarity'))} (rank {p.get('rank')})"
+                      for p in parts if isinstance(p, dict)],
+            "examples": len(r["examples"]) if isinstance(r.get("examples"), list) else None,
+        })
+    target = sel["target"]
+    instructions = target.get("instructions") if isinstance(target.get("instructions"), list) else []
+    nxt = sel.get("next_score")
+    gap = (results[-1]["score"] - nxt) if results and _number(nxt) else None
+    return {"target": str(target.get("id", "")), "label": target.get("label") or "",
+            "instructions": [str(i) for i in instructions], "method": sel.get("method", ""),
+            "aggregate": sel.get("aggregate", ""), "k": sel.get("k"), "n_candidates": sel.get("n_candidates"),
+            "warnings": [str(w) for w in sel.get("warnings") or []], "rows": rows,
+            "next_score": _fmt(nxt, 4) if _number(nxt) else "", "gap": _fmt(gap, 4) if gap is not None else "",
+            "name": sel.get("name", "")}
+
+
+def _bench_view(doc: dict[str, Any]) -> dict[str, Any]:
+    methods = doc["methods"]
+    metrics = list(next((m["metrics"] for m in methods if m.get("metrics")), {}))
+    rows = []
+    for m in methods:
+        ci = m.get("ci") or {}
+        rows.append({"method": m["method"], "skipped": m.get("skipped") or "",
+                     "cells": [(_fmt(m["metrics"].get(x)), "[" + ", ".join(_fmt(v) for v in ci.get(x, [])) + "]"
+                                if ci.get(x) else "") for x in metrics],
+                     "seconds": _fmt(m.get("seconds"), 1)})
+    paired = []
+    for ref, by_method in (doc.get("paired") or {}).items():
+        for method, by_metric in by_method.items():
+            d = (by_metric or {}).get("MAP")
+            if d and len(d) == 3:
+                paired.append({"reference": ref, "method": method, "delta": f"{d[0]:+.3f}",
+                               "ci": f"[{d[1]:+.3f}, {d[2]:+.3f}]", "sign": "+" if d[1] > 0 else ("−" if d[2] < 0 else "")})
+    labels = sorted({lab for m in methods for lab in (m.get("per_label") or {})})
+    per_label = [{"label": lab or "(none)", "cells": [_fmt((m.get("per_label") or {}).get(lab, {}).get("MAP"))
+                                                    for m in methods]} for lab in labels]
+    targets = sorted({t for m in methods for t in (m.get("per_target") or {})})
+    per_target = [{"target": t, "cells": [_fmt((m.get("per_target") or {}).get(t, {}).get("MAP"))
+                                          for m in methods]} for t in targets]
+    plot = ""
+    try:
+        plot = _bench_plot(doc, metrics)
+    except Exception:  # noqa: BLE001 - a figure the input cannot make (no numbers) leaves the tables
+        plot = ""
+    return {"suite": doc.get("suite", ""), "description": doc.get("description", ""), "n_tasks": doc.get("n_tasks"),
+            "n_targets": doc.get("n_targets"), "n_scored": doc.get("n_scored"), "metrics": metrics, "rows": rows,
+            "paired": paired, "per_label": per_label, "per_target": per_target,
+            "method_names": [m["method"] for m in methods], "notes": [str(n) for n in doc.get("notes") or []],
+            "plot": plot}
+
+
+def _bench_plot(doc: dict[str, Any], metrics: list[str]) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    methods = [m for m in doc["methods"] if m.get("metrics") and not m.get("skipped")]
+    if not methods or not metrics:
+        return ""
+    fig, ax = plt.subplots(figsize=(1.6 + 1.4 * len(metrics), 3.2))
+    width = 0.8 / len(methods)
+    x = np.arange(len(metrics))
+    for i, m in enumerate(methods):
+        means = np.array([m["metrics"].get(k, np.nan) for k in metrics], dtype=float)
+        ci = m.get("ci") or {}
+        lo = np.array([ci.get(k, [np.nan, np.nan])[0] for k in metrics], dtype=float)
+        hi = np.array([ci.get(k, [np.nan, np.nan])[1] for k in metrics], dtype=float)
+        ax.bar(x + i * width, means, width, label=m["method"],
+               yerr=[np.nan_to_num(means - lo), np.nan_to_num(hi - means)], capsize=2)
+    ax.set_xticks(x + width * (len(methods) - 1) / 2, metrics)
+    ax.legend(fontsize=7, ncol=min(4, len(methods)))
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    return _svg(fig)
+
+
+def _run_view(report: Report) -> dict[str, Any]:
+    rows = report.doc.get("results") or []
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    metric_names = list(dict.fromkeys(k for r in rows for k in (r.get("metrics") or {})))
+    table = []
+    for r in rows:
+        table.append({"target": r["target"], "method": r["method"], "n": r.get("n_train_examples"),
+                      "selected": [str(x) for x in r.get("selected") or []],
+                      "cells": [_fmt((r.get("metrics") or {}).get(k), 4) for k in metric_names]})
+    means = []
+    for m in methods:
+        cells = []
+        for k in metric_names:
+            vals = [(r.get("metrics") or {}).get(k) for r in rows if r["method"] == m]
+            vals = [v for v in vals if _number(v)]
+            cells.append(f"{sum(vals) / len(vals):.4f} (n={len(vals)})" if vals else "")
+        means.append({"method": m, "cells": cells})
+    overlap = []
+    for target, sels in report.selections.items():
+        names = [s["name"] for s in sels]
+        sets = [{r["task_id"] for r in s["results"]} for s in sels]
+        overlap.append({"target": target, "names": names,
+                        "matrix": [[len(a & b) for b in sets] for a in sets]})
+    return {"methods": methods, "metrics": metric_names, "rows": table, "means": means, "overlap": overlap,
+            "selections": {t: [_selection_view(s) for s in sels] for t, sels in report.selections.items()},
+            "wall": report.doc.get("wall_seconds")}
+
+
+def render(report: Report, *, title: str | None = None) -> str:
+    """The page as one HTML string."""
+    from jinja2 import Environment, PackageLoader, select_autoescape
+
+    env = Environment(loader=PackageLoader("insta", "templates"), autoescape=select_autoescape(["html", "j2"]))
+    env.filters["tojson_safe"] = lambda x: json.dumps(x).replace("<", "\\u003c").replace(">", "\\u003e")
+    context: dict[str, Any] = {"kind": report.kind, "source": report.source,
+                               "title": title or f"insta report: {Path(report.source).name}"}
+    if report.kind == "selection":
+        context["head"] = {k: report.doc.get(k) for k in ("pool", "method", "k", "calibrate")}
+        context["selections"] = [_selection_view(s) for s in report.doc["selections"]]
+    elif report.kind == "bench":
+        context["bench"] = _bench_view(report.doc)
+    else:
+        context["run"] = _run_view(report)
+    return env.get_template("report.html.j2").render(**context)
+
+
+def write_report(report: Report, out: str | os.PathLike[str], *, title: str | None = None) -> Path:
+    """Render ``report`` and write it to ``out`` atomically."""
+    page = render(report, title=title)
+    return write_text_atomic(out, page, "--report")
+
+
+def first_urls(page: str) -> Iterable[str]:
+    """Every http(s) URL a page names (a test's check that it names none)."""
+    return re.findall(r"https?://[^\s\"'<>)]+", page)

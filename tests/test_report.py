@@ -1,0 +1,227 @@
+"""insta report: each view rendered from real command output and checked as parsed HTML (every
+selected task and figure of the input present, no external URL), bad inputs as one error line,
+and a real headless Chromium opening each page (no console errors, a screenshot with content)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+from test_cli import fails, run
+
+from insta.report import first_urls, load_report, render
+
+
+class _Page(HTMLParser):
+    """Text, tags and attributes of a page; fails on markup a parser cannot close."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.text: list[str] = []
+        self.tags: list[str] = []
+        self.attrs: list[tuple[str, str | None]] = []
+        self.stack: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append(tag)
+        self.attrs.extend(attrs)
+        if tag not in ("meta", "input", "br", "img", "link", "path", "use", "rect", "line", "circle", "polyline"):
+            self.stack.append(tag)
+
+    def handle_startendtag(self, tag, attrs):
+        self.tags.append(tag)
+        self.attrs.extend(attrs)
+
+    def handle_endtag(self, tag):
+        if tag in self.stack:
+            while self.stack and self.stack.pop() != tag:
+                pass
+
+    def handle_data(self, data):
+        self.text.append(data)
+
+
+def parse(page: str) -> _Page:
+    p = _Page()
+    p.feed(page)
+    p.close()
+    return p
+
+
+def self_contained(page: str) -> None:
+    assert first_urls(page) == []
+    parsed = parse(page)
+    for name, value in parsed.attrs:
+        if name in ("src", "href") and value:
+            assert value.startswith("#"), (name, value)  # nothing loaded from anywhere
+    assert "script" in parsed.tags and "style" in parsed.tags
+
+
+@pytest.fixture()
+def labelled(tmp_path):
+    rows = [("rev1", "Is this movie review positive or negative?", "sentiment"),
+            ("rev2", "Does the customer like the product in the review?", "sentiment"),
+            ("sum1", "Summarize the news article in one sentence.", "summary"),
+            ("sum2", "Write a short summary of the dialogue.", "summary"),
+            ("qa1", "Answer the trivia question about history.", "qa"),
+            ("qa2", "Answer the question using the passage.", "qa")]
+    path = tmp_path / "pool.jsonl"
+    path.write_text("".join(json.dumps({"id": i, "instruction": t, "label": lab}) + "\n" for i, t, lab in rows))
+    return str(path)
+
+
+def test_selection_view_shows_every_selected_task_and_number(monkeypatch, capsys, labelled, tmp_path):
+    sel = tmp_path / "sel.json"
+    code, _, err = run(monkeypatch, capsys, "select", "-p", labelled, "-i", "Is the review positive?",
+                       "-i", "Summarize the review.", "--method", "bm25", "-k", "3", "-o", sel, "-q")
+    assert code == 0, err
+    out = tmp_path / "sel.html"
+    code, _, err = run(monkeypatch, capsys, "report", sel, "-o", out)
+    assert code == 0, err
+    assert f"wrote {out} (selection report" in err
+    page = out.read_text()
+    self_contained(page)
+    text = " ".join(parse(page).text)
+    doc = json.loads(sel.read_text())
+    (s,) = doc["selections"]
+    for r in s["results"]:
+        assert r["task_id"] in text and f"{r['score']:.4f}" in text
+    assert f"first task not selected scores {s['next_score']:.4f}" in text
+    assert f"gap {s['results'][-1]['score'] - s['next_score']:.4f}" in text
+    assert "<mark>review</mark>" in page  # the words a pair shares are marked
+
+
+def test_selection_view_of_a_streamed_batch_and_of_fused_and_union_selections(monkeypatch, capsys, labelled, tmp_path):
+    other = tmp_path / "other.csv"
+    other.write_text("id,instruction,label\nrev1,Classify the sentiment of the tweet.,sentiment\n")
+    targets = tmp_path / "targets.txt"
+    targets.write_text("Is the review positive?\nWrite a summary.\nAnswer the question.\n")
+    sel = tmp_path / "sel.jsonl"
+    code, _, err = run(monkeypatch, capsys, "select", "-p", labelled, "-p", other, "--targets-file", targets,
+                       "--method", "bm25", "-k", "2", "-o", sel, "-q")
+    assert code == 0, err
+    page = render(load_report(sel))
+    self_contained(page)
+    lines = [json.loads(x) for x in sel.read_text().splitlines()]
+    text = " ".join(parse(page).text)
+    assert len(lines) == 3 and text.count("target: ") >= 3
+    for line in lines:
+        for r in line["results"]:
+            assert r["task_id"] in text and r["origin"] in text
+
+
+def test_bench_view_has_the_metric_table_cis_deltas_and_plot(monkeypatch, capsys, labelled, tmp_path):
+    result = tmp_path / "bench.json"
+    code, _, err = run(monkeypatch, capsys, "bench", "-p", labelled, "--methods", "random,bm25", "-o", result, "-q")
+    assert code == 0, err
+    doc = json.loads(result.read_text())
+    page = render(load_report(result))
+    self_contained(page)
+    text = " ".join(parse(page).text)
+    for m in doc["methods"]:
+        for metric, value in m["metrics"].items():
+            assert f"{value:.3f}" in text, (m["method"], metric)
+        for t in m["per_target"]:
+            assert t in text
+    delta = doc["paired"]["bm25"]["random"]["MAP"]
+    assert f"{delta[0]:+.3f}" in text and "<svg" in page
+
+
+def _fake_run(root: Path) -> None:
+    """A run folder as insta run leaves it: results.json and each target × method's selection."""
+    results = []
+    for target in ("t1", "t2"):
+        for method, chosen in (("bm25", ["a", "b"]), ("insta", ["b", "c"])):
+            folder = root / target / method
+            folder.mkdir(parents=True)
+            sel = {"target": {"id": target, "instructions": ["Do it."]}, "method": method, "aggregate": "max", "k": 2,
+                   "n_candidates": 5, "warnings": [], "results": [
+                       {"rank": i + 1, "task_id": tid, "label": None, "dataset": None, "score": 0.5 - i / 10,
+                        "match": {"target_instruction": "Do it.", "source_instruction": f"Do {tid}.",
+                                  "source_instruction_name": None, "similarity": 0.5 - i / 10, "measure": "cosine",
+                                  "parts": []}} for i, tid in enumerate(chosen)]}
+            (folder / "selection.json").write_text(json.dumps({"pool": "p", "method": method, "k": 2, "selections": [sel]}))
+            results.append({"target": target, "method": method, "selected": chosen, "mixture": "m", "model": "x",
+                            "n_train_examples": 8, "metrics": {"accuracy": 0.25 if method == "bm25" else 0.75,
+                                                               "query_loss": 1.5}})
+    (root / "results.json").write_text(json.dumps({"config": {}, "results": results, "wall_seconds": 12.0}))
+
+
+def test_run_view_has_results_means_and_overlap(tmp_path):
+    _fake_run(tmp_path / "run")
+    page = render(load_report(tmp_path / "run"))
+    self_contained(page)
+    text = " ".join(parse(page).text)
+    assert "0.2500" in text and "0.7500" in text and "0.2500 (n=2)" in text and "1.5000 (n=2)" in text
+    assert "t1: tasks two methods both selected" in text
+    assert page.count("<mark>Do</mark> b.") == 4  # b under both methods for both targets, the shared word marked
+
+
+@pytest.mark.parametrize("content, match", [
+    ('{"id": "a", "instruction": "x"}\n', "neither a selection file"),
+    ('{"selections": [{"target": {}, "results": "no"}]}', "selections[0] must be an object with 'target' and 'results'"),
+    ('{"selections": []}', "no selections in it"),
+    ('{"selections": [{"target": {}, "results": [{"task_id": "a", "score": "high"}]}]}', "numeric 'score'"),
+    ('{"suite": "s", "methods": [1]}', "methods[0] must be an object with 'method' and 'metrics'"),
+    ('{"selections": [', "report.json:1"),
+])
+def test_bad_inputs_are_one_error_line(monkeypatch, capsys, tmp_path, content, match):
+    bad = tmp_path / "report.json"
+    bad.write_text(content)
+    out = tmp_path / "out.html"
+    fails(monkeypatch, capsys, "report", bad, "-o", out, match=match)
+    assert not out.exists()
+
+
+def test_bad_run_folders_and_outputs(monkeypatch, capsys, tmp_path):
+    (tmp_path / "half").mkdir()
+    fails(monkeypatch, capsys, "report", tmp_path / "half", "-o", tmp_path / "r.html", match="no results.json")
+    _fake_run(tmp_path / "run")
+    (tmp_path / "run" / "results.json").write_text('{"results": [{"target": 1}]}')
+    fails(monkeypatch, capsys, "report", tmp_path / "run", "-o", tmp_path / "r.html", match="field 'results' must be a list")
+    sel = tmp_path / "sel.json"
+    sel.write_text(json.dumps({"selections": [{"target": {"id": "t"}, "results": []}]}))
+    fails(monkeypatch, capsys, "report", sel, "-o", sel, match="--out")
+    keep = tmp_path / "keep.html"
+    keep.write_text("old")
+    fails(monkeypatch, capsys, "report", tmp_path / "nope.json", "-o", keep, match="does not exist")
+    assert keep.read_text() == "old"
+
+
+def _chromium() -> str | None:
+    return next((p for p in (shutil.which("chromium"), shutil.which("chromium-browser"), shutil.which("google-chrome"))
+                 if p), None)
+
+
+def test_every_view_opens_in_headless_chromium(monkeypatch, capsys, labelled, tmp_path):
+    browser = _chromium()
+    if browser is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("CI=true but chromium is not installed (.ci/run installs it with apt-get)")
+        pytest.skip("chromium not installed (apt-get install chromium); CI installs it")
+    from PIL import Image
+
+    sel, bench = tmp_path / "sel.json", tmp_path / "bench.json"
+    assert run(monkeypatch, capsys, "select", "-p", labelled, "-i", "Is the review positive?", "--method", "bm25",
+               "-k", "3", "-o", sel, "-q")[0] == 0
+    assert run(monkeypatch, capsys, "bench", "-p", labelled, "--methods", "random,bm25", "-o", bench, "-q")[0] == 0
+    _fake_run(tmp_path / "run")
+    for name, source in (("selection", sel), ("bench", bench), ("run", tmp_path / "run")):
+        page = tmp_path / f"{name}.html"
+        assert run(monkeypatch, capsys, "report", source, "-o", page, "-q")[0] == 0
+        shot = tmp_path / f"{name}.png"
+        proc = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                               "--enable-logging=stderr", "--v=0", f"--screenshot={shot}", "--window-size=1200,900",
+                               "--virtual-time-budget=2000", page.resolve().as_uri()],
+                              capture_output=True, text=True, timeout=120)
+        assert shot.is_file(), proc.stderr[-2000:]
+        console = [line for line in proc.stderr.splitlines() if "CONSOLE" in line or "Uncaught" in line]
+        assert not console, console
+        image = Image.open(shot).convert("L")
+        dark = sum(image.histogram()[:128])  # pixels darker than mid-grey: text, bars, plots
+        assert dark > 2000, f"{name}: the screenshot is (nearly) blank ({dark} dark pixels)"
