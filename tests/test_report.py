@@ -225,3 +225,38 @@ def test_every_view_opens_in_headless_chromium(monkeypatch, capsys, labelled, tm
         image = Image.open(shot).convert("L")
         dark = sum(image.histogram()[:128])  # pixels darker than mid-grey: text, bars, plots
         assert dark > 2000, f"{name}: the screenshot is (nearly) blank ({dark} dark pixels)"
+
+
+def test_select_and_bench_write_a_report_beside_their_output(monkeypatch, capsys, labelled, tmp_path):
+    page = tmp_path / "sel.html"
+    code, out, err = run(monkeypatch, capsys, "select", "-p", labelled, "-i", "Is the review positive?",
+                         "--method", "bm25", "-k", "2", "--report", page, "--json", "-q")
+    assert code == 0, err
+    text = " ".join(parse(page.read_text()).text)
+    assert all(r["task_id"] in text for r in json.loads(out)["selections"][0]["results"])
+    streamed, page2 = tmp_path / "sel.jsonl", tmp_path / "sel2.html"
+    code, _, err = run(monkeypatch, capsys, "select", "-p", labelled, "-i", "Write a summary.", "--method", "bm25",
+                       "-o", streamed, "--report", page2, "-q")
+    assert code == 0, err
+    assert json.loads(streamed.read_text())["results"][0]["task_id"] in page2.read_text()
+    bench_page = tmp_path / "bench.html"
+    code, out, err = run(monkeypatch, capsys, "bench", "-p", labelled, "--methods", "bm25", "--report", bench_page,
+                         "--json", "-q")
+    assert code == 0, err
+    assert f"{json.loads(out)['methods'][0]['metrics']['MAP']:.3f}" in bench_page.read_text()
+    fails(monkeypatch, capsys, "select", "-p", labelled, "-i", "x", "--method", "bm25", "--report", labelled,
+          match="--report")
+
+
+def test_a_tie_at_the_boundary_is_a_warning(monkeypatch, capsys, tmp_path):
+    pool = tmp_path / "pool.jsonl"
+    pool.write_text("".join(json.dumps({"id": i, "instruction": "Classify the review sentiment."}) + "\n"
+                            for i in ("a", "b", "c")))
+    code, out, err = run(monkeypatch, capsys, "select", "-p", pool, "-i", "review sentiment", "--method", "bm25",
+                         "-k", "2", "--json", "-q")
+    assert code == 0, err
+    sel = json.loads(out)["selections"][0]
+    assert sel["next_score"] == sel["results"][-1]["score"]
+    (warning,) = [w for w in sel["warnings"] if "not separated" in w]
+    assert "the 2-th task (b) and the first task not selected tie" in warning
+    assert f"warning: target target: {warning}" in " ".join(err.split()) or "not separated" in err

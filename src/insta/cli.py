@@ -299,6 +299,7 @@ def select(
     proj_dim: Annotated[int, typer.Option("--proj-dim", help="less: dimensions of the gradient projection (LESS: 8192).")] = FeatureConfig.proj_dim,
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON document instead of tables.")] = False,
     out_file: Annotated[Optional[str], typer.Option("--out", "-o", help="Also write the JSON document to this file (atomically); FILE.jsonl streams one selection per line (for big batches).")] = None,
+    report_file: Annotated[Optional[str], typer.Option("--report", help="Also write the selection as one self-contained web page (see insta report).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
 ) -> None:
     """Select the top-k source tasks of a pool for one or more target tasks."""
@@ -317,6 +318,11 @@ def select(
     if out_file is not None:
         check_out(out_file)
         _not_an_input(out_file, [*pool, targets, targets_file])
+    if report_file is not None:
+        check_out(report_file, "--report")
+        _not_an_input(report_file, [*pool, targets, targets_file, out_file], "--report")
+        if out_file and Path(report_file).expanduser().resolve() == Path(out_file).expanduser().resolve():
+            raise InstaError(f"--report {report_file} is the --out file too; give the page another name")
     if n_instructions is not None:
         check_int(n_instructions, "--n-instructions", min=1)
     check_int(ray_actors, "--ray-actors", min=1)
@@ -369,6 +375,10 @@ def select(
                 head["per_source_k"] = per_source_k
         if out_file and Path(out_file).suffix.lower() == ".jsonl":
             n = _stream_jsonl(out_file, stream, pool_field(pool), tables=not json_out)
+            if report_file:
+                from .report import load_report, write_report
+
+                write_report(load_report(out_file), report_file)
             if json_out:
                 _print_json({**head, "out": out_file, "targets": n})
             return
@@ -376,6 +386,10 @@ def select(
     doc = {**head, "selections": [s.to_dict() for s in selections]}
     if out_file:
         write_json_atomic(out_file, doc)
+    if report_file:
+        from .report import Report, write_report
+
+        write_report(Report("selection", out_file or "insta select", doc), report_file)
     for s in selections:
         _warn(s)
     if json_out:
@@ -389,12 +403,12 @@ def select(
                   highlight=False)
 
 
-def _not_an_input(out_file: str, inputs: list[str | None]) -> None:
+def _not_an_input(out_file: str, inputs: list[str | None], what: str = "--out") -> None:
     """--out must not name a file the command reads (a pool or targets file) nor lie in insta's
     own cache (the embedding database, stored vectors)."""
     from .io import outside_cache
 
-    out_path = outside_cache(out_file, "--out")
+    out_path = outside_cache(out_file, what)
     if not out_path.exists():
         return
     for spec in filter(None, inputs):
@@ -404,7 +418,7 @@ def _not_an_input(out_file: str, inputs: list[str | None]) -> None:
             except OSError:
                 same = False
             if same:
-                raise InstaError(f"--out {out_file} is an input of this command ({spec}); give another file")
+                raise InstaError(f"{what} {out_file} is an input of this command ({spec}); give another file")
 
 
 def _warn(selection) -> None:
@@ -514,6 +528,7 @@ def bench(
     plot: Annotated[Optional[str], typer.Option("--plot", help="Write a plot of the figures with their CIs (.png, .svg or .pdf).")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON document instead of tables.")] = False,
     out_file: Annotated[Optional[str], typer.Option("--out", "-o", help="Also write the JSON document (with per-target values) to this file.")] = None,
+    report_file: Annotated[Optional[str], typer.Option("--report", help="Also write the result as one self-contained web page (see insta report).")] = None,
     n_instructions: Annotated[Optional[int], typer.Option("--n-instructions", help="Targets use only their first N instructions (the paper's prompt-count ablation; default: all).")] = None,
     align_epochs: Annotated[Optional[int], typer.Option("--align-epochs", help="Epochs for insta-aligned-* (default: the recipe's).")] = None,
     lm: Annotated[str, typer.Option("--lm", help="less/rds: the causal LM whose gradients or hidden states represent examples (default: smollm2).")] = FeatureConfig.lm,
@@ -521,16 +536,19 @@ def bench(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
 ) -> None:
     """Benchmark selectors: does each one rank the tasks related to a target first? (P@5, P@10, MAP, nDCG@10 with 95% CIs)"""
-    from .io import check_out, outside_cache, write_json_atomic
+    from .io import check_out, outside_cache, strict_json, write_json_atomic
     from .bench import SUITES, build_suite, run_bench
     from .checks import check_int, check_seed
     from .encoder import Encoder
     from .selectors import METHODS
 
-    for path, what in ((out_file, "--out"), (plot, "--plot")):
-        if path:
-            check_out(path, what)
-            outside_cache(path, what)
+    written = [(p, what) for p, what in ((out_file, "--out"), (plot, "--plot"), (report_file, "--report")) if p]
+    for path, what in written:
+        check_out(path, what)
+        outside_cache(path, what)
+    where = [Path(p).expanduser().resolve() for p, _ in written]
+    if len(set(where)) < len(where):
+        raise InstaError(f"{' and '.join(w for _, w in written)} must name different files")
     if plot:
         from .bench.plot import plot_format
 
@@ -569,6 +587,10 @@ def bench(
         plot_result(result, plot)
     if out_file:
         write_json_atomic(out_file, result.to_dict(per_target=True))
+    if report_file:
+        from .report import Report, write_report
+
+        write_report(Report("bench", out_file or "insta bench", strict_json(result.to_dict(per_target=True))), report_file)
     if json_out:
         _print_json(result.to_dict())
         return
@@ -856,8 +878,9 @@ def report(
     from .report import load_report, write_report
 
     check_out(out_file, "--out")
-    outside_cache(out_file, "--out")
     _not_an_input(out_file, [source])
+    if Path(source).expanduser().resolve() == Path(out_file).expanduser().resolve():
+        raise InstaError(f"--out {out_file} is the input too; give the page another name")
     loaded = load_report(source)
     path = write_report(loaded, out_file, title=title)
     _say(quiet)(f"wrote {path} ({loaded.kind} report, {path.stat().st_size / 1024:.0f} KiB)")

@@ -431,6 +431,7 @@ class Selector(abc.ABC):
                    for rank, i in enumerate(top[:req.k], start=1)]
         sel = self._selection(target, req, n_candidates, results)
         sel.next_score = round(float(scores.score[top[req.k]]), 6) if len(top) > req.k else None
+        boundary_tie(sel)
         return sel
 
     def select(self, target: Target, k: int = 5, exclusions: Exclusions | None = None,
@@ -458,6 +459,16 @@ class Selector(abc.ABC):
         with self.excluding(lambda t: self._excluded(t, req)[0]):
             for target, scores in zip(targets, self.iter_scores(targets, req.k, progress)):
                 yield self._select_one(target, scores, req)
+
+
+def boundary_tie(sel: Selection) -> None:
+    """Warn when the k-th task and the first task not selected score the same: which of them
+    is in the selection is then decided by the tie-break (task id), not by the target."""
+    if sel.results and sel.next_score is not None and sel.results[-1].score == sel.next_score:
+        sel.warnings.append(f"the top-{len(sel.results)} is not separated from the rest: the {len(sel.results)}-th "
+                            f"task ({sel.results[-1].task_id}) and the first task not selected tie at score "
+                            f"{sel.next_score:g}; which one is selected is decided by task id (change -k, or "
+                            "reword the instruction)")
 
 
 def truncate(target: Target, n_instructions: int | None) -> Target:
@@ -566,6 +577,7 @@ class InstructionSelector(Selector):
                            for rank, h in enumerate(found[:req.k], start=1)]
                 sel = self._selection(target, req, n_candidates, results)
                 sel.next_score = round(float(found[req.k].score), 6) if len(found) > req.k else None
+                boundary_tie(sel)
                 yield sel
                 done += 1
                 if progress:
