@@ -283,17 +283,23 @@ def _methods(p: Path, value: Any) -> list[MethodSpec]:
                 raise InstaError(f"{p}: methods[{i}].budget selects examples; it applies to "
                                  f"{', '.join(n for n, x in METHODS.items() if x.budget)}, not {name!r}")
         methods.append(spec)
-    names = [m.name for m in methods]
-    if len(set(names)) != len(names):
-        twice = sorted({n for n in names if names.count(n) > 1})
-        raise InstaError(f"{p}: two methods share the name {twice[0]!r}; give each a distinct 'name'")
-    folders: dict[str, str] = {}
-    for n in names:  # each method's folder in the run is its name made safe for a path
-        if _slug(n) in folders:
-            raise InstaError(f"{p}: methods {folders[_slug(n)]!r} and {n!r} would share the folder {_slug(n)!r} in the "
-                             "run; give them names that differ in letters, digits, '.', '_' or '-'")
-        folders[_slug(n)] = n
+    _one_folder_each(p, [m.name for m in methods], "methods", "two methods share the name {!r}; give each a distinct "
+                     "'name'", "give them names that differ in letters, digits, '.', '_' or '-'")
     return methods
+
+
+def _one_folder_each(p: Path, names: list[str], what: str, twice: str, fix: str) -> None:
+    """Each of ``names`` (methods, targets) gets its own folder in a run: none given twice, and
+    no two that the same folder name (the name made safe for a path) would hold."""
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise InstaError(f"{p}: " + twice.format(repeated[0]))
+    folders: dict[str, str] = {}
+    for n in names:
+        if _slug(n) in folders:
+            raise InstaError(f"{p}: {what} {folders[_slug(n)]!r} and {n!r} would share the folder {_slug(n)!r} in the "
+                             f"run; {fix}")
+        folders[_slug(n)] = n
 
 
 MAX_BINS = 1_000_000
@@ -322,15 +328,8 @@ def load_run_config(path: str | Path) -> RunConfig:
     targets = doc["targets"] if isinstance(doc["targets"], list) else [doc["targets"]]
     if not all(isinstance(t, str) and t for t in targets):
         raise InstaError(f"{p}: field 'targets' must be a task id or a list of task ids (text)")
-    repeated = sorted({t for t in targets if targets.count(t) > 1})
-    if repeated:
-        raise InstaError(f"{p}: field 'targets' names {repeated[0]!r} twice; list each target once")
-    slugs: dict[str, str] = {}
-    for t in targets:  # each target's folder in the run is its id made safe for a path
-        if _slug(t) in slugs:
-            raise InstaError(f"{p}: targets {slugs[_slug(t)]!r} and {t!r} would share the folder {_slug(t)!r} in the "
-                             "run; run them in separate configs (or out folders)")
-        slugs[_slug(t)] = t
+    _one_folder_each(p, targets, "targets", "field 'targets' names {!r} twice; list each target once",
+                     "run them in separate configs (or out folders)")
     try:
         k = check_int(doc.get("k", 5), "field 'k'", min=1)
         seed = check_seed(doc.get("seed", 0), "field 'seed'")
