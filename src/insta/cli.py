@@ -310,6 +310,7 @@ def select(
     from .checks import check_int, check_seed
     from .select import check_k
     from .selectors import make_selector
+    from .select import match_floor, weak_match
     from .calibrate import CalibratedSelector, for_union
     from .pools import pool_field
 
@@ -359,12 +360,18 @@ def select(
         bar = progress.add_task(f"indexing {source.name} ({source.n_instructions} instructions)", total=None)
         selector.fit(source, progress=lambda done, total: progress.update(bar, completed=done, total=total))
         progress.update(bar, description=f"selecting for {len(target_list)} target(s)", completed=0, total=None)
-        stream = selector.iter_select(
+        floor = None
+        if name not in ("random", "all") and not METHODS.get(name).examples and budget is None:
+            progress.update(bar, description="how strong a match this pool usually offers")
+            floor = match_floor(selector)
+        stream = (weak_match(s, floor) for s in selector.iter_select(
             target_list, k, _exclusions(exclude or (), exclude_label or (), exclude_siblings), n_instructions,
             progress=lambda done, total: progress.update(bar, completed=done, total=total),
-        )
+        ))
         head = {"pool": pool_field(pool), "pool_size": len(source), "model": encoder.describe(), "method": selector.method,
                 "aggregate": selector.aggregate, "k": k}
+        if floor is not None:
+            head["match_floor"] = floor
         if hasattr(selector, "describe"):  # selection from examples: the representation, what it cost
             head["representation"] = selector.describe()
         if budget is not None:

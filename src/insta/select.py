@@ -461,6 +461,39 @@ class Selector(abc.ABC):
                 yield self._select_one(target, scores, req)
 
 
+#: how many of a pool's own tasks are matched against the rest of the pool to learn how strong
+#: a best match the pool usually offers, and the share of them below which a match counts as weak
+FLOOR_SAMPLE, FLOOR_QUANTILE = 300, 0.05
+
+
+def match_floor(selector: Selector, sample: int = FLOOR_SAMPLE, q: float = FLOOR_QUANTILE) -> float | None:
+    """The ``q`` quantile of the best-match similarity that a (seeded) sample of the fitted
+    pool's own tasks, by their first instruction, reach among the pool's other tasks, siblings
+    left out: what a target in this pool's domain and style usually gets. None when the selector's results carry no
+    similarity (random, all) or the pool has fewer than 20 tasks."""
+    pool = selector._require_fit()
+    if len(pool) < 20:
+        return None
+    picked = np.sort(np.random.default_rng(0).choice(len(pool), min(sample, len(pool)), replace=False))
+    sims = [s.results[0].match.similarity
+            for s in selector.iter_select([Target.from_task(pool[int(i)]) for i in picked], 1, Exclusions(siblings=True),
+                                          n_instructions=1)  # one instruction each, as a user's target usually has
+            if s.results and s.results[0].match is not None]
+    return round(float(np.quantile(sims, q)), 6) if len(sims) >= 20 else None
+
+
+def weak_match(sel: Selection, floor: float | None) -> Selection:
+    """Warn when the target's best match is weaker than the pool's own tasks almost always get
+    (below :func:`match_floor`): the instruction may be ambiguous or outside the meta-dataset."""
+    best = sel.results[0].match if sel.results else None
+    if floor is not None and best is not None and best.similarity < floor:
+        sel.warnings.append(f"weak match for this pool: the best match ({best.measure} {best.similarity:g}) is below "
+                            f"what {100 - round(100 * FLOOR_QUANTILE)}% of the pool's own tasks reach to their nearest "
+                            f"other task ({floor:g}); the instruction may be ambiguous or outside this meta-dataset "
+                            "(reword it, add instructions with -i, or choose another pool)")
+    return sel
+
+
 def boundary_tie(sel: Selection) -> None:
     """Warn when the k-th task and the first task not selected score the same: which of them
     is in the selection is then decided by the tie-break (task id), not by the target."""
