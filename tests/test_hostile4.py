@@ -94,3 +94,90 @@ def test_trainer_log_lines_stay_off_stdout(monkeypatch, capsys, tiny_lms, tmp_pa
     assert code == 0, err
     assert "'loss'" in err and "'train_runtime'" in err  # shown, on stderr
     assert "'loss'" not in out and "'train_runtime'" not in out
+
+
+# ---------------------------------------------------------------- the fifth pass's failing cases
+
+
+def test_out_never_replaces_an_input_nor_writes_into_an_input_folder(monkeypatch, capsys, tmp_path, shared_data):
+    pool = tmp_path / "pool.jsonl"
+    pool.write_text("".join(json.dumps({"id": i, "instruction": f"Task {i}: classify it", "label": lab}) + "\n"
+                            for i, lab in (("a", "x"), ("b", "x"), ("c", "y"), ("d", "y"))))
+    before = pool.read_text()
+    fails(monkeypatch, capsys, "bench", "-p", pool, "--methods", "bm25", "-o", pool, "-q",
+          match=f"--out {pool} is an input of this command")
+    fails(monkeypatch, capsys, "bench", "-p", pool, "--methods", "bm25", "--plot", tmp_path / "p.png", "-o",
+          tmp_path / "p.png", "-q", match="--out and --plot must name different files")
+    assert pool.read_text() == before
+    niv2 = shared_data / "niv2"
+    fails(monkeypatch, capsys, "select", "-p", f"niv2:{niv2}?split=train", "-i", "translate", "-q",
+          "-o", niv2 / "tasks" / "new.json", match="is inside an input of this command")
+    assert not (niv2 / "tasks" / "new.json").exists()
+
+
+def test_a_number_too_long_to_read_is_one_line(monkeypatch, capsys, tmp_path):
+    big = "1" + "0" * 5000
+    pool = tmp_path / "big.jsonl"
+    pool.write_text(f'{{"id": "a", "instruction": "x y", "label": {big}}}\n')
+    fails(monkeypatch, capsys, "tasks", "-p", pool, match=f"{pool}:1: a number with more digits than can be read")
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text(f"k: {big}\n")
+    fails(monkeypatch, capsys, "run", cfg, match="a number with more digits than can be read")
+    sel = tmp_path / "sel.json"
+    sel.write_text(f'{{"k": {big}, "selections": []}}')
+    fails(monkeypatch, capsys, "mix", "-s", sel, "-o", tmp_path / "m", match="a number with more digits than can be read")
+
+
+def test_p3_rows_without_the_fields_a_template_reads_are_refused(tmp_path):
+    import random
+
+    from insta.mix import local_rows, p3_examples
+    from insta.readers.promptsource import Template
+    from insta.tasks import Instruction, Task
+
+    rows = tmp_path / "rows"
+    rows.mkdir()
+    (rows / "imdb.jsonl").write_text('{"text": "great", "label": 1}\n{"txt": "bad", "label": 0}\n')
+    tpl = Template(id="1", name="t", jinja="{{text}} Is it positive? ||| {{answer_choices[label]}}",
+                   answer_choices="no ||| yes", original_task=True, choices_in_prompt=False, metrics=())
+    task = Task(id="imdb", instructions=[Instruction("Is it positive?")], source="p3", templates=(tpl,))
+    with pytest.raises(InstaError, match=r"imdb.jsonl:2: its fields differ from the first row's \(missing: text; extra: txt\)"):
+        list(p3_examples(task, local_rows(rows), random.Random(0)))
+    (rows / "imdb.jsonl").write_text('{"txt": "great", "label": 1}\n')
+    with pytest.raises(InstaError, match="its rows lack the field\\(s\\) text that template 't' reads"):
+        list(p3_examples(task, local_rows(rows), random.Random(0)))
+    (rows / "imdb.jsonl").write_text('{"text": "great", "label": 1}\n')
+    (example,) = p3_examples(task, local_rows(rows), random.Random(0))
+    assert example["input"] == "great Is it positive?" and example["target"] == "yes"
+
+
+def test_training_reads_its_mixture_only(tiny_lms, tmp_path):
+    from insta.train import TrainConfig, train
+
+    mix = _tiny_mixture(tmp_path)
+    before = sorted(p.relative_to(mix) for p in mix.rglob("*"))
+    train(mix, str(tiny_lms["gpt2"]), tmp_path / "m", TrainConfig(max_steps=1, batch_size=4), quiet=True)
+    assert sorted(p.relative_to(mix) for p in mix.rglob("*")) == before  # no tokenizer cache written into it
+
+
+@pytest.mark.parametrize("args, match", [
+    (["select", "-p", "POOL", "-t", "a", "-t", "a", "-q"], "--target 'a' is given twice; name each target once"),
+    (["select", "-p", "POOL", "-i", "x", "-o", "newdir/", "-q"], "--out newdir/ names a folder (it ends in '/')"),
+    (["select", "-p", "POOL", "-i", "x", "--ray-actors", "3", "-q"], "--ray-actors sets the encoder actors of --embed-engine ray"),
+    (["bench", "-s", "p3", "--align-epochs", "0", "--methods", "insta-aligned-paper", "--folds", "2"],
+     "--align-epochs must be"),
+])
+def test_small_things_the_fifth_pass_found(monkeypatch, capsys, tmp_path, args, match):
+    pool = tmp_path / "pool.jsonl"
+    pool.write_text('{"id": "a", "instruction": "Classify it."}\n{"id": "b", "instruction": "Summarize it."}\n')
+    fails(monkeypatch, capsys, *[str(pool) if a == "POOL" else a for a in args], match=match)
+
+
+def test_a_closed_standard_output_is_an_error():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    insta = str(Path(sys.executable).with_name("insta"))
+    proc = subprocess.run(f"{insta} --version >&-", shell=True, capture_output=True, text=True)
+    assert proc.returncode == 2 and proc.stderr.startswith("error: the standard output is closed"), proc.stderr

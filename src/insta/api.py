@@ -48,5 +48,8 @@ def resolve_targets(
         return targets_from_file(targets_file)
     source = load_pool(parse_spec(targets_spec)) if targets_spec else pool
     if target_ids:
+        twice = sorted({t for t in target_ids if list(target_ids).count(t) > 1})
+        if twice:
+            raise InstaError(f"--target {twice[0]!r} is given twice; name each target once")
         return [Target.from_task(source.get(tid)) for tid in target_ids]
     return [Target.from_task(t) for t in source]

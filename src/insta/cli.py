@@ -327,6 +327,8 @@ def select(
     if n_instructions is not None:
         check_int(n_instructions, "--n-instructions", min=1)
     check_int(ray_actors, "--ray-actors", min=1)
+    if ray_actors != 1 and embed_engine != "ray":
+        raise InstaError("--ray-actors sets the encoder actors of --embed-engine ray; add --embed-engine ray (or drop it)")
     from .selectors import METHODS, parse_method
 
     name = parse_method(method, aggregate)[0]
@@ -411,21 +413,30 @@ def select(
 
 
 def _not_an_input(out_file: str, inputs: list[str | None], what: str = "--out") -> None:
-    """--out must not name a file the command reads (a pool or targets file) nor lie in insta's
-    own cache (the embedding database, stored vectors)."""
+    """--out must not name a file the command reads (a pool, targets, selection or rows file),
+    nor lie inside a folder it reads (a NIV2 checkout, a BIG-bench source, P3 rows), nor in
+    insta's own cache (the embedding database, stored vectors)."""
+    from urllib.parse import parse_qsl
+
     from .io import outside_cache
 
     out_path = outside_cache(out_file, what)
-    if not out_path.exists():
-        return
+    resolved = out_path.expanduser().resolve()
     for spec in filter(None, inputs):
-        for candidate in {spec.split("?", 1)[0], spec.split("?", 1)[0].partition(":")[2]}:
+        body, _, query = spec.partition("?")
+        candidates = {body, body.partition(":")[2], *(v for _, v in parse_qsl(query))}
+        for candidate in filter(None, candidates):
+            path = Path(candidate).expanduser()
             try:
-                same = bool(candidate) and Path(candidate).expanduser().exists() and os.path.samefile(candidate, out_path)
-            except OSError:
-                same = False
-            if same:
-                raise InstaError(f"{what} {out_file} is an input of this command ({spec}); give another file")
+                if path.is_dir():
+                    inside = resolved.is_relative_to(path.resolve())
+                else:
+                    inside = out_path.exists() and path.exists() and os.path.samefile(path, out_path)
+            except (OSError, ValueError):
+                inside = False
+            if inside:
+                raise InstaError(f"{what} {out_file} is {'inside ' if path.is_dir() else ''}an input of this command "
+                                 f"({spec}); give another file")
 
 
 def _warn(selection) -> None:
@@ -543,7 +554,7 @@ def bench(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
 ) -> None:
     """Benchmark selectors: does each one rank the tasks related to a target first? (P@5, P@10, MAP, nDCG@10 with 95% CIs)"""
-    from .io import check_out, outside_cache, strict_json, write_json_atomic
+    from .io import check_out, strict_json, write_json_atomic
     from .bench import SUITES, build_suite, run_bench
     from .checks import check_int, check_seed
     from .encoder import Encoder
@@ -552,7 +563,7 @@ def bench(
     written = [(p, what) for p, what in ((out_file, "--out"), (plot, "--plot"), (report_file, "--report")) if p]
     for path, what in written:
         check_out(path, what)
-        outside_cache(path, what)
+        _not_an_input(path, [*(pool or []), niv2], what)
     where = [Path(p).expanduser().resolve() for p, _ in written]
     if len(set(where)) < len(where):
         raise InstaError(f"{' and '.join(w for _, w in written)} must name different files")
@@ -571,6 +582,8 @@ def bench(
     if n_instructions is not None:
         check_int(n_instructions, "--n-instructions", min=1)
     check_int(folds, "--folds", min=0, max=10_000)
+    if align_epochs is not None:
+        check_int(align_epochs, "--align-epochs", min=1)
     check_seed(seed)
     method_list = [m.strip() for m in methods.split(",") if m.strip()] if methods else None
     if method_list is not None and not method_list:
@@ -585,7 +598,7 @@ def bench(
     with _progress(quiet) as progress:
         bar = progress.add_task("benchmark", total=None)
         result = run_bench(the_suite, method_list, encoder=encoder, folds=folds, seed=seed, n_boot=bootstrap,
-                           align_config={"epochs": align_epochs} if align_epochs else None, n_instructions=n_instructions,
+                           align_config={"epochs": align_epochs} if align_epochs is not None else None, n_instructions=n_instructions,
                            features=FeatureConfig(lm=lm, seed=seed), calibrate=calibrate,
                            progress=lambda what, done, total: progress.update(bar, description=what, completed=done, total=total))
     if plot:
@@ -797,12 +810,12 @@ def eval_cmd(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
 ) -> None:
     """Zero-shot evaluation on target tasks: rank classification accuracy, ROUGE-L, exact match."""
-    from .io import check_out, outside_cache, write_json_atomic
+    from .io import check_out, write_json_atomic
     from .pipeline import evaluate_model, seen_examples, target_tasks
 
     if out_file:
         check_out(out_file)
-        outside_cache(out_file, "--out")
+        _not_an_input(out_file, [target, *(exclude_seen or []), rows, model])
     held = seen_examples(exclude_seen or [])
     tasks = target_tasks(target, task)
     with _progress(quiet) as progress:
@@ -885,7 +898,7 @@ def report(
     from .report import load_report, write_report
 
     check_out(out_file, "--out")
-    _not_an_input(out_file, [source])
+    _not_an_input(out_file, [] if Path(source).is_dir() else [source])  # a page inside a run folder is fine
     if Path(source).expanduser().resolve() == Path(out_file).expanduser().resolve():
         raise InstaError(f"--out {out_file} is the input too; give the page another name")
     loaded = load_report(source)
@@ -1090,6 +1103,10 @@ def _main() -> None:
         insta_log.addHandler(_WarningLines())
     global _json_stream
     signal.signal(signal.SIGTERM, _terminated)  # timeout, SLURM, docker stop: clean up as on Ctrl-C
+    if sys.stdout is None:  # started with its standard output closed (>&-): what it prints would vanish
+        err.print("error: the standard output is closed; give the command somewhere to write (> FILE, or "
+                  "> /dev/null to discard it)", highlight=False, markup=False)
+        sys.exit(2)
     _guard_stdout()
     runner = _one_command(sys.argv[1] if len(sys.argv) > 1 else "")
     try:

@@ -79,6 +79,14 @@ def parse_json(text: str, where: PathLike) -> Any:
         raise InstaError(f"{where}:{exc.lineno}: invalid JSON ({exc.msg}, column {exc.colno})") from None
     except RecursionError:
         raise InstaError(f"{where}: JSON nested too deeply") from None
+    except ValueError as exc:  # an integer of more digits than Python converts (4,300 by default)
+        raise InstaError(f"{where}: {_huge_number(exc)}") from None
+
+
+def _huge_number(exc: ValueError) -> str:
+    if "digits" not in str(exc):
+        raise exc
+    return "a number with more digits than can be read (over 4,300); no field of insta takes one that size: fix the value"
 
 
 def read_json(path: PathLike, what: str = "file", *, expect: type | None = None, data: bytes | None = None) -> Any:
@@ -95,11 +103,19 @@ def iter_jsonl(path: PathLike, what: str = "file") -> Iterator[tuple[int, Any]]:
     p = Path(path).expanduser()
     for lineno, line in enumerate(read_text(p, what).splitlines(), start=1):
         if line.strip():
-            try:
-                yield lineno, json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InstaError(f"{p}:{lineno}: malformed JSON line ({exc.msg}, column {exc.colno}); "
-                                 "fix or remove that line") from None
+            yield lineno, parse_json_line(line, f"{p}:{lineno}")
+
+
+def parse_json_line(line: str, where: str) -> Any:
+    """One line of a JSON Lines file; errors name ``where`` (file:line)."""
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise InstaError(f"{where}: malformed JSON line ({exc.msg}, column {exc.colno}); fix or remove that line") from None
+    except RecursionError:
+        raise InstaError(f"{where}: JSON nested too deeply") from None
+    except ValueError as exc:
+        raise InstaError(f"{where}: {_huge_number(exc)}") from None
 
 
 def _unique_key_loader():
@@ -139,6 +155,8 @@ def read_yaml(path: PathLike, what: str = "file", loader: Any = None, *, unique_
         mark = getattr(exc, "problem_mark", None)
         where = f"{p}:{mark.line + 1}" if mark else str(p)
         raise InstaError(f"{where}: invalid YAML ({getattr(exc, 'problem', None) or exc})") from None
+    except ValueError as exc:
+        raise InstaError(f"{p}: {_huge_number(exc)}") from None
 
 
 def json_type(t: type) -> str:
@@ -255,6 +273,8 @@ def check_out(path: PathLike, what: str = "--out", *, probe: bool = True) -> Pat
     writing through it would not be atomic). Commands call it before they start working."""
     if not str(path).strip():
         raise InstaError(f"{what} is empty; give a file path")
+    if str(path).endswith(("/", os.sep)):
+        raise InstaError(f"{what} {path} names a folder (it ends in '/'); give a file path")
     p = Path(path).expanduser()
     blocking = next((a for a in p.parents if a.exists() or a.is_symlink()), None)
     if blocking is not None and not blocking.is_dir():

@@ -207,10 +207,34 @@ def local_rows(root: str | Path) -> RowSource:
         for lineno, row in iter_jsonl(path, "P3 rows file"):
             if not isinstance(row, dict):
                 raise InstaError(f"{path}:{lineno}: each row must be a JSON object (the dataset's fields)")
+            if rows and set(row) != set(rows[0]):  # a template would render the missing field as nothing
+                missing, extra = sorted(set(rows[0]) - set(row)), sorted(set(row) - set(rows[0]))
+                raise InstaError(f"{path}:{lineno}: its fields differ from the first row's (missing: "
+                                 f"{', '.join(missing) or 'none'}; extra: {', '.join(extra) or 'none'}); every row "
+                                 "holds the dataset's fields")
             rows.append(row)
         return rows
 
     return read
+
+
+def _check_fields(task: Task, templates, env, row: dict[str, Any]) -> None:
+    """Every field a template reads must be in the rows: a missing one renders as nothing (a
+    prompt without its review), which would train on garbage without a word."""
+    from jinja2 import meta
+
+    for tpl in templates:
+        wanted = set()
+        for source in (tpl.jinja, tpl.answer_choices or ""):
+            try:
+                wanted |= meta.find_undeclared_variables(env.parse(source))
+            except Exception:  # noqa: BLE001 - a template jinja cannot parse fails where it is rendered
+                continue
+        missing = sorted(wanted - set(row) - set(env.globals) - {"answer_choices"})
+        if missing:
+            raise InstaError(f"P3 entry {task.id!r}: its rows lack the field(s) {', '.join(missing)} that template "
+                             f"{getattr(tpl, 'name', '?')!r} reads (rows have: {', '.join(sorted(map(str, row)))}); "
+                             "give the dataset's own rows")
 
 
 def p3_examples(task: Task, rows: RowSource, rng: random.Random, split: str = "train") -> Iterable[dict[str, Any]]:
@@ -222,6 +246,7 @@ def p3_examples(task: Task, rows: RowSource, rng: random.Random, split: str = "t
     if not len(data):
         raise InstaError(f"P3 entry {task.id!r} has no rows to render")
     env = _environment(rng)
+    _check_fields(task, templates, env, data[0])
     order = list(range(len(data)))
     rng.shuffle(order)
     for i in order:

@@ -205,7 +205,8 @@ def train(mixture: str | Path, model: str, out: str | Path, cfg: TrainConfig | N
     write_json_atomic(dest / STATE, {"status": "running", "base": model, "config": asdict(cfg), "mixture": str(mixture)},
                       "training state")
     net = _prepare_model(net, cfg, seq2seq, grad_ckpt)
-    tokenized = dataset.map(lambda b: _tokenize(b, tokenizer, seq2seq, cfg), batched=True,
+    # in memory: the map's cache would be written into the mixture folder (an input, maybe read-only)
+    tokenized = dataset.map(lambda b: _tokenize(b, tokenizer, seq2seq, cfg), batched=True, keep_in_memory=True,
                             remove_columns=dataset.column_names, desc="tokenizing" if not quiet else None)
     steps_per_epoch = math.ceil(len(tokenized) / (cfg.batch_size * cfg.grad_accum))
     args = TrainingArguments(

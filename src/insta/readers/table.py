@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 from ..errors import InstaError, did_you_mean
-from ..io import json_type, parse_json, read_text
+from ..io import json_type, parse_json, parse_json_line, read_text
 from .base import PoolSpec, Reader
 from ..tasks import Instruction, Task, TaskPool, clean_text, is_blank
 
@@ -208,11 +207,7 @@ def _jsonl_rows(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
     for lineno, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise InstaError(f"{path}:{lineno}: malformed JSON line ({exc.msg}, column {exc.colno}); fix or remove that line") from None
-        yield f"{path}:{lineno}", row
+        yield f"{path}:{lineno}", parse_json_line(line, f"{path}:{lineno}")
 
 
 def load_jsonl(spec: PoolSpec) -> TaskPool:
