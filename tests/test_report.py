@@ -260,3 +260,25 @@ def test_a_tie_at_the_boundary_is_a_warning(monkeypatch, capsys, tmp_path):
     (warning,) = [w for w in sel["warnings"] if "not separated" in w]
     assert "the 2-th task (b) and the first task not selected tie" in warning
     assert f"warning: target target: {warning}" in " ".join(err.split()) or "not separated" in err
+
+
+@pytest.mark.slow
+def test_the_pool_map_names_every_task_and_marks_target_and_selection(monkeypatch, capsys, labelled, tmp_path):
+    page, sel = tmp_path / "map.html", tmp_path / "sel.json"
+    code, out, err = run(monkeypatch, capsys, "select", "-p", labelled, "-i", "Is the movie review positive?",
+                         "--method", "insta", "-k", "2", "-o", sel, "--report", page, "--json", "-q")
+    assert code == 0, err
+    html_text = page.read_text()
+    self_contained(html_text)
+    for task_id in ("rev1", "rev2", "sum1", "sum2", "qa1", "qa2"):
+        assert f"<title>{task_id} [" in html_text  # hovering names each task
+    assert "<title>target target: Is the movie review positive?</title>" in html_text
+    assert "★ target; ○ selected" in html_text and "PCA of their instruction vectors" in html_text
+    again = tmp_path / "again.html"
+    code, _, err = run(monkeypatch, capsys, "report", sel, "-o", again, "--map", "-q")
+    assert code == 0, err
+    assert "<title>rev1 [sentiment]:" in again.read_text()
+    bench = tmp_path / "b.json"
+    bench.write_text(json.dumps({"suite": "s", "methods": []}))
+    fails(monkeypatch, capsys, "report", bench, "-o", tmp_path / "b.html", "--map",
+          match="--map needs a selection file that records its pool and embedder")

@@ -396,9 +396,11 @@ def select(
     if out_file:
         write_json_atomic(out_file, doc)
     if report_file:
-        from .report import Report, write_report
+        from .report import Report, pool_map, write_report
 
-        write_report(Report("selection", out_file or "insta select", doc), report_file)
+        embeds = name in ("insta", "hybrid") and len(source) > 2
+        write_report(Report("selection", out_file or "insta select", doc), report_file,
+                     pool_map_svg=pool_map(source, encoder, doc["selections"]) if embeds else "")
     for s in selections:
         _warn(s)
     if json_out:
@@ -889,20 +891,21 @@ def report(
     source: Annotated[str, typer.Argument(help="A selection file (insta select --out: .json or .jsonl), a benchmark result (insta bench --out) or an insta run folder.")],
     out_file: Annotated[str, typer.Option("--out", "-o", help="The HTML file to write (one self-contained page: no network needed to open it).")],
     title: Annotated[Optional[str], typer.Option("--title", help="The page title (default: from the input's name).")] = None,
+    map_: Annotated[bool, typer.Option("--map", help="A selection: add a 2-D map of the pool's tasks (PCA of their instruction vectors; loads the pool and embedder the file records).")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Say nothing on success.")] = False,
 ) -> None:
     """Write a selection, a benchmark or a run as one web page: ranked tasks with score bars and the
     gap to the first task not selected, the best-matching pair with shared words marked, metric
     tables with CIs, run results and method overlap."""
     from .io import check_out, outside_cache
-    from .report import load_report, write_report
+    from .report import load_report, map_for, write_report
 
     check_out(out_file, "--out")
     _not_an_input(out_file, [] if Path(source).is_dir() else [source])  # a page inside a run folder is fine
     if Path(source).expanduser().resolve() == Path(out_file).expanduser().resolve():
         raise InstaError(f"--out {out_file} is the input too; give the page another name")
     loaded = load_report(source)
-    path = write_report(loaded, out_file, title=title)
+    path = write_report(loaded, out_file, title=title, pool_map_svg=map_for(loaded) if map_ else "")
     _say(quiet)(f"wrote {path} ({loaded.kind} report, {path.stat().st_size / 1024:.0f} KiB)")
 
 

@@ -287,7 +287,78 @@ def _run_view(report: Report) -> dict[str, Any]:
             "wall": report.doc.get("wall_seconds")}
 
 
-def render(report: Report, *, title: str | None = None) -> str:
+#: at most this many pool tasks are drawn on a map (a seeded sample beyond; every selected task is kept)
+MAP_POINTS = 5000
+
+
+def pool_map(pool, encoder, selections: list[dict[str, Any]]) -> str:
+    """A 2-D map of the pool's tasks: each task's mean instruction vector under ``encoder`` (the
+    vectors the instruction selectors compare), projected on its first two principal components
+    (PCA, numpy SVD); labels as colours, hovering a point names the task and its first
+    instruction (SVG titles: no script needed). The targets are stars; with one target, its
+    selected tasks are ringed. Inline SVG from matplotlib."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from .encoder import embed_pool
+
+    texts = [ins.text for t in pool for ins in t.instructions]
+    counts = np.array([len(t.instructions) for t in pool])
+    emb = np.asarray(embed_pool(encoder, texts), dtype=np.float64)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    vec = np.add.reduceat(emb, starts) / counts[:, None]
+    vec /= np.linalg.norm(vec, axis=1, keepdims=True).clip(1e-12)
+    center = vec.mean(axis=0)
+    _, sing, vt = np.linalg.svd(vec - center, full_matrices=False)
+    xy = (vec - center) @ vt[:2].T
+    explained = (sing[:2] ** 2).sum() / (sing ** 2).sum()
+    chosen = {r["task_id"] for sel in selections[:1] for r in sel["results"]} if len(selections) == 1 else set()
+    ids = pool.ids
+    keep = np.arange(len(pool))
+    if len(keep) > MAP_POINTS:
+        rng = np.random.default_rng(0)
+        keep = np.union1d(rng.choice(len(pool), MAP_POINTS, replace=False),
+                          [i for i, tid in enumerate(ids) if tid in chosen]).astype(int)
+    labels = [pool[int(i)].label or "(no label)" for i in keep]
+    common = [lab for lab, _ in __import__("collections").Counter(labels).most_common(10)]
+    palette = plt.get_cmap("tab10")
+    fig, ax = plt.subplots(figsize=(7.5, 5.2))
+    titles: dict[str, str] = {}
+    for n, i in enumerate(keep):
+        lab = labels[n]
+        colour = palette(common.index(lab)) if lab in common else (0.6, 0.6, 0.6, 1.0)
+        ax.plot([xy[i, 0]], [xy[i, 1]], "o", ms=4, color=colour, alpha=0.75, gid=f"task{n}")
+        titles[f"task{n}"] = f"{ids[i]} [{lab}]: {pool[int(i)].instructions[0].text[:160]}"
+        if ids[i] in chosen:
+            ax.plot([xy[i, 0]], [xy[i, 1]], "o", ms=10, mfc="none", mec="#d62728", mew=1.6)
+    targets = [s for s in selections if isinstance(s.get("target", {}).get("instructions"), list)][:200]
+    if targets:
+        tvec = np.asarray(encoder.encode([" ".join(map(str, s["target"]["instructions"][:1])) for s in targets]),
+                          dtype=np.float64)
+        tvec /= np.linalg.norm(tvec, axis=1, keepdims=True).clip(1e-12)
+        txy = (tvec - center) @ vt[:2].T
+        for n, (s, (x, y)) in enumerate(zip(targets, txy)):
+            ax.plot([x], [y], "*", ms=13, color="black", gid=f"target{n}")
+            titles[f"target{n}"] = f"target {s['target'].get('id', '')}: {str(s['target']['instructions'][0])[:160]}"
+    for lab in common:
+        ax.plot([], [], "o", color=palette(common.index(lab)), label=lab[:28])
+    if len(common) > 1:
+        ax.legend(fontsize=6, loc="best", framealpha=0.8)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_title(f"{len(keep)} pool tasks, PCA of their instruction vectors ({100 * explained:.0f}% of the variance); "
+                 "★ target" + ("; ○ selected" if chosen else ""), fontsize=8)
+    fig.tight_layout()
+    svg = _svg(fig)
+    for gid, title in titles.items():  # hovering a point shows its title
+        svg = svg.replace(f'<g id="{gid}">', f'<g id="{gid}"><title>{html.escape(title)}</title>', 1)
+    return svg
+
+
+def render(report: Report, *, title: str | None = None, pool_map_svg: str = "") -> str:
     """The page as one HTML string."""
     from jinja2 import Environment, PackageLoader, select_autoescape
 
@@ -298,6 +369,7 @@ def render(report: Report, *, title: str | None = None) -> str:
     if report.kind == "selection":
         context["head"] = {k: report.doc.get(k) for k in ("pool", "method", "k", "calibrate")}
         context["selections"] = [_selection_view(s) for s in report.doc["selections"]]
+        context["map"] = pool_map_svg
     elif report.kind == "bench":
         context["bench"] = _bench_view(report.doc)
     else:
@@ -305,9 +377,24 @@ def render(report: Report, *, title: str | None = None) -> str:
     return env.get_template("report.html.j2").render(**context)
 
 
-def write_report(report: Report, out: str | os.PathLike[str], *, title: str | None = None) -> Path:
+def map_for(report: Report) -> str:
+    """The pool map of a selection report, from the pool and embedder its file records (the
+    embedding cache makes this cheap when the selection was made here)."""
+    from .encoder import Encoder
+    from .pools import load_pool
+
+    model = report.doc.get("model") if isinstance(report.doc.get("model"), dict) else {}
+    if report.kind != "selection" or not report.doc.get("pool") or not model.get("model"):
+        raise InstaError(f"{report.source}: --map needs a selection file that records its pool and embedder "
+                         "(written by insta select --out)")
+    return pool_map(load_pool(report.doc["pool"]), Encoder(model.get("path") or model["model"]),
+                    report.doc["selections"])
+
+
+def write_report(report: Report, out: str | os.PathLike[str], *, title: str | None = None,
+                 pool_map_svg: str = "") -> Path:
     """Render ``report`` and write it to ``out`` atomically."""
-    page = render(report, title=title)
+    page = render(report, title=title, pool_map_svg=pool_map_svg)
     return write_text_atomic(out, page, "--report")
 
 
