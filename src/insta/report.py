@@ -268,14 +268,19 @@ def _run_view(report: Report) -> dict[str, Any]:
         table.append({"target": r["target"], "method": r["method"], "n": r.get("n_train_examples"),
                       "selected": [str(x) for x in r.get("selected") or []],
                       "cells": [_fmt((r.get("metrics") or {}).get(k), 4) for k in metric_names]})
-    means = []
-    for m in methods:
-        cells = []
-        for k in metric_names:
-            vals = [(r.get("metrics") or {}).get(k) for r in rows if r["method"] == m]
-            vals = [v for v in vals if _number(v)]
-            cells.append(f"{sum(vals) / len(vals):.4f} (n={len(vals)})" if vals else "")
-        means.append({"method": m, "cells": cells})
+    from .bench.downstream import quantile_curves, summarize
+
+    summary = summarize([r for r in rows if isinstance(r.get("metrics"), dict)], n_boot=2000)
+    shown = [m for m in ("accuracy", "query_loss", "rougeL", "exact_match") if m in metric_names]
+    means = [{"method": f, "cells": [f"{summary['means'][f][m]['mean']:.4f} "
+                                     f"[{summary['means'][f][m]['ci'][0]:.4f}, {summary['means'][f][m]['ci'][1]:.4f}]"
+                                     if m in summary["means"].get(f, {}) else "" for m in shown]}
+             for f in summary["methods"]]
+    deltas = [{"metric": d["metric"], "a": d["a"], "b": d["b"], "mean": f"{d['mean']:+.4f}",
+               "ci": f"[{d['ci'][0]:+.4f}, {d['ci'][1]:+.4f}]"} for d in summary["deltas"] if d["metric"] in shown]
+    curves = [{"representation": rep, "bins": c["bins"], "per_bin": [f"{v:.4f}" for v in c["mean_per_bin"]],
+               "rho": f"{c['rho_mean']:+.3f} [{c['rho_ci'][0]:+.3f}, {c['rho_ci'][1]:+.3f}]", "n": c["n"]}
+              for rep, c in quantile_curves(summary).items()] if summary["targets"] else []
     overlap = []
     for target, sels in report.selections.items():
         names = [s["name"] for s in sels]
@@ -283,6 +288,7 @@ def _run_view(report: Report) -> dict[str, Any]:
         overlap.append({"target": target, "names": names,
                         "matrix": [[len(a & b) for b in sets] for a in sets]})
     return {"methods": methods, "metrics": metric_names, "rows": table, "means": means, "overlap": overlap,
+            "mean_metrics": shown, "deltas": deltas, "curves": curves, "n_targets": len(summary["targets"]),
             "selections": {t: [_selection_view(s) for s in sels] for t, sels in report.selections.items()},
             "wall": report.doc.get("wall_seconds")}
 
