@@ -284,3 +284,23 @@ def test_the_pool_map_names_every_task_and_marks_target_and_selection(monkeypatc
     bench.write_text(json.dumps({"suite": "s", "methods": []}))
     fails(monkeypatch, capsys, "report", bench, "-o", tmp_path / "b.html", "--map",
           match="--map needs a selection file that records its pool and embedder")
+
+
+def test_several_selection_files_side_by_side_with_their_overlap(monkeypatch, capsys, labelled, tmp_path):
+    files = []
+    for method in ("bm25", "random"):
+        f = tmp_path / f"{method}.json"
+        assert run(monkeypatch, capsys, "select", "-p", labelled, "-i", "Is the review positive?", "--method", method,
+                   "-k", "3", "-o", f, "-q")[0] == 0
+        files.append(f)
+    page = tmp_path / "both.html"
+    code, _, err = run(monkeypatch, capsys, "report", *files, "-o", page, "-q")
+    assert code == 0, err
+    text = " ".join(parse(page.read_text()).text)
+    ids = [{r["task_id"] for r in json.loads(f.read_text())["selections"][0]["results"]} for f in files]
+    assert "target: tasks two selections both hold" in text and "bm25.json · bm25" in text
+    assert f"<td class=\"num\">{len(ids[0] & ids[1])}</td>" in page.read_text()
+    bench = tmp_path / "bench.json"
+    bench.write_text(json.dumps({"suite": "s", "methods": []}))
+    fails(monkeypatch, capsys, "report", files[0], bench, "-o", tmp_path / "x.html",
+          match="several inputs are compared as selections; this one is a bench")

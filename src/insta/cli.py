@@ -888,7 +888,7 @@ def pools(json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] 
 
 @app.command()
 def report(
-    source: Annotated[str, typer.Argument(help="A selection file (insta select --out: .json or .jsonl), a benchmark result (insta bench --out) or an insta run folder.")],
+    sources: Annotated[list[str], typer.Argument(help="A selection file (insta select --out: .json or .jsonl), a benchmark result (insta bench --out) or an insta run folder; several selection files are shown side by side, with their overlap per target.")],
     out_file: Annotated[str, typer.Option("--out", "-o", help="The HTML file to write (one self-contained page: no network needed to open it).")],
     title: Annotated[Optional[str], typer.Option("--title", help="The page title (default: from the input's name).")] = None,
     map_: Annotated[bool, typer.Option("--map", help="A selection: add a 2-D map of the pool's tasks (PCA of their instruction vectors; loads the pool and embedder the file records).")] = False,
@@ -898,13 +898,13 @@ def report(
     gap to the first task not selected, the best-matching pair with shared words marked, metric
     tables with CIs, run results and method overlap."""
     from .io import check_out, outside_cache
-    from .report import load_report, map_for, write_report
+    from .report import combine, load_report, map_for, write_report
 
     check_out(out_file, "--out")
-    _not_an_input(out_file, [] if Path(source).is_dir() else [source])  # a page inside a run folder is fine
-    if Path(source).expanduser().resolve() == Path(out_file).expanduser().resolve():
-        raise InstaError(f"--out {out_file} is the input too; give the page another name")
-    loaded = load_report(source)
+    _not_an_input(out_file, [s for s in sources if not Path(s).is_dir()])  # a page inside a run folder is fine
+    if any(Path(s).expanduser().resolve() == Path(out_file).expanduser().resolve() for s in sources):
+        raise InstaError(f"--out {out_file} is an input too; give the page another name")
+    loaded = load_report(sources[0]) if len(sources) == 1 else combine([load_report(s) for s in sources])
     path = write_report(loaded, out_file, title=title, pool_map_svg=map_for(loaded) if map_ else "")
     _say(quiet)(f"wrote {path} ({loaded.kind} report, {path.stat().st_size / 1024:.0f} KiB)")
 

@@ -23,7 +23,7 @@ from typing import Any
 from .errors import InstaError
 from .io import iter_jsonl, read_json, write_text_atomic
 
-__all__ = ["Report", "load_report", "render", "write_report"]
+__all__ = ["Report", "combine", "load_report", "render", "write_report"]
 
 #: words too common to show as shared between a target and a source instruction
 _STOP = frozenset("a an and are as at be by for from in is it of on or that the this to with your you what which "
@@ -259,6 +259,32 @@ def _bench_plot(doc: dict[str, Any], metrics: list[str]) -> str:
     return _svg(fig)
 
 
+def _overlaps(by_target: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Per target with several selections (methods, files): how many tasks each pair shares."""
+    out = []
+    for target, sels in by_target.items():
+        if len(sels) < 2:
+            continue
+        sets = [{r["task_id"] for r in s["results"]} for s in sels]
+        out.append({"target": target, "names": [s.get("name") or s.get("method", "") for s in sels],
+                    "matrix": [[len(a & b) for b in sets] for a in sets]})
+    return out
+
+
+def combine(reports: list[Report]) -> Report:
+    """Several selection files as one page: each selection named by its file (and method), and
+    the selections of one target side by side with their overlap."""
+    if any(r.kind != "selection" for r in reports):
+        bad = next(r for r in reports if r.kind != "selection")
+        raise InstaError(f"{bad.source}: several inputs are compared as selections; this one is a {bad.kind} "
+                         "(give one benchmark or run at a time)")
+    selections = [{**s, "name": f"{Path(r.source).name} · {s.get('method', '')}"} for r in reports
+                  for s in r.doc["selections"]]
+    head = {"pool": reports[0].doc.get("pool"), "method": " / ".join(dict.fromkeys(str(r.doc.get("method")) for r in reports)),
+            "k": reports[0].doc.get("k")}
+    return Report("selection", " + ".join(r.source for r in reports), {**head, "selections": selections})
+
+
 def _run_view(report: Report) -> dict[str, Any]:
     rows = report.doc.get("results") or []
     methods = list(dict.fromkeys(r["method"] for r in rows))
@@ -281,12 +307,7 @@ def _run_view(report: Report) -> dict[str, Any]:
     curves = [{"representation": rep, "bins": c["bins"], "per_bin": [f"{v:.4f}" for v in c["mean_per_bin"]],
                "rho": f"{c['rho_mean']:+.3f} [{c['rho_ci'][0]:+.3f}, {c['rho_ci'][1]:+.3f}]", "n": c["n"]}
               for rep, c in quantile_curves(summary).items()] if summary["targets"] else []
-    overlap = []
-    for target, sels in report.selections.items():
-        names = [s["name"] for s in sels]
-        sets = [{r["task_id"] for r in s["results"]} for s in sels]
-        overlap.append({"target": target, "names": names,
-                        "matrix": [[len(a & b) for b in sets] for a in sets]})
+    overlap = _overlaps(report.selections)
     return {"methods": methods, "metrics": metric_names, "rows": table, "means": means, "overlap": overlap,
             "mean_metrics": shown, "deltas": deltas, "curves": curves, "n_targets": len(summary["targets"]),
             "selections": {t: [_selection_view(s) for s in sels] for t, sels in report.selections.items()},
@@ -375,6 +396,10 @@ def render(report: Report, *, title: str | None = None, pool_map_svg: str = "") 
     if report.kind == "selection":
         context["head"] = {k: report.doc.get(k) for k in ("pool", "method", "k", "calibrate")}
         context["selections"] = [_selection_view(s) for s in report.doc["selections"]]
+        by_target: dict[str, list[dict[str, Any]]] = {}
+        for sel in report.doc["selections"]:
+            by_target.setdefault(str(sel["target"].get("id", "")), []).append(sel)
+        context["overlap"] = _overlaps(by_target)
         context["map"] = pool_map_svg
     elif report.kind == "bench":
         context["bench"] = _bench_view(report.doc)
