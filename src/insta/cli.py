@@ -1090,6 +1090,10 @@ def _main() -> None:
         disable_progress_bar()
     if {"-q", "--quiet", "--json"} & set(sys.argv[1:]):  # also the hub's and transformers' bars (loading, saving weights)
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        os.environ.setdefault("TQDM_DISABLE", "1")  # any other library's tqdm bar (GGUF conversion, sentence-transformers)
+        import warnings
+
+        warnings.filterwarnings("ignore", message=".*pin_memory.*")  # torch's DataLoader on a CPU-only machine
         if "huggingface_hub" in sys.modules:  # imported already (insta's CLI called from Python): the variable came late
             from huggingface_hub.utils import disable_progress_bars
 

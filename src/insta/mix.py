@@ -15,6 +15,7 @@ rank classification, or empty) and ``source`` (``niv2`` / ``p3``).
 from __future__ import annotations
 
 import json
+import os
 import random
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -183,6 +184,10 @@ def hub_rows(dataset: str, subset: str | None, split: str = "train") -> Sequence
     """A split of a P3 source dataset from the Hugging Face hub (needs network or a warm HF cache)."""
     import datasets
 
+    from .models import hub_reachable
+
+    if not hub_reachable():  # offline: datasets would retry for half a minute, line by line, then fail;
+        datasets.config.HF_HUB_OFFLINE = True  # offline mode still reads a warm HF cache
     try:
         return datasets.load_dataset(dataset, subset, split=split)
     except Exception as exc:  # noqa: BLE001 - any hub/loading failure becomes one actionable line
