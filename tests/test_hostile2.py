@@ -98,7 +98,7 @@ def test_stdout_cut_short_by_a_full_disk_is_an_error(tmp_path, big_table, args, 
                               text=True, env={**os.environ, "PYTHONUNBUFFERED": unbuffered},
                               preexec_fn=_file_size_limit(4096))
     assert out.stat().st_size <= 4096
-    lines = proc.stderr.strip().splitlines()
+    lines = [x for x in proc.stderr.strip().splitlines() if not x.startswith("warning:")]  # (a weak match, here)
     assert proc.returncode == 2 and len(lines) == 1, proc.stderr
     assert lines[0].startswith("error: cannot write the standard output (File too large): the output is incomplete")
 

@@ -5,6 +5,7 @@ provenance carried through select → mix → run."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -213,3 +214,103 @@ def test_bench_on_a_union_records_its_calibration(monkeypatch, capsys, two_table
     assert json.loads(out)["calibrate"] is None  # one pool: nothing to calibrate
     fails(monkeypatch, capsys, "bench", "-p", a, "-p", a, "--label-field", "label", "--methods", "bm25",
           match="is given twice (pools 1 and 2)")
+
+
+# ---------------------------------------------------------------- what the union's hostile review found
+
+
+@pytest.fixture()
+def same_id_pools(tmp_path):
+    a = _table(tmp_path / "a.jsonl", [{"id": "cb", "instruction": "Does the premise entail the hypothesis?"},
+                                      {"id": "qa", "instruction": "Answer the question about the passage."}])
+    b = _table(tmp_path / "b.jsonl", [{"id": "cb", "instruction": "Given a premise, decide whether the hypothesis follows."},
+                                      {"id": "trans", "instruction": "Translate the sentence to French."}])
+    return a, b
+
+
+def test_a_target_excludes_every_copy_of_itself_in_the_union(monkeypatch, capsys, same_id_pools):
+    a, b = same_id_pools
+    for targets in (["--targets", b], ["--targets", b, "-t", "cb"]):
+        code, out, err = run(monkeypatch, capsys, "select", "-p", a, "-p", b, *targets, "-k", "3", "--method", "bm25",
+                             "--json", "-q")
+        assert code == 0, err
+        cb = next(s for s in json.loads(out)["selections"] if s["target"]["id"] == "cb")
+        assert cb["n_candidates"] == 2 and not any(r["task_id"].endswith(":cb") for r in cb["results"])
+    code, out, err = run(monkeypatch, capsys, "select", "-p", a, "-p", b, "-t", "jsonl#2:cb", "-k", "3", "--method",
+                         "bm25", "--json", "-q")
+    assert code == 0, err
+    sel = json.loads(out)["selections"][0]
+    assert sel["n_candidates"] == 2 and {r["task_id"] for r in sel["results"]} == {"qa", "trans"}
+
+
+def test_method_all_on_a_union_takes_every_task(monkeypatch, capsys, same_id_pools, shared_data):
+    a, _ = same_id_pools
+    bbh = str(shared_data / "bbh" / "tasks.jsonl")
+    code, out, err = run(monkeypatch, capsys, "select", "-p", bbh, "-p", a, "-i", "x", "--method", "all", "--json", "-q")
+    assert code == 0, err
+    results = json.loads(out)["selections"][0]["results"]
+    assert len(results) == len(load_pool(bbh)) + 2 and {r["origin"] for r in results} == {bbh, a}
+
+
+def test_the_same_pool_spelt_twice_is_refused_and_overlap_is_a_warning(monkeypatch, capsys, same_id_pools, tmp_path):
+    a, b = same_id_pools
+    for other in (f"jsonl:{a}", f"{Path(a).parent}/./{Path(a).name}", f"{a}?id=id"):
+        fails(monkeypatch, capsys, "tasks", "-p", a, "-p", other, match="hold the same 2 tasks (the same pool given twice?)")
+    part = _table(tmp_path / "part.jsonl", [{"id": "cb", "instruction": "Does the premise entail the hypothesis?"},
+                                            {"id": "x", "instruction": "Something else entirely."}])
+    code, out, err = run(monkeypatch, capsys, "tasks", "-p", a, "-p", part, "--json")
+    assert code == 0, err
+    assert "share 1 task(s) (same id and instructions): each is a candidate twice" in err
+
+
+def test_mix_checks_each_result_came_from_the_pool_it_names(monkeypatch, capsys, tmp_path, shared_data):
+    real = f"niv2:{shared_data / 'niv2'}?split=train"
+    fake_root = tmp_path / "fake"
+    (fake_root / "tasks").mkdir(parents=True)
+    name = "task665_mmmlu_answer_generation_anatomy"
+    task = json.loads((shared_data / "niv2" / "tasks" / f"{name}.json").read_text())
+    task["Instances"] = [{"id": "f1", "input": "FAKE", "output": ["FAKE"]}]
+    (fake_root / "tasks" / f"{name}.json").write_text(json.dumps(task))
+    fake = f"niv2:{fake_root}"
+    sel = tmp_path / "sel.json"
+    code, _, err = run(monkeypatch, capsys, "select", "-p", real, "-p", fake, "-i", "multiple choice questions about "
+                       "anatomy", "--method", "bm25", "-k", "1", "-o", sel, "-q")
+    assert code == 0, err
+    (r,) = json.loads(sel.read_text())["selections"][0]["results"]
+    assert r["task_id"].endswith(name) and r["origin"] in (real, fake)
+    swapped = [fake, real] if r["origin"] == real else [real, fake]
+    code, _, err = run(monkeypatch, capsys, "mix", "-s", sel, "-o", tmp_path / "m", "-p", swapped[0], "-p", swapped[1])
+    assert code == 2 and "Traceback" not in err  # the two pools share that task: a warning says so first
+    assert err.strip().splitlines()[-1].endswith("give the pools in the order the selection recorded (its 'pool' list)")
+    assert not (tmp_path / "m").exists()
+
+
+def test_renamed_p3_entries_mix_from_their_own_rows(p3, tmp_path):
+    from insta.mix import MixConfig, build_mixture
+
+    union = load_pool(["p3:t0-train", "p3:adversarial_qa/*"])
+    task = union.get("p3#1:adversarial_qa/dbert")
+    assert task.own_id == "adversarial_qa/dbert"
+    rows = tmp_path / "rows" / "adversarial_qa"
+    rows.mkdir(parents=True)
+    (rows / "dbert.jsonl").write_text(json.dumps({"id": "1", "title": "T", "context": "The sky is blue.",
+                                                  "question": "What colour is the sky?",
+                                                  "answers": {"text": ["blue"], "answer_start": [11]},
+                                                  "metadata": {"split": "train", "model_in_the_loop": "BERT"}}) + "\n")
+    from insta.mix import local_rows
+
+    mixture = build_mixture([task], MixConfig(per_task_cap=3), rows=local_rows(tmp_path / "rows"))
+    assert mixture.rows and all(r["task"] == "p3#1:adversarial_qa/dbert" for r in mixture.rows)
+
+
+def test_per_source_k_says_when_a_pool_falls_short_and_uninformative_pools_come_last(same_id_pools, tmp_path):
+    a, b = same_id_pools
+    union = load_pool([a, b])
+    target = Target("t", ["Translate English into French."])
+    sel = CalibratedSelector(BM25Selector(), "zscore", per_source_k=1).fit(union).select(
+        target, exclusions=__import__("insta").Exclusions(ids=["qa", "jsonl#1:cb"]))
+    assert any("fewer candidates left in" in w and a in w for w in sel.warnings)
+    one = _table(tmp_path / "one.jsonl", [{"id": "poem", "instruction": "Write a poem about the sea."}])
+    sel = CalibratedSelector(BM25Selector(), "zscore").fit(load_pool([a, b, one])).select(
+        Target("t", ["Does the premise entail the hypothesis?"]), k=5)
+    assert sel.results[-1].task_id == "poem"  # a one-task pool says nothing: it comes last

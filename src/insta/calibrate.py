@@ -7,13 +7,15 @@ each task's score comparable across the pools of the union, per target:
 
 * ``none``   — the raw scores, compared as they are;
 * ``zscore`` — within each pool, the score standardised over that pool's candidate tasks
-  (mean 0, SD 1): a task counts by how far it stands out of its own pool;
+  (mean 0, SD 1): a task counts by how far it stands out of its own pool (a pool whose
+  candidates all score alike comes after the others);
 * ``rank``   — within each pool, the task's rank among that pool's candidates, fused as
   ``1 / (60 + rank)``: the pools are interleaved rank by rank, the raw score breaking ties.
 
 ``per_source_k`` takes a fixed number of tasks from each pool instead of k overall. Within one
-pool every calibration keeps the selector's own order (an increasing function of the score),
-and a single pool is passed through untouched. The default is the one the cross-style
+pool every calibration keeps the order of the selector's scores over the union (an increasing
+function of the score; BM25's word statistics are the union's, so a BM25 order within a pool
+can differ from that pool's alone), and a single pool is passed through untouched. The default is the one the cross-style
 benchmark in BENCHMARKS.md chose (``benchmarks/union.py``).
 """
 
@@ -39,6 +41,8 @@ CALIBRATIONS = {
 }
 DEFAULT_CALIBRATION = "zscore"
 RRF_K = 60
+#: zscore: the calibrated score of a pool whose candidates all score alike (offset by the raw score)
+UNINFORMATIVE = -1e6
 
 
 def check_calibration(how: str) -> str:
@@ -66,7 +70,9 @@ def calibrate_scores(score: np.ndarray, group: np.ndarray, candidate: np.ndarray
         if how == "zscore":
             mean = float(pool_scores.mean()) if len(pool_scores) else 0.0
             sd = float(pool_scores.std()) if len(pool_scores) > 1 else 0.0
-            out[members] = (score[members] - mean) / (sd if sd > 0 else 1.0)
+            # a pool whose candidates all score alike (one task; BM25 finding no word) says nothing
+            # about which of its tasks is related: they come after every informative pool's tasks
+            out[members] = (score[members] - mean) / sd if sd > 0 else UNINFORMATIVE + score[members]
         else:  # rank: 1 + how many of the pool's candidates score higher (ties share a rank)
             descending = np.sort(-pool_scores)
             rank = np.searchsorted(descending, -score[members], side="left") + 1
@@ -131,7 +137,13 @@ class CalibratedSelector(Selector):
         ordered = chosen[order_candidates(scores, self.arrays.tie_order, chosen)]
         results = [Selected.of(rank, pool[int(i)], scores.score[i], scores.explain(int(i)))
                    for rank, i in enumerate(ordered, start=1)]
-        return self._selection(target, replace(req, k=self.per_source_k * len(self.origins)), n_candidates, results)
+        sel = self._selection(target, replace(req, k=self.per_source_k * len(self.origins)), n_candidates, results)
+        got = {o: sum(r.origin == o for r in results) for o in self.origins}
+        short = [f"{o} ({n})" for o, n in got.items() if n < self.per_source_k]
+        if short:
+            sel.warnings.append(f"--per-source-k {self.per_source_k}: fewer candidates left in {', '.join(short)}; "
+                                f"{len(results)} tasks selected")
+        return sel
 
     def _iter_select(self, targets: list[Target], req: Request, progress: ProgressFn | None) -> Iterator[Selection]:
         if len(self.origins) <= 1 and self.per_source_k is None:  # one pool: the wrapped selector as it is
@@ -153,4 +165,10 @@ def for_union(selector: Selector, specs: Sequence[str], how: str = DEFAULT_CALIB
         if per_source_k is not None:
             raise InstaError("--per-source-k shares k tasks among the pools; --budget selects examples (use one)")
         return selector  # example-level: examples compete by their own similarity
+    if selector.method == "all":
+        if per_source_k is not None:
+            raise InstaError("--per-source-k takes the best tasks of each pool; method 'all' takes every task")
+        return selector  # every task of every pool: nothing to compare
+    if selector.method == "random" and per_source_k is None:
+        return selector  # random scores have no style to calibrate
     return CalibratedSelector(selector, how, per_source_k)

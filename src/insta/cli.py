@@ -382,6 +382,7 @@ def select(
             head["calibrate"] = selector.how
             if per_source_k is not None:
                 head["per_source_k"] = per_source_k
+                head["k"] = per_source_k * len(selector.origins)  # what was asked for (-k does not apply)
         if out_file and Path(out_file).suffix.lower() == ".jsonl":
             n = _stream_jsonl(out_file, stream, pool_field(pool), tables=not json_out)
             if report_file:

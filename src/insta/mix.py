@@ -246,7 +246,7 @@ def p3_examples(task: Task, rows: RowSource, rng: random.Random, split: str = "t
     templates = task.templates
     if not templates:
         raise InstaError(f"task {task.id!r} has no promptsource templates to render its rows with")
-    dataset, _, subset = task.id.partition("/")
+    dataset, _, subset = task.own_id.partition("/")  # (a union may have renamed it p3#1:DATASET/SUBSET)
     data = rows(dataset, subset or None, split)
     if not len(data):
         raise InstaError(f"P3 entry {task.id!r} has no rows to render")
@@ -401,6 +401,13 @@ def selected_tasks(pool: TaskPool, selection: dict[str, Any], where: str) -> lis
     if missing:
         raise InstaError(f"{where}: selected task {missing[0]!r} is not in pool {pool.name}"
                          f"{f' (and {len(missing) - 1} more)' if len(missing) > 1 else ''}; give the pool it was selected from with --pool")
+    for r in selection["results"]:  # a union: each task must come from the pool it was selected from
+        origin = r.get("origin")
+        task = pool.get(r["task_id"])
+        if isinstance(origin, str) and task.origin != origin:
+            raise InstaError(f"{where}: selected task {r['task_id']!r} came from pool {origin!r}, but in the pools "
+                             f"given now it is a task of {task.origin or pool.name!r}; give the pools in the order the "
+                             "selection recorded (its 'pool' list)")
     return [pool.get(i) for i in ids]
 
 

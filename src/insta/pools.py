@@ -129,6 +129,24 @@ def pool_field(specs: Sequence[str]) -> str | list[str]:
     return specs[0] if len(specs) == 1 else list(specs)
 
 
+def _same_tasks(pools: Sequence[TaskPool], parsed: Sequence[PoolSpec]) -> None:
+    """The same pool spelt twice (a path and its absolute form, ``jsonl:`` or not, a default
+    option written out) is an error; pools that share some tasks (``bigbench:all`` and
+    ``bigbench:t0-eval``) get a warning: those tasks count twice."""
+    from .log import log
+
+    keys = [{(t.id, tuple(t.texts)) for t in pool} for pool in pools]
+    for j in range(len(pools)):
+        for i in range(j):
+            shared = len(keys[i] & keys[j])
+            if shared and keys[i] == keys[j]:
+                raise InstaError(f"pools {parsed[i].text!r} and {parsed[j].text!r} hold the same {shared} tasks (the "
+                                 "same pool given twice?); give each pool once")
+            if shared:
+                log.warning(f"pools {parsed[i].text!r} and {parsed[j].text!r} share {shared} task(s) (same id and "
+                            "instructions): each is a candidate twice, and a selection may hold both copies")
+
+
 def union_tags(specs: Sequence[PoolSpec]) -> list[str]:
     """The prefix that makes a colliding id distinct, per pool: its kind (``p3``, ``jsonl``),
     with the pool's position (``jsonl#2``) where two pools share a kind."""
@@ -167,9 +185,15 @@ def union_of(pools: Sequence[TaskPool], parsed: Sequence[PoolSpec]) -> TaskPool:
     for pool in pools:
         for tid in pool.ids:
             owners[tid] = owners.get(tid, 0) + 1
+    _same_tasks(pools, parsed)
     tags = union_tags(parsed)
-    tasks = [replace(t, id=f"{tag}:{t.id}" if owners[t.id] > 1 else t.id, origin=spec.text)
-             for spec, tag, pool in zip(parsed, tags, pools) for t in pool]
+    tasks = [replace(t, id=f"{tag}:{t.id}", origin=spec.text, source_id=t.id) if owners[t.id] > 1
+             else replace(t, origin=spec.text) for spec, tag, pool in zip(parsed, tags, pools) for t in pool]
+    taken = {t.id: t for t in tasks if t.source_id is None}
+    for t in tasks:
+        if t.source_id is not None and t.id in taken:
+            raise InstaError(f"pool {t.origin!r}: its task {t.source_id!r}, which another pool holds too, would be named "
+                             f"{t.id!r}, but pool {taken[t.id].origin!r} has a task with that id; rename one of them")
     clashes = sum(1 for n in owners.values() if n > 1)
     note = f"; {clashes} id(s) in several pools made distinct as KIND:ID" if clashes else ""
     return TaskPool(tasks, " + ".join(p.name for p in pools),

@@ -208,10 +208,13 @@ class PoolArrays:
         self.labels = [t.label for t in tasks]
         self._by_label: dict[str, list[int]] = {}
         self._by_family: dict[str, list[int]] = {}
+        self._copies: dict[str, list[int]] = {}  # a union: the renamed copies of one id (KIND#1:x, KIND#2:x)
         for i, t in enumerate(tasks):
             if t.label is not None:
                 self._by_label.setdefault(t.label, []).append(i)
             self._by_family.setdefault(family(t), []).append(i)
+            if getattr(t, "source_id", None) is not None:
+                self._copies.setdefault(t.source_id, []).append(i)
 
     def excluded(self, exclusions: Exclusions) -> np.ndarray:
         """Positions every target must skip: the excluded ids, patterns and labels."""
@@ -227,6 +230,10 @@ class PoolArrays:
         out = list(self._by_family.get(family(target), ())) if siblings else []
         if target.id in self.position:
             out.append(self.position[target.id])
+        # in a union, the target is also every copy of it that another pool holds under its own id
+        own = target.task.own_id if target.task is not None else target.id
+        out.extend(self._copies.get(own, ()))
+        out.extend(self._copies.get(target.id, ()))
         return positions(out)
 
 

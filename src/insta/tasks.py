@@ -72,6 +72,14 @@ class Task:
     #: in a union of pools (``--pool A --pool B``): the spec of the pool the task came from;
     #: None in a single pool
     origin: str | None = None
+    #: in a union, for an id that several pools hold: the task's id in its own pool (its union
+    #: id is qualified, KIND:ID); None otherwise
+    source_id: str | None = None
+
+    @property
+    def own_id(self) -> str:
+        """The task's id in its own pool (the id a reader gave it)."""
+        return self.source_id or self.id
 
     def with_instances(self) -> Task:
         """This task with every instance: loaded now through the reader's loader when the
