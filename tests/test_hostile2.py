@@ -19,6 +19,14 @@ from test_hostile import jsonl, table  # noqa: F401 - the fixture, shared
 INSTA = str(Path(sys.executable).with_name("insta"))
 
 
+
+def without_reading_notes(stderr: str) -> str:
+    """stderr without the two notes on how to read a selection (a weak match for the pool, a
+    top-k tie), which these synthetic pools earn and which are tested in test_select_warnings."""
+    return "".join(line for line in stderr.splitlines(keepends=True)
+                   if "weak match for this pool" not in line and "is not separated from the rest" not in line)
+
+
 def insta(*args, env=None, **kw) -> subprocess.CompletedProcess:
     """The installed command in a child process (its real standard streams)."""
     return subprocess.run([INSTA, *map(str, args)], capture_output=True, text=True,
@@ -98,7 +106,7 @@ def test_stdout_cut_short_by_a_full_disk_is_an_error(tmp_path, big_table, args, 
                               text=True, env={**os.environ, "PYTHONUNBUFFERED": unbuffered},
                               preexec_fn=_file_size_limit(4096))
     assert out.stat().st_size <= 4096
-    lines = [x for x in proc.stderr.strip().splitlines() if not x.startswith("warning:")]  # (a weak match, here)
+    lines = without_reading_notes(proc.stderr).strip().splitlines()
     assert proc.returncode == 2 and len(lines) == 1, proc.stderr
     assert lines[0].startswith("error: cannot write the standard output (File too large): the output is incomplete")
 
@@ -108,7 +116,7 @@ def test_json_on_a_full_device_with_out_keeps_the_file_and_says_stdout_failed(tm
     with open("/dev/full", "w") as full:
         proc = subprocess.run([INSTA, "select", "-p", big_table, "-i", "classify reviews", "--method", "bm25", "-k",
                                "300", "--json", "--out", sel], stdout=full, stderr=subprocess.PIPE, text=True)
-    assert proc.returncode == 2 and proc.stderr.startswith("error: cannot write the standard output"), proc.stderr
+    assert proc.returncode == 2 and without_reading_notes(proc.stderr).startswith("error: cannot write the standard output"), proc.stderr
     assert len(json.loads(sel.read_text())["selections"][0]["results"]) == 300
 
 
@@ -125,7 +133,7 @@ def test_a_reader_that_goes_away_is_an_early_close(tmp_path, big_table, extra):
     proc = subprocess.Popen([INSTA, "select", "-p", big_table, "-i", "classify reviews", "--method", "bm25", "-k", "300",
                              *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     proc.stdout.close()  # `| head` that has read what it wanted
-    err = proc.stderr.read()
+    err = without_reading_notes(proc.stderr.read())
     assert proc.wait() == 0 and err == "", err
     doc = json.loads(out_file.read_text().splitlines()[0] if out_file.suffix == ".jsonl" else out_file.read_text())
     assert len((doc["selections"][0] if "selections" in doc else doc)["results"]) == 300
@@ -133,7 +141,7 @@ def test_a_reader_that_goes_away_is_an_early_close(tmp_path, big_table, extra):
     for cmd in (["tasks", "-p", big_table], ["tasks", "-p", big_table, "--json"]):
         proc = subprocess.Popen([INSTA, *cmd], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         proc.stdout.close()
-        err = proc.stderr.read()
+        err = without_reading_notes(proc.stderr.read())
         assert proc.wait() == 0 and err == "", (cmd, err)
 
 
@@ -219,7 +227,7 @@ def test_cache_cleared_while_a_select_runs(monkeypatch, capsys, table, tiny_mode
     monkeypatch.setattr(EmbeddingCache, "get_many", cleared_meanwhile)
     code, _, err = run(monkeypatch, capsys, "select", "-p", table, "-i", "a new target text", "--model", tiny_model, "-q",
                        "-k", "2")
-    assert code == 0 and "warning" not in err, err
+    assert code == 0 and "warning" not in without_reading_notes(err), err
     monkeypatch.setattr(EmbeddingCache, "get_many", original)
     assert EmbeddingCache(isolated_cache / "embeddings.sqlite").count() > 0  # what was encoded meanwhile is kept
 
@@ -351,7 +359,7 @@ def test_a_damaged_parsed_template_file_is_rebuilt_with_a_warning(monkeypatch, c
         "    jinja: 'Is this review positive? {{text}} ||| {{label}}'\n    answer_choices: yes ||| no\n")
     spec = f"p3:d?templates={tmp_path / 'templates'}"
     code, _, err = run(monkeypatch, capsys, "tasks", "-p", spec, "--json")
-    assert code == 0 and "warning" not in err, err
+    assert code == 0 and "warning" not in without_reading_notes(err), err
     (stored,) = (isolated_cache / "promptsource-parsed").glob("*.json")
     good = json.loads(stored.read_text())
     for damage in ('{"version": 2, "entr', "\xff\xfe", json.dumps({**good, "entries": {"d": {**good["entries"]["d"],

@@ -16,12 +16,13 @@ import pytest
 import yaml
 from test_cli import run
 from test_hostile import jsonl, table  # noqa: F401 - the fixture, shared
+from test_hostile2 import without_reading_notes
 
 INSTA = str(Path(sys.executable).with_name("insta"))
 
 
 def _warnings(err: str) -> list[str]:
-    return [line for line in err.splitlines() if line.startswith("warning:")]
+    return [line for line in without_reading_notes(err).splitlines() if line.startswith("warning:")]
 
 
 # ---------------------------------------------------------------- 1. a cache folder that cannot be made

@@ -493,7 +493,7 @@ def weak_match(sel: Selection, floor: float | None) -> Selection:
     """Warn when the target's best match is weaker than the pool's own tasks almost always get
     (below :func:`match_floor`): the instruction may be ambiguous or outside the meta-dataset."""
     best = sel.results[0].match if sel.results else None
-    if floor is not None and best is not None and best.similarity < floor:
+    if floor is not None and best is not None and 0 < best.similarity < floor:  # 0: nothing matched, said apart
         sel.warnings.append(f"weak match for this pool: the best match ({best.measure} {best.similarity:g}) is below "
                             f"what {100 - round(100 * FLOOR_QUANTILE)}% of the pool's own tasks reach to their nearest "
                             f"other task ({floor:g}); the instruction may be ambiguous or outside this meta-dataset "
@@ -504,7 +504,7 @@ def weak_match(sel: Selection, floor: float | None) -> Selection:
 def boundary_tie(sel: Selection) -> None:
     """Warn when the k-th task and the first task not selected score the same: which of them
     is in the selection is then decided by the tie-break (task id), not by the target."""
-    if sel.results and sel.next_score is not None and sel.results[-1].score == sel.next_score:
+    if sel.results and sel.next_score is not None and sel.results[-1].score == sel.next_score != 0:  # 0: nothing matched
         sel.warnings.append(f"the top-{len(sel.results)} is not separated from the rest: the {len(sel.results)}-th "
                             f"task ({sel.results[-1].task_id}) and the first task not selected tie at score "
                             f"{sel.next_score:g}; which one is selected is decided by task id (change -k, or "
