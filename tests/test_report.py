@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from test_cli import fails, run
 
+from insta.pools import load_pool
 from insta.report import first_urls, load_report, render
 
 
@@ -169,7 +170,7 @@ def test_run_view_has_results_means_and_overlap(tmp_path):
     ('{"selections": [{"target": {}, "results": "no"}]}', "selections[0] must be an object with 'target' and 'results'"),
     ('{"selections": []}', "no selections in it"),
     ('{"selections": [{"target": {}, "results": [{"task_id": "a", "score": "high"}]}]}', "numeric 'score'"),
-    ('{"suite": "s", "methods": [1]}', "methods[0] must be an object with 'method' and 'metrics'"),
+    ('{"suite": "s", "methods": [1]}', "methods[0]: must be an object with 'method' and 'metrics'"),
     ('{"selections": [', "report.json:1"),
 ])
 def test_bad_inputs_are_one_error_line(monkeypatch, capsys, tmp_path, content, match):
@@ -260,7 +261,7 @@ def test_a_tie_at_the_boundary_is_a_warning(monkeypatch, capsys, tmp_path):
     sel = json.loads(out)["selections"][0]
     assert sel["next_score"] == sel["results"][-1]["score"]
     (warning,) = [w for w in sel["warnings"] if "not separated" in w]
-    assert "the 2-th task (b) and the first task not selected tie" in warning
+    assert "the task ranked 2 (b) and the first task not selected tie" in warning
     assert f"warning: target target: {warning}" in " ".join(err.split()) or "not separated" in err
 
 
@@ -304,3 +305,67 @@ def test_several_selection_files_side_by_side_with_their_overlap(monkeypatch, ca
     bench.write_text(json.dumps({"suite": "s", "methods": []}))
     fails(monkeypatch, capsys, "report", files[0], bench, "-o", tmp_path / "x.html",
           match="several inputs are compared as selections; this one is a bench")
+
+
+@pytest.mark.parametrize("content, match", [
+    ('{"selections": [{"target": {}, "results": [{"task_id": "a", "score": NaN}]}]}', "finite numeric 'score'"),
+    ('{"selections": [{"target": {}, "results": [{"task_id": "a", "score": 1}], "next_score": Infinity}]}',
+     "next_score must be a finite number"),
+    ('{"selections": [{"target": {}, "results": [], "warnings": "abc"}]}', "warnings must be a list"),
+    ('{"suite": "s", "methods": [{"method": "m", "metrics": {"MAP": NaN}}]}', "metrics.MAP must be a finite number"),
+    ('{"suite": "s", "methods": [{"method": "m", "metrics": {}, "ci": {"MAP": "wide"}}]}', "ci.MAP must be [low, high]"),
+    ('{"suite": "s", "methods": [{"method": "m", "metrics": {}, "per_label": "x"}]}', "per_label must map names"),
+    ('{"suite": "s", "methods": [{"method": "m", "metrics": {}, "per_target": [1, 2]}]}', "per_target must map names"),
+    ('{"suite": "s", "methods": [], "paired": [1]}', "'paired' must map reference"),
+])
+def test_edited_inputs_with_wrong_types_or_nan_are_one_error_line(monkeypatch, capsys, tmp_path, content, match):
+    bad = tmp_path / "in.json"
+    bad.write_text(content)
+    fails(monkeypatch, capsys, "report", bad, "-o", tmp_path / "out.html", match=match)
+    assert not (tmp_path / "out.html").exists()
+
+
+def test_run_metrics_that_are_not_numbers_are_refused(monkeypatch, capsys, tmp_path):
+    _fake_run(tmp_path / "run")
+    doc = json.loads((tmp_path / "run" / "results.json").read_text())
+    doc["results"][0]["metrics"]["accuracy"] = "high"
+    (tmp_path / "run" / "results.json").write_text(json.dumps(doc))
+    fails(monkeypatch, capsys, "report", tmp_path / "run", "-o", tmp_path / "r.html", match="results[0].metrics must hold finite numbers")
+
+
+def test_text_from_data_never_drives_the_page(monkeypatch, capsys, tmp_path):
+    sel = {"target": {"id": "t\u202eevil\x1b[31m", "instructions": ["x"]}, "method": "bm25", "k": 1,
+           "n_candidates": 2, "warnings": [], "results": [
+               {"rank": 1, "task_id": "a\ud800b", "score": 0.5, "match": {
+                   "target_instruction": "x", "source_instruction": "y" * 5000, "similarity": 0.5, "measure": "bm25"}}]}
+    path = tmp_path / "sel.json"
+    path.write_text(json.dumps({"selections": [sel]}))
+    out = tmp_path / "out.html"
+    code, _, err = run(monkeypatch, capsys, "report", path, "-o", out, "--title", "\udcff", "-q")
+    assert code == 0, err
+    page = out.read_text()
+    assert "\u202e" not in page and "\x1b" not in page and "t\\u202eevil\\x1b[31m" in page
+    assert "a\\ud800b" in page and "y" * 600 + "…" in page and "y" * 601 not in page
+    fails(monkeypatch, capsys, "report", path, path, "-o", tmp_path / "twice.html", match="is given twice")
+
+
+def test_a_big_benchmark_page_pages_its_targets(monkeypatch, capsys, tmp_path):
+    doc = {"suite": "s", "methods": [{"method": "m", "metrics": {"MAP": 0.5}, "per_target": {
+        f"t{i:04d}": {"MAP": i / 1000} for i in range(120)}}]}
+    path = tmp_path / "b.json"
+    path.write_text(json.dumps(doc))
+    page = render(load_report(path))
+    assert '<button id="more"' in page and page.count('class="target-row"') == 120
+
+
+@pytest.mark.slow
+def test_weak_match_for_hybrid_compares_the_embedding_side(monkeypatch, capsys, labelled, tmp_path):
+    from insta.select import Target, match_floor, strength
+    from insta.selectors import make_selector
+
+    pool = load_pool(f"jsonl:{labelled}")
+    hybrid = make_selector("hybrid").fit(pool)
+    sel = hybrid.select(Target.from_text("zzqx blorf wibble"), k=2)
+    value, measure = strength(sel.results[0].match)
+    assert measure == "cosine" and value < 1 and value != sel.results[0].score  # not the reciprocal-rank score
+    assert match_floor(hybrid) is None  # six tasks: too few to learn a floor from

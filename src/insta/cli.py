@@ -7,7 +7,6 @@ import copy
 import errno
 import logging
 import os
-import re
 import signal
 import sys
 from collections.abc import Callable
@@ -18,7 +17,7 @@ import typer
 
 from . import __version__
 from .config import AlignConfig, FeatureConfig, MixConfig, TrainConfig
-from .errors import InstaError
+from .errors import InstaError, printable
 from .calibrate import DEFAULT_CALIBRATION
 from .selectors import DEFAULT_METHOD
 
@@ -81,19 +80,6 @@ def _err_console():
 
 out = _Lazy(_out_console)
 err = _Lazy(_err_console)
-
-
-#: what a terminal acts on instead of showing: C0 controls but tab and newline (ESC starts
-#: colour, cursor and title sequences), DEL, C1 controls, and the bidirectional embeddings,
-#: overrides and isolates that reorder the text around them, and the line and paragraph
-#: separators (U+2028/9) that some terminals and viewers break lines at
-_UNSHOWABLE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
-
-
-def printable(text: str) -> str:
-    """``text`` with every character a terminal would act on shown as its escape (``\\x1b``,
-    ``\\u202e``): data (a task's id or instruction) and arguments never drive the terminal."""
-    return _UNSHOWABLE.sub(lambda m: f"\\x{ord(m[0]):02x}" if ord(m[0]) < 0x100 else f"\\u{ord(m[0]):04x}", text)
 
 
 def escape(text: str) -> str:

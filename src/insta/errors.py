@@ -8,6 +8,7 @@ The CLI prints it and exits with code 2, without a traceback.
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Iterable
 
 
@@ -45,3 +46,16 @@ def first_line(exc: BaseException, limit: int = 200) -> str:
     """What an exception says, as one line for an error or warning (its type when it says nothing)."""
     text = str(exc).strip()
     return text.splitlines()[0][:limit] if text else type(exc).__name__
+
+
+#: what a terminal acts on instead of showing: C0 controls but tab and newline (ESC starts
+#: colour, cursor and title sequences), DEL, C1 controls, and the bidirectional embeddings,
+#: overrides and isolates that reorder the text around them, and the line and paragraph
+#: separators (U+2028/9) that some terminals and viewers break lines at
+_UNSHOWABLE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+def printable(text: str) -> str:
+    """``text`` with every character a terminal would act on shown as its escape (``\\x1b``,
+    ``\\u202e``): data (a task's id or instruction) and arguments never drive the terminal."""
+    return _UNSHOWABLE.sub(lambda m: f"\\x{ord(m[0]):02x}" if ord(m[0]) < 0x100 else f"\\u{ord(m[0]):04x}", text)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import html
 import io
 import json
+import math
 import os
 import re
 from collections.abc import Iterable
@@ -20,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import InstaError
+from .errors import InstaError, printable
 from .io import iter_jsonl, read_json, write_text_atomic
 
 __all__ = ["Report", "combine", "load_report", "render", "write_report"]
@@ -59,11 +60,49 @@ def _check_selections(path: Path, sels: list[Any]) -> None:
                              "damaged? write it again with insta select --out)")
         for j, r in enumerate(sel["results"]):
             if not isinstance(r, dict) or not isinstance(r.get("task_id"), str) or not _number(r.get("score")):
-                raise InstaError(f"{path}: selections[{i}].results[{j}] needs a text 'task_id' and a numeric 'score'")
+                raise InstaError(f"{path}: selections[{i}].results[{j}] needs a text 'task_id' and a finite numeric "
+                                 "'score'")
+        nxt = sel.get("next_score")
+        _need(nxt is None or _number(nxt), str(path), f"selections[{i}].next_score must be a finite number, got {nxt!r}",
+              "write the file again with insta select --out")
+        for key, kind in (("warnings", list), ("k", int), ("n_candidates", int)):
+            _need(sel.get(key) is None or (isinstance(sel[key], kind) and not isinstance(sel[key], bool)), str(path),
+                  f"selections[{i}].{key} must be {'a list' if kind is list else 'an integer'}",
+                  "write the file again with insta select --out")
 
 
 def _number(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool)
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _need(ok: bool, where: str, what: str, fix: str) -> None:
+    if not ok:
+        raise InstaError(f"{where}: {what}; {fix}")
+
+
+def _check_bench(p: Path, doc: dict[str, Any]) -> None:
+    """Every figure the page shows: a finite number (or null), CIs pairs of them, tables objects."""
+    fix = "write the file again with insta bench --out"
+    for i, m in enumerate(doc["methods"]):
+        at = f"{p}: methods[{i}]"
+        _need(isinstance(m, dict) and isinstance(m.get("method"), str) and isinstance(m.get("metrics"), dict),
+              at, "must be an object with 'method' and 'metrics'", fix)
+        for name, v in m["metrics"].items():
+            _need(v is None or _number(v), at, f"metrics.{name} must be a finite number, got {v!r}", fix)
+        for name, ci in (m.get("ci") or {}).items():
+            _need(isinstance(ci, list) and len(ci) == 2 and all(x is None or _number(x) for x in ci), at,
+                  f"ci.{name} must be [low, high], got {ci!r}", fix)
+        for key in ("per_label", "per_target"):
+            table = m.get(key)
+            _need(table is None or (isinstance(table, dict) and all(
+                isinstance(row, dict) and all(v is None or _number(v) for v in row.values()) for row in table.values())),
+                at, f"{key} must map names to objects of finite numbers", fix)
+    paired = doc.get("paired")
+    _need(paired is None or (isinstance(paired, dict) and all(
+        isinstance(by_m, dict) and all(isinstance(by_x, dict) and all(
+            isinstance(d, list) and len(d) == 3 and all(_number(x) for x in d) for d in by_x.values())
+            for by_x in by_m.values()) for by_m in paired.values())),
+        str(p), "'paired' must map reference -> method -> metric -> [mean, low, high] (finite numbers)", fix)
 
 
 def load_report(path: str | os.PathLike[str]) -> Report:
@@ -84,10 +123,7 @@ def load_report(path: str | os.PathLike[str]) -> Report:
         _check_selections(p, doc["selections"])
         return Report("selection", str(p), doc)
     if _is_bench_doc(doc):
-        for i, m in enumerate(doc["methods"]):
-            if not isinstance(m, dict) or not isinstance(m.get("method"), str) or not isinstance(m.get("metrics"), dict):
-                raise InstaError(f"{p}: methods[{i}] must be an object with 'method' and 'metrics' (write the file "
-                                 "again with insta bench --out)")
+        _check_bench(p, doc)
         return Report("bench", str(p), doc)
     raise InstaError(f"{p}: neither a selection file ('selections'), a benchmark result ('suite', 'methods') nor a "
                      "run folder; give the file insta select --out or insta bench --out wrote, or a run folder")
@@ -104,6 +140,12 @@ def _load_run(root: Path) -> Report:
                                              and isinstance(r.get("method"), str) for r in rows):
         raise InstaError(f"{results}: field 'results' must be a list of objects with 'target' and 'method' (damaged? "
                          "run insta run CONFIG again)")
+    for i, r in enumerate(rows):
+        metrics = r.get("metrics") or {}
+        _need(isinstance(metrics, dict) and all(_number(v) for v in metrics.values()), str(results),
+              f"results[{i}].metrics must hold finite numbers", "run insta run CONFIG again")
+        _need(isinstance(r.get("selected", []), list), str(results), f"results[{i}].selected must be a list",
+              "run insta run CONFIG again")
     selections: dict[str, list[dict[str, Any]]] = {}
     for target in dict.fromkeys(r["target"] for r in rows):
         for r in rows:
@@ -129,8 +171,14 @@ def _words(text: str) -> set[str]:
     return {w.lower() for w in _WORD.findall(text or "")} - _STOP
 
 
+#: a pair's text is cut to this many characters on the page (the file keeps it whole)
+SHOWN_CHARS = 600
+
+
 def marked(text: str, shared: set[str]) -> str:
-    """``text`` HTML-escaped, with the words it shares with the other side in <mark>."""
+    """``text`` HTML-escaped (control and direction characters shown as escapes, cut to
+    SHOWN_CHARS), with the words it shares with the other side in <mark>."""
+    text = printable(text if len(text or "") <= SHOWN_CHARS else text[:SHOWN_CHARS] + "…")
     out, last = [], 0
     for m in _WORD.finditer(text or ""):
         out.append(html.escape(text[last:m.start()]))
@@ -274,6 +322,10 @@ def _overlaps(by_target: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]
 def combine(reports: list[Report]) -> Report:
     """Several selection files as one page: each selection named by its file (and method), and
     the selections of one target side by side with their overlap."""
+    sources = [str(Path(r.source).resolve()) for r in reports]
+    twice = next((r.source for r, src in zip(reports, sources) if sources.count(src) > 1), None)
+    if twice:
+        raise InstaError(f"{twice} is given twice; give each selection file once")
     if any(r.kind != "selection" for r in reports):
         bad = next(r for r in reports if r.kind != "selection")
         raise InstaError(f"{bad.source}: several inputs are compared as selections; this one is a {bad.kind} "
@@ -388,8 +440,12 @@ def pool_map(pool, encoder, selections: list[dict[str, Any]]) -> str:
 def render(report: Report, *, title: str | None = None, pool_map_svg: str = "") -> str:
     """The page as one HTML string."""
     from jinja2 import Environment, PackageLoader, select_autoescape
+    from markupsafe import Markup
 
-    env = Environment(loader=PackageLoader("insta", "templates"), autoescape=select_autoescape(["html", "j2"]))
+    env = Environment(loader=PackageLoader("insta", "templates"), autoescape=select_autoescape(["html", "j2"]),
+                      # data never drives the page: its control and direction characters shown as escapes
+                      # (markup built here, already escaped, passes as it is)
+                      finalize=lambda x: printable(x) if isinstance(x, str) and not isinstance(x, Markup) else x)
     env.filters["tojson_safe"] = lambda x: json.dumps(x).replace("<", "\\u003c").replace(">", "\\u003e")
     context: dict[str, Any] = {"kind": report.kind, "source": report.source,
                                "title": title or f"insta report: {Path(report.source).name}"}
@@ -426,6 +482,7 @@ def write_report(report: Report, out: str | os.PathLike[str], *, title: str | No
                  pool_map_svg: str = "") -> Path:
     """Render ``report`` and write it to ``out`` atomically."""
     page = render(report, title=title, pool_map_svg=pool_map_svg)
+    page = page.encode("utf-8", "backslashreplace").decode("utf-8")  # a lone surrogate from an edited file, shown
     return write_text_atomic(out, page, "--report")
 
 

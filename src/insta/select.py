@@ -482,19 +482,31 @@ def match_floor(selector: Selector, sample: int = FLOOR_SAMPLE, q: float = FLOOR
     if len(pool) < 20:
         return None
     picked = np.sort(np.random.default_rng(0).choice(len(pool), min(sample, len(pool)), replace=False))
-    sims = [s.results[0].match.similarity
+    sims = [strength(s.results[0].match)[0]
             for s in selector.iter_select([Target.from_task(pool[int(i)]) for i in picked], 1, Exclusions(siblings=True),
                                           n_instructions=1)  # one instruction each, as a user's target usually has
             if s.results and s.results[0].match is not None]
     return round(float(np.quantile(sims, q)), 6) if len(sims) >= 20 else None
 
 
+def strength(match: Match | None) -> tuple[float, str] | None:
+    """How strong a match is, as a similarity that compares across targets: its own, or for a
+    fused score (hybrid) its first part's (the embedding cosine), not the reciprocal rank."""
+    if match is None:
+        return None
+    if match.parts:
+        return float(match.parts[0]["similarity"]), str(match.parts[0]["measure"])
+    return float(match.similarity), match.measure
+
+
 def weak_match(sel: Selection, floor: float | None) -> Selection:
     """Warn when the target's best match is weaker than the pool's own tasks almost always get
-    (below :func:`match_floor`): the instruction may be ambiguous or outside the meta-dataset."""
-    best = sel.results[0].match if sel.results else None
-    if floor is not None and best is not None and 0 < best.similarity < floor:  # 0: nothing matched, said apart
-        sel.warnings.append(f"weak match for this pool: the best match ({best.measure} {best.similarity:g}) is below "
+    (below :func:`match_floor`): the instruction may be ambiguous or outside the meta-dataset.
+    The best match is the strongest of the selected tasks' (calibration may order them otherwise)."""
+    found = [x for x in (strength(r.match) for r in sel.results) if x is not None]
+    best = max(found) if found else None
+    if floor is not None and best is not None and 0 < best[0] < floor:  # 0: nothing matched, said apart
+        sel.warnings.append(f"weak match for this pool: the best match ({best[1]} {best[0]:g}) is below "
                             f"what {100 - round(100 * FLOOR_QUANTILE)}% of the pool's own tasks reach to their nearest "
                             f"other task ({floor:g}); the instruction may be ambiguous or outside this meta-dataset "
                             "(reword it, add instructions with -i, or choose another pool)")
@@ -505,8 +517,8 @@ def boundary_tie(sel: Selection) -> None:
     """Warn when the k-th task and the first task not selected score the same: which of them
     is in the selection is then decided by the tie-break (task id), not by the target."""
     if sel.results and sel.next_score is not None and sel.results[-1].score == sel.next_score != 0:  # 0: nothing matched
-        sel.warnings.append(f"the top-{len(sel.results)} is not separated from the rest: the {len(sel.results)}-th "
-                            f"task ({sel.results[-1].task_id}) and the first task not selected tie at score "
+        sel.warnings.append(f"the top-{len(sel.results)} is not separated from the rest: the task ranked "
+                            f"{len(sel.results)} ({sel.results[-1].task_id}) and the first task not selected tie at score "
                             f"{sel.next_score:g}; which one is selected is decided by task id (change -k, or "
                             "reword the instruction)")
 
