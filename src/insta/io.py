@@ -72,10 +72,15 @@ def read_text(path: PathLike, what: str = "file") -> str:
     return decode(read_bytes(path, what), Path(path).expanduser())
 
 
-def parse_json(text: str, where: PathLike) -> Any:
+def parse_json(text: str, where: PathLike, *, line: bool = False) -> Any:
+    """A JSON document (or, ``line``, one line of a JSON Lines file, ``where`` = file:line);
+    every way it can be unreadable is one line naming the place."""
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
+        if line:
+            raise InstaError(f"{where}: malformed JSON line ({exc.msg}, column {exc.colno}); fix or remove that "
+                             "line") from None
         raise InstaError(f"{where}:{exc.lineno}: invalid JSON ({exc.msg}, column {exc.colno})") from None
     except RecursionError:
         raise InstaError(f"{where}: JSON nested too deeply") from None
@@ -103,19 +108,7 @@ def iter_jsonl(path: PathLike, what: str = "file") -> Iterator[tuple[int, Any]]:
     p = Path(path).expanduser()
     for lineno, line in enumerate(read_text(p, what).splitlines(), start=1):
         if line.strip():
-            yield lineno, parse_json_line(line, f"{p}:{lineno}")
-
-
-def parse_json_line(line: str, where: str) -> Any:
-    """One line of a JSON Lines file; errors name ``where`` (file:line)."""
-    try:
-        return json.loads(line)
-    except json.JSONDecodeError as exc:
-        raise InstaError(f"{where}: malformed JSON line ({exc.msg}, column {exc.colno}); fix or remove that line") from None
-    except RecursionError:
-        raise InstaError(f"{where}: JSON nested too deeply") from None
-    except ValueError as exc:
-        raise InstaError(f"{where}: {_huge_number(exc)}") from None
+            yield lineno, parse_json(line, f"{p}:{lineno}", line=True)
 
 
 def _unique_key_loader():

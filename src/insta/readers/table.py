@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InstaError, did_you_mean
-from ..io import json_type, parse_json, parse_json_line, read_text
+from ..io import json_type, parse_json, read_text
 from .base import PoolSpec, Reader
 from ..tasks import Instruction, Task, TaskPool, clean_text, is_blank
 
@@ -207,7 +207,7 @@ def _jsonl_rows(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
     for lineno, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
-        yield f"{path}:{lineno}", parse_json_line(line, f"{path}:{lineno}")
+        yield f"{path}:{lineno}", parse_json(line, f"{path}:{lineno}", line=True)
 
 
 def load_jsonl(spec: PoolSpec) -> TaskPool:
