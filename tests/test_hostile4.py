@@ -128,7 +128,7 @@ def test_a_number_too_long_to_read_is_one_line(monkeypatch, capsys, tmp_path):
     fails(monkeypatch, capsys, "mix", "-s", sel, "-o", tmp_path / "m", match="a number with more digits than can be read")
 
 
-def test_p3_rows_without_the_fields_a_template_reads_are_refused(tmp_path):
+def test_p3_rows_without_the_fields_a_template_reads_are_refused(tmp_path, caplog):
     import random
 
     from insta.mix import local_rows, p3_examples
@@ -149,6 +149,13 @@ def test_p3_rows_without_the_fields_a_template_reads_are_refused(tmp_path):
     (rows / "imdb.jsonl").write_text('{"text": "great", "label": 1}\n')
     (example,) = p3_examples(task, local_rows(rows), random.Random(0))
     assert example["input"] == "great Is it positive?" and example["target"] == "yes"
+    # a label past the answer choices (or NaN) would print nothing: that row is skipped, and said
+    (rows / "imdb.jsonl").write_text('{"text": "great", "label": 1}\n{"text": "odd", "label": 7}\n'
+                                     '{"text": "nan", "label": NaN}\n')
+    with caplog.at_level("WARNING", logger="insta"):
+        examples = list(p3_examples(task, local_rows(rows), random.Random(0)))
+    assert [e["input"] for e in examples] == ["great Is it positive?"]
+    assert "P3 entry 'imdb': 2 row(s) skipped: a template printed a value the row lacks" in caplog.text
 
 
 def test_training_reads_its_mixture_only(tiny_lms, tmp_path):

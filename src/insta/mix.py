@@ -147,7 +147,20 @@ def _environment(rng: random.Random):
         counts = Counter(items).most_common()
         return [item for item, n in counts if n == counts[0][1]]
 
-    env = SandboxedEnvironment()
+    from jinja2 import Undefined
+
+    holes = [0]
+
+    class Hole(Undefined):
+        """A value the row lacks (a label past the answer choices, a missing key), printed as
+        nothing: counted, so that the example with a hole in it is skipped, not trained on."""
+
+        def __str__(self) -> str:
+            holes[0] += 1
+            return ""
+
+    env = SandboxedEnvironment(undefined=Hole)
+    env.holes = holes  # type: ignore[attr-defined]
     env.globals["zip"] = zip
     env.filters["choice"] = lambda xs: rng.choice(list(xs))
     env.filters["most_frequent"] = most_frequent
@@ -171,13 +184,20 @@ def render_template(env, jinja: str, answer_choices: str | None, row: dict[str, 
     safe = _guard(row)
     if "answer_choices" in safe:
         raise InstaError("a P3 row holds the reserved field 'answer_choices'; rename it")
+    env.holes[0] = 0
     choices: list[str] = []
     if answer_choices:
         choices = [c.strip().replace(_PIPE_GUARD, PIPE) for c in env.from_string(answer_choices).render(**safe).split(PIPE)]
     parts = [p.strip().replace(_PIPE_GUARD, PIPE) for p in env.from_string(jinja).render(**safe, answer_choices=choices or None).split(PIPE)]
+    if env.holes[0]:
+        raise _RowHole()
     if len(parts) < 2 or not parts[0] or not parts[1]:
         return None
     return parts[0], parts[1], choices
+
+
+class _RowHole(Exception):
+    """A template printed a value the row lacks: its example would have a hole."""
 
 
 def hub_rows(dataset: str, subset: str | None, split: str = "train") -> Sequence[dict[str, Any]]:
@@ -254,13 +274,25 @@ def p3_examples(task: Task, rows: RowSource, rng: random.Random, split: str = "t
     _check_fields(task, templates, env, data[0])
     order = list(range(len(data)))
     rng.shuffle(order)
-    for i in order:
-        tpl = templates[rng.randrange(len(templates))]  # one template per row, as in T0's mixture
-        rendered = render_template(env, tpl.jinja, tpl.answer_choices, dict(data[i]))
-        if rendered is not None:
-            prompt, target, choices = rendered
-            yield {"task": task.id, "input": prompt, "target": target, "references": [target], "choices": choices,
-                   "source": "p3"}
+    holes = 0
+    try:
+        for i in order:
+            tpl = templates[rng.randrange(len(templates))]  # one template per row, as in T0's mixture
+            try:
+                rendered = render_template(env, tpl.jinja, tpl.answer_choices, dict(data[i]))
+            except _RowHole:
+                holes += 1
+                continue
+            if rendered is not None:
+                prompt, target, choices = rendered
+                yield {"task": task.id, "input": prompt, "target": target, "references": [target], "choices": choices,
+                       "source": "p3"}
+    finally:
+        if holes:
+            from .log import log
+
+            log.warning(f"P3 entry {task.id!r}: {holes} row(s) skipped: a template printed a value the row lacks (a "
+                        "label past the answer choices, a missing key); check the rows")
 
 
 # ---------------------------------------------------------------- the mixture
