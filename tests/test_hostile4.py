@@ -188,3 +188,12 @@ def test_a_closed_standard_output_is_an_error():
     insta = str(Path(sys.executable).with_name("insta"))
     proc = subprocess.run(f"{insta} --version >&-", shell=True, capture_output=True, text=True)
     assert proc.returncode == 2 and proc.stderr.startswith("error: the standard output is closed"), proc.stderr
+
+
+def test_mix_out_never_lands_inside_an_input_folder(monkeypatch, capsys, tmp_path):
+    rows = tmp_path / "rows"
+    rows.mkdir()
+    sel = tmp_path / "sel.json"
+    sel.write_text(json.dumps({"pool": "p3:imdb", "selections": [{"target": {"id": "t"}, "results": [{"task_id": "imdb"}]}]}))
+    fails(monkeypatch, capsys, "mix", "-s", sel, "-o", rows / "mix", "--rows", rows, match="is inside an input of this command")
+    assert list(rows.iterdir()) == []

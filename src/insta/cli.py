@@ -425,7 +425,7 @@ def _not_an_input(out_file: str, inputs: list[str | None], what: str = "--out") 
                 inside = False
             if inside:
                 raise InstaError(f"{what} {out_file} is {'inside ' if path.is_dir() else ''}an input of this command "
-                                 f"({spec}); give another file")
+                                 f"({spec}); give another path")
 
 
 def _warn(selection) -> None:
@@ -713,11 +713,10 @@ def mix(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
 ) -> None:
     """Build the training mixture of a selection (a Hugging Face dataset on disk, plus JSONL)."""
-    from .io import outside_cache
     from .pipeline import mix_selection
     from .pools import pool_field
 
-    outside_cache(out_dir, "--out")
+    _not_an_input(out_dir, [selection, rows, *(pool or [])])  # (the cache folder too)
     mixture = mix_selection(selection, out_dir, MixConfig(per_task_cap=per_task_cap, format=format, seed=seed,
                                                           total_examples=total_examples),
                             pool=pool_field(pool) if pool else None, target=target, rows=rows)
