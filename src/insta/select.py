@@ -438,7 +438,8 @@ class Selector(abc.ABC):
                    for rank, i in enumerate(top[:req.k], start=1)]
         sel = self._selection(target, req, n_candidates, results)
         sel.next_score = round(float(scores.score[top[req.k]]), 6) if len(top) > req.k else None
-        boundary_tie(sel, pool, int(top[req.k - 1]), int(top[req.k]) if len(top) > req.k else None)
+        if len(top) > req.k:  # a task left out: does it tie with the last one in?
+            boundary_tie(sel, pool, int(top[req.k - 1]), int(top[req.k]))
         return sel
 
     def select(self, target: Target, k: int = 5, exclusions: Exclusions | None = None,
@@ -513,12 +514,12 @@ def weak_match(sel: Selection, floor: float | None) -> Selection:
     return sel
 
 
-def boundary_tie(sel: Selection, pool: TaskPool, last: int | None, following: int | None) -> None:
+def boundary_tie(sel: Selection, pool: TaskPool, last: int, following: int) -> None:
     """Warn when the k-th task and the first task not selected score the same: which of them
     is in the selection is then decided by the tie-break (task id), not by the target. Not when
     the two are siblings (subsets of one dataset, e.g. adversarial_qa/dbert and dbidaf, share
     their templates: either is the same choice), nor when nothing matched (score 0)."""
-    if last is not None and following is not None and family(pool[last]) == family(pool[following]):
+    if family(pool[last]) == family(pool[following]):
         return
     if sel.results and sel.next_score is not None and sel.results[-1].score == sel.next_score != 0:
         sel.warnings.append(f"the top-{len(sel.results)} is not separated from the rest: the task ranked "
@@ -633,8 +634,8 @@ class InstructionSelector(Selector):
                            for rank, h in enumerate(found[:req.k], start=1)]
                 sel = self._selection(target, req, n_candidates, results)
                 sel.next_score = round(float(found[req.k].score), 6) if len(found) > req.k else None
-                boundary_tie(sel, pool, found[req.k - 1].task if len(found) >= req.k else None,
-                             found[req.k].task if len(found) > req.k else None)
+                if len(found) > req.k:
+                    boundary_tie(sel, pool, found[req.k - 1].task, found[req.k].task)
                 yield sel
                 done += 1
                 if progress:
