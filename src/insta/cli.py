@@ -308,8 +308,7 @@ def select(
     if report_file is not None:
         check_out(report_file, "--report")
         _not_an_input(report_file, [*pool, targets, targets_file, out_file], "--report")
-        if out_file and Path(report_file).expanduser().resolve() == Path(out_file).expanduser().resolve():
-            raise InstaError(f"--report {report_file} is the --out file too; give the page another name")
+        _different_outputs([(out_file, "--out"), (report_file, "--report")])
     if n_instructions is not None:
         check_int(n_instructions, "--n-instructions", min=1)
     check_int(ray_actors, "--ray-actors", min=1)
@@ -426,6 +425,14 @@ def _not_an_input(out_file: str, inputs: list[str | None], what: str = "--out") 
             if inside:
                 raise InstaError(f"{what} {out_file} is {'inside ' if path.is_dir() else ''}an input of this command "
                                  f"({spec}); give another path")
+
+
+def _different_outputs(written: list[tuple[str | None, str]]) -> None:
+    """The files a command writes (--out, --plot, --report) must be different files."""
+    given = [(p, what) for p, what in written if p]
+    where = [Path(p).expanduser().resolve() for p, _ in given]
+    if len(set(where)) < len(where):
+        raise InstaError(f"{' and '.join(w for _, w in given)} must name different files")
 
 
 def _warn(selection) -> None:
@@ -553,9 +560,7 @@ def bench(
     for path, what in written:
         check_out(path, what)
         _not_an_input(path, [*(pool or []), niv2], what)
-    where = [Path(p).expanduser().resolve() for p, _ in written]
-    if len(set(where)) < len(where):
-        raise InstaError(f"{' and '.join(w for _, w in written)} must name different files")
+    _different_outputs(written)
     if plot:
         from .bench.plot import plot_format
 
@@ -883,13 +888,11 @@ def report(
     """Write a selection, a benchmark or a run as one web page: ranked tasks with score bars and the
     gap to the first task not selected, the best-matching pair with shared words marked, metric
     tables with CIs, run results and method overlap."""
-    from .io import check_out, outside_cache
+    from .io import check_out
     from .report import combine, load_report, map_for, write_report
 
-    check_out(out_file, "--out")
+    check_out(out_file, "--out")  # (a folder, a run folder included, is refused here)
     _not_an_input(out_file, [s for s in sources if not Path(s).is_dir()])  # a page inside a run folder is fine
-    if any(Path(s).expanduser().resolve() == Path(out_file).expanduser().resolve() for s in sources):
-        raise InstaError(f"--out {out_file} is an input too; give the page another name")
     loaded = load_report(sources[0]) if len(sources) == 1 else combine([load_report(s) for s in sources])
     path = write_report(loaded, out_file, title=title, pool_map_svg=map_for(loaded) if map_ else "")
     _say(quiet)(f"wrote {path} ({loaded.kind} report, {path.stat().st_size / 1024:.0f} KiB)")

@@ -213,7 +213,7 @@ class PoolArrays:
             if t.label is not None:
                 self._by_label.setdefault(t.label, []).append(i)
             self._by_family.setdefault(family(t), []).append(i)
-            if getattr(t, "source_id", None) is not None:
+            if t.source_id is not None:
                 self._copies.setdefault(t.source_id, []).append(i)
 
     def excluded(self, exclusions: Exclusions) -> np.ndarray:
@@ -437,9 +437,8 @@ class Selector(abc.ABC):
         results = [Selected.of(rank, pool[int(i)], scores.score[i], scores.explain(int(i)))
                    for rank, i in enumerate(top[:req.k], start=1)]
         sel = self._selection(target, req, n_candidates, results)
-        sel.next_score = round(float(scores.score[top[req.k]]), 6) if len(top) > req.k else None
-        if len(top) > req.k:  # a task left out: does it tie with the last one in?
-            boundary_tie(sel, pool, int(top[req.k - 1]), int(top[req.k]))
+        if len(top) > req.k:  # a task left out
+            boundary(sel, pool, int(top[req.k - 1]), int(top[req.k]), scores.score[top[req.k]])
         return sel
 
     def select(self, target: Target, k: int = 5, exclusions: Exclusions | None = None,
@@ -514,14 +513,16 @@ def weak_match(sel: Selection, floor: float | None) -> Selection:
     return sel
 
 
-def boundary_tie(sel: Selection, pool: TaskPool, last: int, following: int) -> None:
-    """Warn when the k-th task and the first task not selected score the same: which of them
-    is in the selection is then decided by the tie-break (task id), not by the target. Not when
-    the two are siblings (subsets of one dataset, e.g. adversarial_qa/dbert and dbidaf, share
-    their templates: either is the same choice), nor when nothing matched (score 0)."""
+def boundary(sel: Selection, pool: TaskPool, last: int, following: int, next_score: float) -> None:
+    """Record the score of the first task not selected (position ``following``; ``last`` is the
+    k-th), and warn when the two tie: which of them is in the selection is then decided by the
+    tie-break (task id), not by the target. Not when the two are siblings (subsets of one
+    dataset, e.g. adversarial_qa/dbert and dbidaf, share their templates: either is the same
+    choice), nor when nothing matched (score 0)."""
+    sel.next_score = round(float(next_score), 6)
     if family(pool[last]) == family(pool[following]):
         return
-    if sel.results and sel.next_score is not None and sel.results[-1].score == sel.next_score != 0:
+    if sel.results and sel.results[-1].score == sel.next_score != 0:
         sel.warnings.append(f"the top-{len(sel.results)} is not separated from the rest: the task ranked "
                             f"{len(sel.results)} ({sel.results[-1].task_id}) and the first task not selected tie at score "
                             f"{sel.next_score:g}; which one is selected is decided by task id (change -k, or "
@@ -633,9 +634,8 @@ class InstructionSelector(Selector):
                                              self._names[h.source_row], round(h.score, 6)))
                            for rank, h in enumerate(found[:req.k], start=1)]
                 sel = self._selection(target, req, n_candidates, results)
-                sel.next_score = round(float(found[req.k].score), 6) if len(found) > req.k else None
                 if len(found) > req.k:
-                    boundary_tie(sel, pool, found[req.k - 1].task, found[req.k].task)
+                    boundary(sel, pool, found[req.k - 1].task, found[req.k].task, found[req.k].score)
                 yield sel
                 done += 1
                 if progress:
