@@ -3,10 +3,12 @@ mean of its seeds, paired bootstrap deltas over targets."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
-from insta.bench.downstream import (CPU_TARGETS, PARTS, QUANTILE_BINS, delta, downstream_config, k_curve, markdown, plot,
-                                    quantile_curves, spearman, summarize)
+from insta.bench.downstream import (CPU_TARGETS, PARTS, QUANTILE_BINS, delta, downstream_config, k_curve, markdown,
+                                    paired, plot, quantile_curves, sign_test, spearman, summarize, t_interval)
+from insta.bench.metrics import bootstrap_indices
 from insta.errors import InstaError
 from insta.readers.bigbench import T0_EVAL
 
@@ -39,10 +41,26 @@ def test_summary_pairs_methods_over_targets(tmp_path):
     assert s["means"]["insta"]["accuracy"]["mean"] == pytest.approx(0.71)
     md = markdown(s)
     assert "| t1 | 1.000 / 0.50 | 1.000 / 0.55 | 1.000 / 0.60 | 0.500 / 0.70 | 0.875 / 0.50 |" in md
-    assert "| insta − random | accuracy | +0.200 (+) | [+0.200, +0.200] | 3 / 0 of 3 |" in md
-    assert "| insta − random | query_loss | -0.375 (−) | [-0.375, -0.375] | 3 / 0 of 3 |" in md
+    assert "| insta − random | accuracy | +0.200 (+) ‡ | [+0.200, +0.200] | [+0.200, +0.200] | 3 / 0 of 3 | 0.25 |" in md
+    assert "| insta − random | query_loss | -0.375 (−) ‡ | [-0.375, -0.375] | [-0.375, -0.375] | 3 / 0 of 3 | 0.25 |" in md
     png = plot(s, tmp_path / "d.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_t_interval_and_sign_test_beside_the_bootstrap():
+    """Over three targets the bootstrap excludes 0 where the t interval does not: both are
+    reported, and only the bootstrap's verdict carries the declared (+)/(−) mark."""
+    a, b = np.array([1.0, 2.0, 3.0]), np.zeros(3)
+    d = paired(a, b, "accuracy", bootstrap_indices(3, 2000, 0))
+    assert d["ci"][0] >= 1.0 and d["ci"][1] <= 3.0
+    half = 4.302652729911275 / 3 ** 0.5  # t(.975, 2) · sd 1 / √3
+    assert d["t_ci"] == pytest.approx((2 - half, 2 + half))
+    assert d["sign_p"] == pytest.approx(0.25) and sign_test(5, 5) == pytest.approx(1.0) and sign_test(0, 0) == 1.0
+    assert sign_test(8, 0) == pytest.approx(2 / 2 ** 8)
+    assert all(np.isnan(t_interval(np.array([1.0]))))
+    md = markdown({"targets": ["t1", "t2", "t3"], "methods": ["x"], "per_target": {t: {"x": {}} for t in "t1 t2 t3".split()},
+                   "means": {}, "deltas": [{"metric": "accuracy", "a": "x", "b": "random", **d}]})
+    assert "| x − random | accuracy | +2.000 (+) | [" in md  # no ‡: the t interval includes 0
 
 
 def test_quantile_curves_k_curve_and_alignment_delta(tmp_path):

@@ -160,7 +160,7 @@ def test_run_view_has_results_means_and_overlap(tmp_path):
     text = " ".join(parse(page).text)
     assert "0.2500" in text and "0.7500" in text  # the per-target figures
     assert "0.2500 [0.2500, 0.2500]" in text and "1.5000 [1.5000, 1.5000]" in text  # method means with CIs
-    assert "-0.5000 [-0.5000, -0.5000]" in text  # bm25 − insta accuracy, paired over the 2 targets
+    assert "-0.5000 [-0.5000, -0.5000] [-0.5000, -0.5000] 0 / 2 of 2 (sign test p 0.5)" in text  # bm25 − insta accuracy, paired over the 2 targets: bootstrap, t, record
     assert "t1: tasks two methods both selected" in text
     assert page.count("<mark>Do</mark> b.") == 4  # b under both methods for both targets, the shared word marked
 

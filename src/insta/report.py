@@ -355,7 +355,9 @@ def _run_view(report: Report) -> dict[str, Any]:
                                      if m in summary["means"].get(f, {}) else "" for m in shown]}
              for f in summary["methods"]]
     deltas = [{"metric": d["metric"], "a": d["a"], "b": d["b"], "mean": f"{d['mean']:+.4f}",
-               "ci": f"[{d['ci'][0]:+.4f}, {d['ci'][1]:+.4f}]"} for d in summary["deltas"] if d["metric"] in shown]
+               "ci": f"[{d['ci'][0]:+.4f}, {d['ci'][1]:+.4f}]", "t_ci": f"[{d['t_ci'][0]:+.4f}, {d['t_ci'][1]:+.4f}]",
+               "record": f"{d['wins']} / {d['losses']} of {d['n']} (sign test p {d['sign_p']:.3g})"}
+              for d in summary["deltas"] if d["metric"] in shown]
     curves = [{"representation": rep, "bins": c["bins"], "per_bin": [f"{v:.4f}" for v in c["mean_per_bin"]],
                "rho": f"{c['rho_mean']:+.3f} [{c['rho_ci'][0]:+.3f}, {c['rho_ci'][1]:+.3f}]", "n": c["n"]}
               for rep, c in quantile_curves(summary).items()] if summary["targets"] else []
