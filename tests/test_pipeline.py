@@ -157,6 +157,8 @@ def test_resume_after_an_interruption(tiny_lms, tmp_path):
     with pytest.raises(KeyboardInterrupt):
         train(mix, str(tiny_lms["gpt2"]), out, TrainConfig(epochs=2, batch_size=8), quiet=True, callbacks=[Stop()])
     assert any((out / "checkpoints").glob("checkpoint-*"))
+    state = json.loads((out / "train.json").read_text())  # a dead run is not read as running; resumable
+    assert state["status"] == "interrupted" and state["reason"] == "Ctrl-C or SIGTERM" and state["mixture"] == str(mix)
     result = train(mix, str(tiny_lms["gpt2"]), out, TrainConfig(epochs=2, batch_size=8), quiet=True)
     assert result.resumed and result.steps == 4
     with pytest.raises(InstaError, match="already holds a trained model"):

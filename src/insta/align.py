@@ -45,7 +45,7 @@ import numpy as np
 from .encoder import Encoder
 from .errors import InstaError
 from .checkpoints import last_whole_checkpoint
-from .io import read_json, write_json_atomic, write_text_atomic
+from .io import read_json, run_state, write_json_atomic, write_text_atomic
 from .config import RECIPES, AlignConfig  # noqa: F401 - re-exported (insta.align.AlignConfig)
 from .tasks import Task, TaskPool, family
 
@@ -434,75 +434,75 @@ def _align(pool: TaskPool, out_dir: str | os.PathLike[str], cfg: AlignConfig, *,
     views, train_tasks, dev_tasks, rows, dev = _data(pool, cfg, base, say)
 
     out.mkdir(parents=True, exist_ok=True)
-    _write_state(out, {"status": "running", "config": asdict(cfg), "pool": pool.ids})
+    with run_state(out / STATE_FILE, {"config": asdict(cfg), "pool": pool.ids}, "alignment state"):
 
-    import torch
-    from datasets import Dataset
-    from sentence_transformers import SentenceTransformerTrainer
-    from sentence_transformers.evaluation import EmbeddingSimilarityEvaluator
-    from sentence_transformers.losses import CosineSimilarityLoss, MultipleNegativesRankingLoss
-    from transformers import TrainerCallback
+        import torch
+        from datasets import Dataset
+        from sentence_transformers import SentenceTransformerTrainer
+        from sentence_transformers.evaluation import EmbeddingSimilarityEvaluator
+        from sentence_transformers.losses import CosineSimilarityLoss, MultipleNegativesRankingLoss
+        from transformers import TrainerCallback
 
-    import transformers
+        import transformers
 
-    transformers.logging.set_verbosity_error()
-    transformers.logging.disable_progress_bar()
-    torch.manual_seed(cfg.seed)
-    model = _load_st(base, cfg)
-    if cfg.recipe == "paper":
-        dataset = Dataset.from_list(rows)
-        loss = CosineSimilarityLoss(model)
-        sampler: Any = "batch_sampler"
-    else:
-        tasks = [train_tasks[r.pop("task")] for r in rows]
-        dataset = Dataset.from_list(rows)
-        loss = MultipleNegativesRankingLoss(model)
-        sampler = TaskUniqueSampler([batch_keys(t, views) for t in tasks])
-    evaluator = EmbeddingSimilarityEvaluator(*dev, name="dev", main_similarity="cosine") if dev[0] else None
-    ckpt = out / "checkpoints"
-    args = _arguments(cfg, ckpt, len(dataset), evaluator is not None, sampler, quiet)
-    history: dict[str, float] = {}
-    if evaluator is not None:
-        history["base"] = float(evaluator(model)["dev_pearson_cosine"])
+        transformers.logging.set_verbosity_error()
+        transformers.logging.disable_progress_bar()
+        torch.manual_seed(cfg.seed)
+        model = _load_st(base, cfg)
+        if cfg.recipe == "paper":
+            dataset = Dataset.from_list(rows)
+            loss = CosineSimilarityLoss(model)
+            sampler: Any = "batch_sampler"
+        else:
+            tasks = [train_tasks[r.pop("task")] for r in rows]
+            dataset = Dataset.from_list(rows)
+            loss = MultipleNegativesRankingLoss(model)
+            sampler = TaskUniqueSampler([batch_keys(t, views) for t in tasks])
+        evaluator = EmbeddingSimilarityEvaluator(*dev, name="dev", main_similarity="cosine") if dev[0] else None
+        ckpt = out / "checkpoints"
+        args = _arguments(cfg, ckpt, len(dataset), evaluator is not None, sampler, quiet)
+        history: dict[str, float] = {}
+        if evaluator is not None:
+            history["base"] = float(evaluator(model)["dev_pearson_cosine"])
 
-    class Record(TrainerCallback):
-        def on_evaluate(self, args_, state, control, metrics=None, **kw):
-            if metrics and "eval_dev_pearson_cosine" in metrics:
-                history[f"epoch {round(state.epoch or 0)}"] = float(metrics["eval_dev_pearson_cosine"])
+        class Record(TrainerCallback):
+            def on_evaluate(self, args_, state, control, metrics=None, **kw):
+                if metrics and "eval_dev_pearson_cosine" in metrics:
+                    history[f"epoch {round(state.epoch or 0)}"] = float(metrics["eval_dev_pearson_cosine"])
 
-    trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=dataset, loss=loss,
-                                         evaluator=evaluator, callbacks=[Record(), *callbacks])
-    if quiet:
-        from transformers.trainer_callback import PrinterCallback, ProgressCallback
+        trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=dataset, loss=loss,
+                                             evaluator=evaluator, callbacks=[Record(), *callbacks])
+        if quiet:
+            from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
-        trainer.remove_callback(PrinterCallback)
-        trainer.remove_callback(ProgressCallback)
-    resume = last_whole_checkpoint(ckpt, say) if resuming else None
-    say("resuming from the last checkpoint" if resume else f"training {cfg.epochs} epochs on {len(dataset)} examples, batch {cfg.batch_size}")
-    trainer.train(resume_from_checkpoint=str(resume) if resume else None)
-    if resume:  # epochs before the interruption: read their dev figures from the trainer state
-        for entry in trainer.state.log_history:
-            if "eval_dev_pearson_cosine" in entry:
-                history.setdefault(f"epoch {round(entry.get('epoch', 0))}", float(entry["eval_dev_pearson_cosine"]))
+            trainer.remove_callback(PrinterCallback)
+            trainer.remove_callback(ProgressCallback)
+        resume = last_whole_checkpoint(ckpt, say) if resuming else None
+        say("resuming from the last checkpoint" if resume else f"training {cfg.epochs} epochs on {len(dataset)} examples, batch {cfg.batch_size}")
+        trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+        if resume:  # epochs before the interruption: read their dev figures from the trainer state
+            for entry in trainer.state.log_history:
+                if "eval_dev_pearson_cosine" in entry:
+                    history.setdefault(f"epoch {round(entry.get('epoch', 0))}", float(entry["eval_dev_pearson_cosine"]))
 
-    best = None
-    if evaluator is not None and trainer.state.best_metric is not None:
-        # the epoch whose evaluation produced the kept checkpoint (steps per epoch vary under the task-unique sampler)
-        best = next((f"epoch {round(e.get('epoch', 0))}" for e in trainer.state.log_history
-                     if e.get("eval_dev_pearson_cosine") == trainer.state.best_metric), None)
-        if cfg.keep_base and history.get("base", -np.inf) >= trainer.state.best_metric - 1e-6:
-            say(f"no epoch beat the base model on dev ({history['base']:.4f} vs {trainer.state.best_metric:.4f}): keeping the base")
-            model = _load_st(base, cfg)
-            best = "base"
-    model.save(str(out))
-    shutil.rmtree(ckpt, ignore_errors=True)
-    result = AlignResult(
-        model_dir=str(out), config=asdict(cfg), views=views,
-        train_tasks=[t.id for t in train_tasks], dev_tasks=[t.id for t in dev_tasks],
-        n_train_examples=len(rows), n_dev_pairs=len(dev[0]),
-        dev_pearson={k: history[k] for k in sorted(history, key=lambda k: (k != "base", len(k), k))},
-        best=best, seconds=round(time.perf_counter() - start, 1), resumed=bool(resume),
-    )
-    write_text_atomic(out / "README.md", model_card(result, pool), "model card")
-    _write_state(out, {"status": "done", "config": asdict(cfg), "pool": pool.ids, "result": asdict(result)})
-    return result
+        best = None
+        if evaluator is not None and trainer.state.best_metric is not None:
+            # the epoch whose evaluation produced the kept checkpoint (steps per epoch vary under the task-unique sampler)
+            best = next((f"epoch {round(e.get('epoch', 0))}" for e in trainer.state.log_history
+                         if e.get("eval_dev_pearson_cosine") == trainer.state.best_metric), None)
+            if cfg.keep_base and history.get("base", -np.inf) >= trainer.state.best_metric - 1e-6:
+                say(f"no epoch beat the base model on dev ({history['base']:.4f} vs {trainer.state.best_metric:.4f}): keeping the base")
+                model = _load_st(base, cfg)
+                best = "base"
+        model.save(str(out))
+        shutil.rmtree(ckpt, ignore_errors=True)
+        result = AlignResult(
+            model_dir=str(out), config=asdict(cfg), views=views,
+            train_tasks=[t.id for t in train_tasks], dev_tasks=[t.id for t in dev_tasks],
+            n_train_examples=len(rows), n_dev_pairs=len(dev[0]),
+            dev_pearson={k: history[k] for k in sorted(history, key=lambda k: (k != "base", len(k), k))},
+            best=best, seconds=round(time.perf_counter() - start, 1), resumed=bool(resume),
+        )
+        write_text_atomic(out / "README.md", model_card(result, pool), "model card")
+        _write_state(out, {"status": "done", "config": asdict(cfg), "pool": pool.ids, "result": asdict(result)})
+        return result

@@ -379,3 +379,21 @@ def atomic_dir(dest: PathLike, what: str = "--out") -> Iterator[Path]:
         _LIVE.discard(str(tmp))
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextmanager
+def run_state(path: PathLike, state: dict[str, Any], what: str = "state") -> Iterator[None]:
+    """``path`` says ``status: running`` (with ``state``) while the block runs. Left by an
+    exception — Ctrl-C, SIGTERM through the CLI, an error — it says ``status: interrupted``
+    with the reason instead, the rest of ``state`` kept, so that a rerun with the same settings
+    still resumes and nobody reads a dead run as running. The block writes the final state."""
+    write_json_atomic(path, {"status": "running", **state}, what)
+    try:
+        yield
+    except BaseException as exc:
+        reason = "Ctrl-C or SIGTERM" if isinstance(exc, KeyboardInterrupt) else f"{type(exc).__name__}: {exc}"
+        try:
+            write_json_atomic(path, {"status": "interrupted", **state, "reason": reason[:500]}, what)
+        except Exception:  # noqa: BLE001 - the original exception matters more than the note
+            pass
+        raise

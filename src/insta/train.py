@@ -27,7 +27,7 @@ from .checks import resolve_device
 from .checkpoints import last_whole_checkpoint
 from .errors import InstaError
 from .config import TrainConfig  # noqa: F401 - re-exported (insta.train.TrainConfig)
-from .io import read_json, write_json_atomic
+from .io import read_json, run_state, write_json_atomic
 from .models import load_model, supports_logits_to_keep  # noqa: F401 - re-exported (insta.train.load_model)
 
 DEFAULT_LR = {"p3": 1e-4, "niv2": 5e-5}
@@ -202,59 +202,58 @@ def train(mixture: str | Path, model: str, out: str | Path, cfg: TrainConfig | N
     lr = cfg.lr if cfg.lr is not None else (DEFAULT_LR["p3"] if sources == {"p3"} else DEFAULT_LR["niv2"])
     net, tokenizer, seq2seq = load_model(model, for_training=True)
     dest.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(dest / STATE, {"status": "running", "base": model, "config": asdict(cfg), "mixture": str(mixture)},
-                      "training state")
-    net = _prepare_model(net, cfg, seq2seq, grad_ckpt)
-    # in memory: the map's cache would be written into the mixture folder (an input, maybe read-only)
-    tokenized = dataset.map(lambda b: _tokenize(b, tokenizer, seq2seq, cfg), batched=True, keep_in_memory=True,
-                            remove_columns=dataset.column_names, desc="tokenizing" if not quiet else None)
-    steps_per_epoch = math.ceil(len(tokenized) / (cfg.batch_size * cfg.grad_accum))
-    args = TrainingArguments(
-        output_dir=str(dest / "checkpoints"),
-        num_train_epochs=cfg.epochs,
-        max_steps=cfg.max_steps,
-        learning_rate=lr,
-        per_device_train_batch_size=cfg.batch_size,
-        gradient_accumulation_steps=cfg.grad_accum,
-        warmup_steps=float(cfg.warmup_ratio) if cfg.warmup_ratio else 0,
-        weight_decay=cfg.weight_decay,
-        bf16=bf16,
-        save_strategy="steps" if cfg.max_steps > 0 else "epoch",
-        save_steps=max(1, cfg.max_steps) if cfg.max_steps > 0 else 500,
-        save_total_limit=2,
-        logging_steps=max(1, min(50, (cfg.max_steps if cfg.max_steps > 0 else steps_per_epoch) // 10)),
-        logging_strategy="steps",
-        report_to="none",
-        seed=cfg.seed,
-        data_seed=cfg.seed,
-        use_cpu=not cuda,
-        disable_tqdm=quiet,
-        dataloader_num_workers=0,
-        remove_unused_columns=False,
-    )
-    collator = DataCollatorForSeq2Seq(tokenizer, model=net, label_pad_token_id=-100, padding=True)
-    trainer_cls = Trainer if seq2seq or not supports_logits_to_keep(net) else _target_only_trainer()
-    trainer = trainer_cls(model=net, args=args, train_dataset=tokenized, data_collator=collator,
-                          processing_class=tokenizer, callbacks=callbacks or [])
-    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+    with run_state(dest / STATE, {"base": model, "config": asdict(cfg), "mixture": str(mixture)}, "training state"):
+        net = _prepare_model(net, cfg, seq2seq, grad_ckpt)
+        # in memory: the map's cache would be written into the mixture folder (an input, maybe read-only)
+        tokenized = dataset.map(lambda b: _tokenize(b, tokenizer, seq2seq, cfg), batched=True, keep_in_memory=True,
+                                remove_columns=dataset.column_names, desc="tokenizing" if not quiet else None)
+        steps_per_epoch = math.ceil(len(tokenized) / (cfg.batch_size * cfg.grad_accum))
+        args = TrainingArguments(
+            output_dir=str(dest / "checkpoints"),
+            num_train_epochs=cfg.epochs,
+            max_steps=cfg.max_steps,
+            learning_rate=lr,
+            per_device_train_batch_size=cfg.batch_size,
+            gradient_accumulation_steps=cfg.grad_accum,
+            warmup_steps=float(cfg.warmup_ratio) if cfg.warmup_ratio else 0,
+            weight_decay=cfg.weight_decay,
+            bf16=bf16,
+            save_strategy="steps" if cfg.max_steps > 0 else "epoch",
+            save_steps=max(1, cfg.max_steps) if cfg.max_steps > 0 else 500,
+            save_total_limit=2,
+            logging_steps=max(1, min(50, (cfg.max_steps if cfg.max_steps > 0 else steps_per_epoch) // 10)),
+            logging_strategy="steps",
+            report_to="none",
+            seed=cfg.seed,
+            data_seed=cfg.seed,
+            use_cpu=not cuda,
+            disable_tqdm=quiet,
+            dataloader_num_workers=0,
+            remove_unused_columns=False,
+        )
+        collator = DataCollatorForSeq2Seq(tokenizer, model=net, label_pad_token_id=-100, padding=True)
+        trainer_cls = Trainer if seq2seq or not supports_logits_to_keep(net) else _target_only_trainer()
+        trainer = trainer_cls(model=net, args=args, train_dataset=tokenized, data_collator=collator,
+                              processing_class=tokenizer, callbacks=callbacks or [])
+        from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
-    trainer.remove_callback(PrinterCallback)
-    if trainer.pop_callback(ProgressCallback) is not None and not quiet:
-        trainer.add_callback(_stderr_progress())  # the same bar and log lines, kept off stdout
-    resume = last_whole_checkpoint(dest / "checkpoints", say) if resuming else None
-    say(f"{'resuming' if resume else 'training'} {'LoRA on ' if cfg.lora else ''}{model} "
-        f"({'seq2seq' if seq2seq else 'causal'}) on {len(tokenized)} examples, lr {lr:g}, {device}{', bf16' if bf16 else ''}")
-    output = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
-    main_process = _save_final(trainer, cfg, tokenizer, dest)
-    history = [{k: float(v) for k, v in e.items() if isinstance(v, (int, float))} for e in trainer.state.log_history]
-    result = TrainResult(
-        model_dir=str(dest), base=model, kind="seq2seq" if seq2seq else "causal",
-        config=asdict(cfg) | {"lr": lr, "bf16": bf16, "gradient_checkpointing": grad_ckpt, "device": device},
-        n_examples=len(tokenized), steps=int(trainer.state.global_step),
-        train_loss=float(output.training_loss) if output.training_loss is not None else None,
-        seconds=round(time.perf_counter() - start, 1), resumed=bool(resume), lora=cfg.lora, history=history,
-    )
-    if main_process:
-        write_json_atomic(dest / STATE, {"status": "done", "mixture": str(mixture), "manifest": manifest,
-                                         "result": asdict(result)}, "training state")
-    return result
+        trainer.remove_callback(PrinterCallback)
+        if trainer.pop_callback(ProgressCallback) is not None and not quiet:
+            trainer.add_callback(_stderr_progress())  # the same bar and log lines, kept off stdout
+        resume = last_whole_checkpoint(dest / "checkpoints", say) if resuming else None
+        say(f"{'resuming' if resume else 'training'} {'LoRA on ' if cfg.lora else ''}{model} "
+            f"({'seq2seq' if seq2seq else 'causal'}) on {len(tokenized)} examples, lr {lr:g}, {device}{', bf16' if bf16 else ''}")
+        output = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+        main_process = _save_final(trainer, cfg, tokenizer, dest)
+        history = [{k: float(v) for k, v in e.items() if isinstance(v, (int, float))} for e in trainer.state.log_history]
+        result = TrainResult(
+            model_dir=str(dest), base=model, kind="seq2seq" if seq2seq else "causal",
+            config=asdict(cfg) | {"lr": lr, "bf16": bf16, "gradient_checkpointing": grad_ckpt, "device": device},
+            n_examples=len(tokenized), steps=int(trainer.state.global_step),
+            train_loss=float(output.training_loss) if output.training_loss is not None else None,
+            seconds=round(time.perf_counter() - start, 1), resumed=bool(resume), lora=cfg.lora, history=history,
+        )
+        if main_process:
+            write_json_atomic(dest / STATE, {"status": "done", "mixture": str(mixture), "manifest": manifest,
+                                             "result": asdict(result)}, "training state")
+        return result
