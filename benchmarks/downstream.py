@@ -38,7 +38,7 @@ from insta.bench.downstream import (CPU_TARGETS, PARTS, delta, downstream_config
                                     quantile_curves, spearman, summarize)
 from insta.bench.metrics import bootstrap_ci
 from insta.io import write_json_atomic
-from insta.pipeline import BASE, collect_results, run
+from insta.pipeline import BASE, collect_results, peak_rss_mb, run
 from insta.readers.bigbench import T0_EVAL
 
 HERE = Path(__file__).resolve().parent
@@ -90,6 +90,18 @@ def proxy(cfg, results: list[dict[str, Any]], say) -> dict[str, Any]:
             "n_targets": int(len(within_arr))}
 
 
+def timing(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """Wall time per trained model and per evaluation, from what the run folder recorded."""
+    out: dict[str, Any] = {}
+    for key in ("train_seconds", "eval_seconds"):
+        values = sorted({(r["model"], r[key]) for r in results if key in r})  # a model shared by targets counts once
+        if values:
+            v = np.array([s for _, s in values])
+            out[key] = {"n": len(v), "median": float(np.median(v)), "p90": float(np.quantile(v, 0.9)),
+                        "total": float(v.sum())}
+    return out
+
+
 def report(args, cfg, result: dict[str, Any], started: float, with_proxy: bool, say) -> str:
     import torch
 
@@ -101,7 +113,7 @@ def report(args, cfg, result: dict[str, Any], started: float, with_proxy: bool, 
                        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None},
            "summary": summary, "quantiles": quantiles, "k_curve": k_curve(summary) if summary["targets"] else [],
            "aligned_vs_off_the_shelf": {m: delta(summary, "insta-aligned", "insta", m) for m in ("query_loss", "accuracy")},
-           "results": result["results"]}
+           "timing": timing(result["results"]), "results": result["results"]}
     if with_proxy and summary["targets"]:
         doc["proxy"] = proxy(cfg, result["results"], say)
     out = HERE / "results" / f"downstream-{args.label}"
@@ -158,7 +170,7 @@ def main() -> None:
             aligned_embedder(cfg.pool, Path(args.aligned or run_dir / "aligned-embedder"), say)
         def done(target: str, results: list[dict[str, Any]]) -> None:  # written as each target finishes
             say(f"{target} done; {len(results)} results")
-            report(args, cfg, {"results": collect_results(cfg), "peak_rss_mb": None}, started, False, say)
+            report(args, cfg, {"results": collect_results(cfg), "peak_rss_mb": peak_rss_mb()}, started, False, say)
 
         result = run(cfg, quiet=True, say=say, after_target=done)
         result["results"] = collect_results(cfg)

@@ -47,6 +47,8 @@ def test_run_config_chains_select_mix_train_eval_and_resumes(shared_data, tiny_l
             assert set(manifest["tasks"]) == set(r["selected"]) and r["n_train_examples"] == manifest["n_examples"] <= 18
             state = json.loads((run_dir / "models" / r["model"] / "train.json").read_text())
             assert state["status"] == "done" and state["result"]["steps"] == 2 and state["result"]["kind"] == "seq2seq"
+            assert r["train_seconds"] == state["result"]["seconds"] > 0  # wall time per trained model, recorded
+        assert r["eval_seconds"] > 0 and ("train_seconds" in r) == (method != "base")
         # the boolean target has answer choices (rank classification, with the gold log-likelihood);
         # the data-to-text one is generation
         assert set(r["metrics"]) == ({"accuracy", "gold_loglik", "query_loss"} if target == BOOL

@@ -444,9 +444,13 @@ def _result_row(root: Path, target: str, method: str, selected: list[str], mix_k
     """One line of results.json, from the files a finished target × method left in the run folder."""
     manifest = root / "mixtures" / str(mix_key) / "manifest.json"
     n = read_json(manifest, "mixture manifest", expect=dict).get("n_examples", 0) if mix_key and manifest.is_file() else 0
-    metrics = read_json(_eval_file(root, model_key, target, held), "evaluation", expect=dict).get("average", {})
+    evaluation = read_json(_eval_file(root, model_key, target, held), "evaluation", expect=dict)
     row = {"target": target, "method": method, "selected": selected, "mixture": mix_key, "model": model_key,
-           "n_train_examples": n, "metrics": metrics}
+           "n_train_examples": n, "metrics": evaluation.get("average", {})}
+    from .train import recorded_seconds
+
+    seconds = {"train_seconds": recorded_seconds(root / "models" / model_key), "eval_seconds": evaluation.get("seconds")}
+    row.update({k: v for k, v in seconds.items() if isinstance(v, (int, float))})  # wall time, where recorded
     if held:
         row["held_out_query_examples"] = [e["index"] for e in held]
     return row
@@ -536,9 +540,10 @@ def run(cfg: RunConfig, *, quiet: bool = True, say: Say | None = None,
             eval_file = _eval_file(root, model_key, target.id, held)
             if not eval_file.is_file():
                 say(f"{target.id} / {m.name}: evaluating")
+                began = time.perf_counter()
                 ev = evaluate_model(model_path, [target], rows=cfg.rows, seed=cfg.seed, device=cfg.train.device,
                                     held={target.id: _seen(root, cfg, target.id, held)}, **cfg.eval)
-                write_json_atomic(eval_file, ev.to_dict(with_examples=True))
+                write_json_atomic(eval_file, {**ev.to_dict(with_examples=True), "seconds": round(time.perf_counter() - began, 1)})
             if not cfg.keep_models and m.method not in (BASE, "all"):
                 drop_weights(root / "models" / str(model_key))
             results.append(_result_row(root, target.id, m.name, selected, mix_key, model_key, held))

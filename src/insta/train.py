@@ -111,6 +111,12 @@ def finished(out: str | Path) -> bool:
         return False
 
 
+def recorded_seconds(model_dir: str | Path) -> float | None:
+    """How long the finished training in ``model_dir`` took (its train.json); None when not recorded."""
+    seconds = ((_state(Path(model_dir)) or {}).get("result") or {}).get("seconds")
+    return float(seconds) if isinstance(seconds, (int, float)) else None
+
+
 def _prepare_out(out: Path, model: str, cfg: TrainConfig, mixture: str | Path) -> bool:
     """True when ``out`` holds an interrupted run of the same training (resume); error when it is in the way."""
     if out.is_symlink() or (out.exists() and not out.is_dir()):
