@@ -77,6 +77,7 @@ def test_quantile_curves_k_curve_and_alignment_delta(tmp_path):
     assert set(q) == {"instruction", "bm25"}
     assert q["instruction"]["rho_mean"] == pytest.approx(1.0) and q["instruction"]["n"] == 4
     assert q["bm25"]["rho_mean"] == pytest.approx(0.5) and q["bm25"]["rho_per_target"]["t1"] == pytest.approx(-1.0)
+    assert q["bm25"]["rho_t_ci"] == pytest.approx((0.5 - 3.182446 / 2, 0.5 + 3.182446 / 2), abs=1e-5)  # sd 1 over 4
     assert q["instruction"]["mean_per_bin"] == pytest.approx([1.115, 1.315, 1.515])
     curve = {row["k"]: row for row in k_curve(s)}
     assert set(curve) == {1, 5}

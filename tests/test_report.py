@@ -360,3 +360,22 @@ def test_weak_match_for_hybrid_compares_the_embedding_side(monkeypatch, capsys, 
     value, measure = strength(sel.results[0].match)
     assert measure == "cosine" and value < 1 and value != sel.results[0].score  # not the reciprocal-rank score
     assert match_floor(hybrid) is None  # six tasks: too few to learn a floor from
+
+
+def test_run_view_shows_distance_quantile_curves(tmp_path):
+    """A run with the downstream benchmark's quantile methods: the loss per bin and ρ with both CIs."""
+    root = tmp_path / "run"
+    root.mkdir()
+    results = []
+    for i, target in enumerate(("t1", "t2", "t3")):
+        losses = {"base": 3.0, "insta": 2.0, "random-1": 2.5, "instruction-q1": 1.0, "instruction-q3": 1.5,
+                  "instruction-q5": 2.0 if target != "t3" else 0.5}
+        for method, loss in losses.items():
+            results.append({"target": target, "method": method, "selected": [], "mixture": None, "model": "x",
+                            "n_train_examples": 8, "metrics": {"accuracy": 0.5, "query_loss": loss + i / 100}})
+    (root / "results.json").write_text(json.dumps({"config": {}, "results": results, "wall_seconds": 1.0}))
+    page = render(load_report(root))
+    text = " ".join(parse(page).text)
+    assert "Distance-quantile curves" in text
+    # ρ(bin, loss) is +1 on t1 and t2 and −0.5 on t3: mean 0.5, sd 0.866 over 3 targets (t interval ±2.151)
+    assert "instruction 1.0100 1.5100 1.5100 +0.500 [-0.500, +1.000] [-1.651, +2.651] 3" in text

@@ -359,7 +359,8 @@ def _run_view(report: Report) -> dict[str, Any]:
                "record": f"{d['wins']} / {d['losses']} of {d['n']} (sign test p {d['sign_p']:.3g})"}
               for d in summary["deltas"] if d["metric"] in shown]
     curves = [{"representation": rep, "bins": c["bins"], "per_bin": [f"{v:.4f}" for v in c["mean_per_bin"]],
-               "rho": f"{c['rho_mean']:+.3f} [{c['rho_ci'][0]:+.3f}, {c['rho_ci'][1]:+.3f}]", "n": c["n"]}
+               "rho": f"{c['rho_mean']:+.3f} [{c['rho_ci'][0]:+.3f}, {c['rho_ci'][1]:+.3f}]",
+               "rho_t": f"[{c['rho_t_ci'][0]:+.3f}, {c['rho_t_ci'][1]:+.3f}]", "n": c["n"]}
               for rep, c in quantile_curves(summary).items()] if summary["targets"] else []
     overlap = _overlaps(report.selections)
     return {"methods": methods, "metrics": metric_names, "rows": table, "means": means, "overlap": overlap,

@@ -224,6 +224,7 @@ def quantile_curves(summary: dict[str, Any], *, metric: str = "query_loss", seed
         out[rep] = {"bins": list(QUANTILE_BINS), "mean_per_bin": rows.mean(axis=0).tolist(),
                     "rho_mean": float(ok.mean()) if len(ok) else float("nan"),
                     "rho_ci": bootstrap_ci(ok, n_boot=10000, seed=seed) if len(ok) else (float("nan"),) * 2,
+                    "rho_t_ci": t_interval(ok),
                     "rho_per_target": dict(zip(targets, rhos.tolist())), "n": int(len(ok))}
     return out
 
