@@ -72,9 +72,12 @@ def proxy(cfg, results: list[dict[str, Any]], say) -> dict[str, Any]:
         for r in results:
             if r["target"] != target.id or r["method"] == BASE or not r["selected"]:
                 continue
-            tasks = [s.split("#")[0] for s in r["selected"]]
-            pairs.append({"target": target.id, "method": r["method"], "similarity": float(np.mean([score[t] for t in tasks])),
-                          "delta_query_loss": r["metrics"]["query_loss"] - base[target.id]})
+            # a task without examples has no LESS features (never a LESS candidate): left out of the mean
+            sims = [score[t] for t in (s.split("#")[0] for s in r["selected"]) if t in score]
+            if sims:
+                pairs.append({"target": target.id, "method": r["method"], "similarity": float(np.mean(sims)),
+                              "tasks_scored": f"{len(sims)}/{len(r['selected'])}",
+                              "delta_query_loss": r["metrics"]["query_loss"] - base[target.id]})
     say(f"proxy: {len(pairs)} trained pairs")
     sim = [p["similarity"] for p in pairs]
     dl = [p["delta_query_loss"] for p in pairs]
