@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from insta.bench.downstream import (CPU_TARGETS, PARTS, delta, downstream_config, k_curve, markdown, plot,
-                                    quantile_curves, spearman, summarize)
+                                    quantile_curves, spearman, summarize, t_interval)
 from insta.bench.metrics import bootstrap_ci
 from insta.io import write_json_atomic
 from insta.pipeline import BASE, collect_results, peak_rss_mb, run
@@ -79,18 +79,28 @@ def proxy(cfg, results: list[dict[str, Any]], say) -> dict[str, Any]:
                               "tasks_scored": f"{len(sims)}/{len(r['selected'])}",
                               "delta_query_loss": r["metrics"]["query_loss"] - base[target.id]})
     say(f"proxy: {len(pairs)} trained pairs")
+    # LESS's own selections maximise this similarity by construction: the check without them asks
+    # whether the similarity predicts the loss of selections it did not make
+    own = {f"less{suffix}" for suffix in ("", *(m[4:] for m in {p["method"] for p in pairs} if m.startswith("less@")))}
+    return {"pairs": pairs, **correlations(pairs),
+            "without_less_selections": correlations([p for p in pairs if p["method"] not in own])}
+
+
+def correlations(pairs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Similarity vs change of query loss: pooled, and per target (mean ρ over targets, with a
+    bootstrap and a t interval; the per-target ρ is free of differences between targets)."""
     sim = [p["similarity"] for p in pairs]
     dl = [p["delta_query_loss"] for p in pairs]
     within = []
-    for t in base:
+    for t in sorted({p["target"] for p in pairs}):
         mine = [p for p in pairs if p["target"] == t]
         if len(mine) > 2:
             within.append(spearman([p["similarity"] for p in mine], [p["delta_query_loss"] for p in mine]))
-    within_arr = np.array([w for w in within if not np.isnan(w)])
-    return {"pairs": pairs, "rho_pooled": spearman(sim, dl), "pearson_pooled": float(np.corrcoef(sim, dl)[0, 1]),
-            "rho_within_target_mean": float(within_arr.mean()) if len(within_arr) else float("nan"),
-            "rho_within_target_ci": bootstrap_ci(within_arr, n_boot=10000) if len(within_arr) else None,
-            "n_targets": int(len(within_arr))}
+    w = np.array([x for x in within if not np.isnan(x)])
+    return {"n_pairs": len(pairs), "rho_pooled": spearman(sim, dl), "pearson_pooled": float(np.corrcoef(sim, dl)[0, 1]),
+            "rho_within_target_mean": float(w.mean()) if len(w) else float("nan"),
+            "rho_within_target_ci": bootstrap_ci(w, n_boot=10000) if len(w) else None,
+            "rho_within_target_t_ci": t_interval(w) if len(w) else None, "n_targets": int(len(w))}
 
 
 def timing(results: list[dict[str, Any]]) -> dict[str, Any]:
@@ -110,8 +120,19 @@ def report(args, cfg, result: dict[str, Any], started: float, with_proxy: bool, 
 
     summary = summarize(result["results"])
     quantiles = quantile_curves(summary) if summary["targets"] else {}
-    doc = {"label": args.label, "args": vars(args), "wall_seconds_last_invocation": round(time.time() - started, 1),
-           "peak_rss_mb": result.get("peak_rss_mb"),
+    out = HERE / "results" / f"downstream-{args.label}"
+    # each invocation that ran something: its parts, start, wall time and peak memory, kept across
+    # invocations (a --report-only summary adds none and keeps those recorded)
+    try:
+        invocations = json.loads(out.with_suffix(".json").read_text()).get("invocations", [])
+    except (OSError, ValueError):
+        invocations = []
+    if not args.report_only:
+        now = {"started": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started)), "parts": args.parts,
+               "targets": args.targets, "wall_seconds": round(time.time() - started, 1),
+               "peak_rss_mb": result.get("peak_rss_mb")}
+        invocations = [i for i in invocations if i.get("started") != now["started"]] + [now]
+    doc = {"label": args.label, "args": vars(args), "invocations": invocations,
            "machine": {"platform": platform.platform(), "torch": torch.__version__, "threads": torch.get_num_threads(),
                        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None},
            "summary": summary, "quantiles": quantiles, "k_curve": k_curve(summary) if summary["targets"] else [],
@@ -119,7 +140,6 @@ def report(args, cfg, result: dict[str, Any], started: float, with_proxy: bool, 
            "timing": timing(result["results"]), "results": result["results"]}
     if with_proxy and summary["targets"]:
         doc["proxy"] = proxy(cfg, result["results"], say)
-    out = HERE / "results" / f"downstream-{args.label}"
     write_json_atomic(out.with_suffix(".json"), doc)
     table = markdown(summary)
     out.with_suffix(".md").write_text(table)
