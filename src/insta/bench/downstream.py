@@ -304,7 +304,8 @@ def plot(summary: dict[str, Any], path: str | os.PathLike[str], title: str = "",
     from .plot import save_figure
 
     methods = [f for f in summary["methods"] if "query_loss" in summary["means"].get(f, {})]
-    panels = 3 if quantiles else 2
+    versus = [d for d in summary["deltas"] if d["b"] == "random" and d["metric"] == "query_loss"]
+    panels = 2 + bool(versus) + bool(quantiles)
     fig, axes = plt.subplots(1, panels, figsize=(5.5 * panels, 4.4))
     for ax, metric, label in ((axes[0], "query_loss", "query loss per gold token (nats; lower is better)"),
                               (axes[1], "accuracy", "accuracy (rank classification)")):
@@ -316,8 +317,24 @@ def plot(summary: dict[str, Any], path: str | os.PathLike[str], title: str = "",
         ax.set_xticks(range(len(methods)))
         ax.set_xticklabels(methods, rotation=45, ha="right", fontsize=7)
         ax.set_ylabel(f"mean over targets, 95% CI\n{label}", fontsize=8)
-    if quantiles:
+    if versus:  # the paired view: what decides between methods, free of the spread between targets
         ax = axes[2]
+        y = np.arange(len(versus))
+        lo = np.array([d["mean"] - d["ci"][0] for d in versus])
+        hi = np.array([d["ci"][1] - d["mean"] for d in versus])
+        t_lo = np.array([d["mean"] - d["t_ci"][0] for d in versus])
+        t_hi = np.array([d["t_ci"][1] - d["mean"] for d in versus])
+        ax.errorbar([d["mean"] for d in versus], y + 0.12, xerr=[lo, hi], fmt="o", capsize=3, label="95% CI, bootstrap")
+        ax.errorbar([d["mean"] for d in versus], y - 0.12, xerr=[t_lo, t_hi], fmt="s", capsize=3, color="tab:orange",
+                    label="95% CI, paired t")
+        ax.axvline(0, color="gray", lw=0.8)
+        ax.set_yticks(y)
+        ax.set_yticklabels([d["a"] for d in versus], fontsize=7)
+        ax.invert_yaxis()
+        ax.set_xlabel("method − random, query loss per gold token\n(paired over targets; left of 0 = better)", fontsize=8)
+        ax.legend(fontsize=7)
+    if quantiles:
+        ax = axes[-1]
         for rep, q in quantiles.items():
             ax.plot(q["bins"], q["mean_per_bin"], marker="o",
                     label=f"{rep}: ρ {q['rho_mean']:+.2f} [{q['rho_ci'][0]:+.2f}, {q['rho_ci'][1]:+.2f}]")
