@@ -81,9 +81,8 @@ def proxy(cfg, results: list[dict[str, Any]], say) -> dict[str, Any]:
     say(f"proxy: {len(pairs)} trained pairs")
     # LESS's own selections maximise this similarity by construction: the check without them asks
     # whether the similarity predicts the loss of selections it did not make
-    own = {f"less{suffix}" for suffix in ("", *(m[4:] for m in {p["method"] for p in pairs} if m.startswith("less@")))}
-    return {"pairs": pairs, **correlations(pairs),
-            "without_less_selections": correlations([p for p in pairs if p["method"] not in own])}
+    others = [p for p in pairs if not (p["method"] == "less" or p["method"].startswith("less@"))]
+    return {"pairs": pairs, **correlations(pairs), "without_less_selections": correlations(others)}
 
 
 def correlations(pairs: list[dict[str, Any]]) -> dict[str, Any]:

@@ -435,7 +435,6 @@ def _align(pool: TaskPool, out_dir: str | os.PathLike[str], cfg: AlignConfig, *,
 
     out.mkdir(parents=True, exist_ok=True)
     with run_state(out / STATE_FILE, {"config": asdict(cfg), "pool": pool.ids}, "alignment state"):
-
         import torch
         from datasets import Dataset
         from sentence_transformers import SentenceTransformerTrainer

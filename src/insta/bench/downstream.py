@@ -304,7 +304,8 @@ def plot(summary: dict[str, Any], path: str | os.PathLike[str], title: str = "",
     from .plot import save_figure
 
     methods = [f for f in summary["methods"] if "query_loss" in summary["means"].get(f, {})]
-    versus = [d for d in summary["deltas"] if d["b"] == "random" and d["metric"] == "query_loss"]
+    versus = [d for d in summary["deltas"] if d["b"] == "random" and d["metric"] == "query_loss"
+              and len(summary["targets"]) >= 3]  # paired intervals over 1-2 targets say nothing
     panels = 2 + bool(versus) + bool(quantiles)
     fig, axes = plt.subplots(1, panels, figsize=(5.5 * panels, 4.4))
     for ax, metric, label in ((axes[0], "query_loss", "query loss per gold token (nats; lower is better)"),
