@@ -35,6 +35,26 @@ def test_views_and_positive_pairs(p3, shared_data):
     assert all(by_text[a].label == by_text[b].label and by_text[a].id != by_text[b].id for a, b, _ in label_pairs)
 
 
+
+def test_same_task_pairs_are_capped_per_task(tmp_path, monkeypatch, capsys):
+    """A task with hundreds of instructions (BIG-bench's mult_data_wrangling has 247: 30,381
+    pairs) must not swamp the others: at most max_pairs_per_task pairs each, a seeded sample."""
+    big = Task("big", [Instruction(f"Rewrite record number {i} in the other format.") for i in range(40)])  # 780 pairs
+    small = Task("small", [Instruction("Sort the words."), Instruction("Put the words in order."),
+                           Instruction("Alphabetise these words.")])  # 3 pairs
+    pairs = positive_pairs([big, small], ["instructions"], np.random.default_rng(0), max_per_task=50)
+    assert sum(1 for *_, i in pairs if i == 0) == 50 and sum(1 for *_, i in pairs if i == 1) == 3
+    assert len(set(pairs)) == len(pairs) and all(a != b for a, b, _ in pairs)
+    again = positive_pairs([big, small], ["instructions"], np.random.default_rng(0), max_per_task=50)
+    assert again == pairs  # seeded
+    assert len(positive_pairs([big, small], ["instructions"], np.random.default_rng(0))) == 783  # no cap: all
+    assert AlignConfig().max_pairs_per_task == 256
+    with pytest.raises(InstaError, match="max_pairs_per_task"):
+        AlignConfig(max_pairs_per_task=0)
+    fails(monkeypatch, capsys, "align", "-p", SMALL, "--out", tmp_path / "x", "--max-pairs-per-task", "0",
+          match="must be at least 1")
+
+
 @pytest.mark.slow
 def test_paper_pairs_follow_the_recipe(p3, minilm_encoder):
     pool = load_pool(SMALL)

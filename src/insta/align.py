@@ -99,13 +99,17 @@ def choose_views(pool: TaskPool, view: str) -> list[str]:
 
 
 def positive_pairs(tasks: list[Task], views: list[str], rng: np.random.Generator,
-                   label_partners: int = 3) -> list[tuple[str, str, int]]:
-    """(text a, text b, index of a's task) pairs that should embed close together."""
+                   label_partners: int = 3, max_per_task: int | None = None) -> list[tuple[str, str, int]]:
+    """(text a, text b, index of a's task) pairs that should embed close together; at most
+    ``max_per_task`` same-task pairs per task (a seeded sample, in their original order)."""
     out: list[tuple[str, str, int]] = []
     if "instructions" in views:
         for i, t in enumerate(tasks):
             texts = list(dict.fromkeys(t.texts))
-            out += [(texts[a], texts[b], i) for a in range(len(texts)) for b in range(a + 1, len(texts))]
+            mine = [(texts[a], texts[b], i) for a in range(len(texts)) for b in range(a + 1, len(texts))]
+            if max_per_task is not None and len(mine) > max_per_task:
+                mine = [mine[j] for j in sorted(rng.choice(len(mine), max_per_task, replace=False))]
+            out += mine
     if "labels" in views:
         by_label: dict[str, list[int]] = {}
         for i, t in enumerate(tasks):
@@ -155,7 +159,7 @@ def build_examples(tasks: list[Task], cfg: AlignConfig, views: list[str], base: 
                    rng: np.random.Generator) -> list[dict[str, Any]]:
     """Training rows for the recipe: {sentence1, sentence2, score} (paper) or
     {anchor, positive, negative, task} (contrastive)."""
-    pairs = positive_pairs(tasks, views, rng, cfg.label_partners)
+    pairs = positive_pairs(tasks, views, rng, cfg.label_partners, cfg.max_pairs_per_task)
     if not pairs:
         raise InstaError("no positive pairs could be built from this pool; try another --view")
     texts, owners = _texts_and_owners(tasks)

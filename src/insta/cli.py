@@ -670,6 +670,7 @@ def align(
     batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Batch size (default 16).")] = None,
     view: Annotated[str, typer.Option("--view", help="Positive pairs: auto | instructions (same task) | labels (same label) | self (definition vs its example).")] = AlignConfig.view,
     negative_threshold: Annotated[float, typer.Option("--negative-threshold", help="A negative's cosine to its anchor under the base model must be below this (paper: 0.3; raise it for models whose cosines run high).")] = AlignConfig.negative_threshold,
+    max_pairs_per_task: Annotated[int, typer.Option("--max-pairs-per-task", help="Same-task instruction pairs per task at most (a seeded sample beyond), so that tasks with hundreds of instructions do not swamp the rest.")] = AlignConfig.max_pairs_per_task,
     seed: Annotated[int, typer.Option("--seed", help="Seed for pair sampling, the dev split and training.")] = 0,
     keep_base: Annotated[bool, typer.Option("--keep-base/--no-keep-base", help="Keep the base model when no epoch beats it on the dev split (default), or always the best epoch.")] = AlignConfig.keep_base,
     json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
@@ -684,7 +685,7 @@ def align(
 
     outside_cache(out_dir, "--out")
     cfg = AlignConfig(recipe=recipe, base=base, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, view=view,
-                      negative_threshold=negative_threshold, keep_base=keep_base)
+                      negative_threshold=negative_threshold, keep_base=keep_base, max_pairs_per_task=max_pairs_per_task)
     loaded = load_pool(pool)
     say = _say(quiet)
     result = run_align(loaded, out_dir, cfg, quiet=quiet or json_out, log=say)  # libraries' own logs: never with --json

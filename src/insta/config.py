@@ -34,6 +34,10 @@ class AlignConfig:
     negative_threshold: float = 0.3  # paper: a negative's base cosine must be below this
     negative_max_uses: int = 4  # paper: each negative text at most this often
     label_partners: int = 3  # 'labels' view: same-label partner tasks per task
+    # 'instructions' view: same-task pairs per task at most (a seeded sample beyond). A task with n
+    # instructions has n(n-1)/2 pairs: 3 BIG-bench tasks with 123-247 would be 98% of the rows
+    # (and of the steps: their rows cannot share a contrastive batch); P3's ≤ 12 templates give ≤ 66
+    max_pairs_per_task: int = 256
     dev_fraction: float = 0.15  # held-out tasks for checkpoint selection
     max_seq_length: int = 128
     keep_base: bool = True  # the base model is a candidate too: kept when no epoch beats it on dev
@@ -46,7 +50,7 @@ class AlignConfig:
         self.lr = self.lr if self.lr is not None else defaults["lr"]
         self.batch_size = self.batch_size if self.batch_size is not None else defaults["batch_size"]
         check_fields(self, "align")
-        for name in ("epochs", "batch_size", "label_partners", "max_seq_length", "negative_max_uses"):
+        for name in ("epochs", "batch_size", "label_partners", "max_seq_length", "negative_max_uses", "max_pairs_per_task"):
             check_int(getattr(self, name), option("align", name), min=1)
         check_float(self.lr, option("align", "lr"), positive=True, max=10.0)
         check_float(self.negative_threshold, option("align", "negative_threshold"), min=-1.0, max=1.0)
