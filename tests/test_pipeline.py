@@ -160,7 +160,7 @@ def test_resume_after_an_interruption(tiny_lms, tmp_path):
         train(mix, str(tiny_lms["gpt2"]), out, TrainConfig(epochs=2, batch_size=8), quiet=True, callbacks=[Stop()])
     assert any((out / "checkpoints").glob("checkpoint-*"))
     state = json.loads((out / "train.json").read_text())  # a dead run is not read as running; resumable
-    assert state["status"] == "interrupted" and state["reason"] == "Ctrl-C or SIGTERM" and state["mixture"] == str(mix)
+    assert state["status"] == "interrupted" and state["reason"] == "Ctrl-C" and state["mixture"] == str(mix)
     result = train(mix, str(tiny_lms["gpt2"]), out, TrainConfig(epochs=2, batch_size=8), quiet=True)
     assert result.resumed and result.steps == 4
     with pytest.raises(InstaError, match="already holds a trained model"):
@@ -225,3 +225,20 @@ def test_built_lms_encode_any_text(tiny_lms):
     text = "Ünïcode — 数字 42 never seen in the BPE corpus"
     assert tok.decode(tok(text)["input_ids"], skip_special_tokens=True) == text  # byte-level: no <unk>
     assert AutoConfig.from_pretrained(tiny_lms["gpt2"]).n_embd == 32 and AutoConfig.from_pretrained(tiny_lms["t5"]).is_encoder_decoder
+
+
+def test_run_state_records_why_a_run_stopped(tmp_path):
+    """running while the block runs; interrupted with a readable reason when it is left by an exception."""
+    from insta.errors import Terminated
+    from insta.io import run_state
+
+    state = tmp_path / "state.json"
+    for exc, reason in ((KeyboardInterrupt(), "Ctrl-C"), (Terminated(), "SIGTERM"), (OSError("disk full"), "OSError: disk full")):
+        with pytest.raises(type(exc)):
+            with run_state(state, {"config": {"k": 1}}):
+                assert json.loads(state.read_text())["status"] == "running"
+                raise exc
+        assert json.loads(state.read_text()) == {"status": "interrupted", "config": {"k": 1}, "reason": reason}
+    with run_state(state, {"config": {"k": 1}}):
+        pass
+    assert json.loads(state.read_text())["status"] == "running"  # the block writes the final state itself

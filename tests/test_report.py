@@ -379,3 +379,9 @@ def test_run_view_shows_distance_quantile_curves(tmp_path):
     assert "Distance-quantile curves" in text
     # ρ(bin, loss) is +1 on t1 and t2 and −0.5 on t3: mean 0.5, sd 0.866 over 3 targets (t interval ±2.151)
     assert "instruction 1.0100 1.5100 1.5100 +0.500 [-0.500, +1.000] [-1.651, +2.651] 3" in text
+    # one target, and a loss constant over the bins: undefined intervals and ρ are a dash, never "nan"
+    one = [dict(r, metrics={"accuracy": 0.5, "query_loss": 2.0 if "-q" in r["method"] else r["metrics"]["query_loss"]})
+           for r in results if r["target"] == "t1"]
+    (root / "results.json").write_text(json.dumps({"config": {}, "results": one}))
+    text = " ".join(parse(render(load_report(root))).text)
+    assert "nan" not in text.lower() and "instruction 2.0000 2.0000 2.0000 — (constant) — 0" in text

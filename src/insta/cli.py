@@ -17,7 +17,7 @@ import typer
 
 from . import __version__
 from .config import AlignConfig, FeatureConfig, MixConfig, TrainConfig
-from .errors import InstaError, printable
+from .errors import InstaError, Terminated, printable
 from .calibrate import DEFAULT_CALIBRATION
 from .selectors import DEFAULT_METHOD
 
@@ -977,12 +977,8 @@ def _folder_size(folder: Path) -> int:
     return total
 
 
-class _Terminated(BaseException):
-    """SIGTERM, raised where the process is, so that temporary files are removed on the way out."""
-
-
 def _terminated(signum, frame) -> None:
-    raise _Terminated()
+    raise Terminated()
 
 
 def _value_options(runner: typer.Typer) -> tuple[set[str], dict[str, str]]:
@@ -1134,7 +1130,7 @@ def _main() -> None:
     except KeyboardInterrupt:
         err.print("interrupted", highlight=False)
         sys.exit(130)
-    except _Terminated:
+    except Terminated:
         err.print("terminated", highlight=False)
         sys.exit(143)
     except OSError as exc:

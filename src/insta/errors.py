@@ -21,6 +21,14 @@ class InstaError(Exception):
         super().__init__(" ".join(str(message).split()))
 
 
+class Terminated(BaseException):
+    """SIGTERM, raised by the CLI where the process is, so that temporary files are removed and
+    run states marked on the way out (a BaseException: no ``except Exception`` swallows it)."""
+
+    def __str__(self) -> str:
+        return "SIGTERM"
+
+
 class NoExamples(InstaError):
     """A method that selects from examples met a pool or target that has none (a benchmark
     skips the method there; elsewhere it is an error like any other)."""

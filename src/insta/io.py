@@ -33,7 +33,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from .errors import InstaError
+from .errors import InstaError, Terminated
 
 PathLike = str | os.PathLike[str]
 
@@ -391,7 +391,8 @@ def run_state(path: PathLike, state: dict[str, Any], what: str = "state") -> Ite
     try:
         yield
     except BaseException as exc:
-        reason = "Ctrl-C or SIGTERM" if isinstance(exc, KeyboardInterrupt) else f"{type(exc).__name__}: {exc}"
+        reason = ("Ctrl-C" if isinstance(exc, KeyboardInterrupt) else str(exc) if isinstance(exc, Terminated)
+                  else f"{type(exc).__name__}: {exc}")
         try:
             write_json_atomic(path, {"status": "interrupted", **state, "reason": reason[:500]}, what)
         except Exception:  # noqa: BLE001 - the original exception matters more than the note

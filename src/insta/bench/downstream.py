@@ -284,8 +284,9 @@ def markdown(summary: dict[str, Any]) -> str:
         sign = "" if d["n"] < 3 else " (+)" if lo > 0 else " (−)" if hi < 0 else ""  # a CI of 1-2 targets says nothing
         sign += "" if not sign else " ‡" if (tlo > 0 or thi < 0) else ""  # the t interval excludes 0 as well
         p = d.get("sign_p")
+        t_cell = f"[{tlo:+.3f}, {thi:+.3f}]" if np.isfinite([tlo, thi]).all() else "—"
         lines.append(f"| {d['a']} − {d['b']} | {d['metric']} | {d['mean']:+.3f}{sign} | [{lo:+.3f}, {hi:+.3f}] | "
-                     f"[{tlo:+.3f}, {thi:+.3f}] | {d['wins']} / {d['losses']} of {d['n']} | "
+                     f"{t_cell} | {d['wins']} / {d['losses']} of {d['n']} | "
                      f"{'' if p is None else f'{p:.3g}'} |")
     lines += ["", "(+)/(−): the bootstrap CI excludes 0 (the declared rule); ‡: the paired t interval excludes 0 "
               "as well. Neither is corrected for the number of comparisons."]
