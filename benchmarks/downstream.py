@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from insta.bench.downstream import (CPU_TARGETS, PARTS, delta, downstream_config, k_curve, markdown, plot,
+from insta.bench.downstream import (CPU_TARGETS, PARTS, delta, downstream_config, k_curve, markdown, parts_markdown, plot,
                                     quantile_curves, spearman, summarize, t_interval)
 from insta.bench.metrics import bootstrap_ci
 from insta.io import write_json_atomic
@@ -140,7 +140,7 @@ def report(args, cfg, result: dict[str, Any], started: float, with_proxy: bool, 
     if with_proxy and summary["targets"]:
         doc["proxy"] = proxy(cfg, result["results"], say)
     write_json_atomic(out.with_suffix(".json"), doc)
-    table = markdown(summary)
+    table = markdown(summary) + parts_markdown(summary)
     out.with_suffix(".md").write_text(table)
     if summary["targets"] and "query_loss" in summary["means"].get(BASE, {}):
         plot(summary, out.with_suffix(".png"), quantiles=quantiles or None,

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from insta.bench.downstream import (CPU_TARGETS, PARTS, QUANTILE_BINS, delta, downstream_config, k_curve, markdown,
-                                    paired, plot, quantile_curves, sign_test, spearman, summarize, t_interval)
+                                    paired, parts_markdown, plot, quantile_curves, sign_test, spearman, summarize,
+                                    t_interval, table_method)
 from insta.bench.metrics import bootstrap_indices
 from insta.errors import InstaError
 from insta.readers.bigbench import T0_EVAL
@@ -87,6 +88,43 @@ def test_quantile_curves_k_curve_and_alignment_delta(tmp_path):
     assert delta(s, "insta-aligned", "nothing", "query_loss") is None
     assert spearman([1, 2, 3], [5, 5, 5]) != spearman([1, 2, 3], [5, 5, 5])  # constant: NaN
     png = plot(s, tmp_path / "q.png", quantiles=q)
+    assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_part_run_on_some_targets_is_compared_on_those(tmp_path):
+    """An interrupted invocation leaves the k curve and the aligned embedder on the first
+    targets only: the methods table keeps every target, the k curve and the aligned delta
+    are computed over the targets that have both sides, and say how many."""
+    results = []
+    for i, t in enumerate(["t1", "t2", "t3", "t4", "t5"]):
+        row = {"base": 3.0, "insta": 2.0, "random-1": 2.5, "all": 2.4}
+        if i < 4:  # the k curve reached 4 targets, the aligned embedder 3
+            row |= {"insta-k1": 2.6, "random-k1": 2.7, "insta-k20": 2.3, "random-k20": 2.2}
+        if i < 3:
+            row["insta-aligned"] = 1.875
+        for method, loss in row.items():
+            results.append({"target": t, "method": method, "metrics": {"query_loss": loss, "accuracy": 0.5 + 0.25 * (method == "insta")}})
+    s = summarize(results, n_boot=200)
+    assert s["targets"] == ["t1", "t2", "t3", "t4", "t5"] and s["methods"] == ["base", "all", "insta", "random"]
+    curve = {row["k"]: row for row in k_curve(s)}
+    assert [curve[k]["n"] for k in (1, 5, 20)] == [4, 5, 4] and curve[1]["targets"] == ["t1", "t2", "t3", "t4"]
+    assert curve[20]["query_loss"]["insta_minus_random"]["mean"] == pytest.approx(0.1)
+    assert curve[20]["query_loss"]["insta_minus_random"]["losses"] == 4 and curve[20]["query_loss"]["all"] == 2.4
+    d = delta(s, "insta-aligned", "insta", "query_loss")
+    assert d["n"] == 3 and d["targets"] == ["t1", "t2", "t3"] and d["mean"] == pytest.approx(-0.125)
+    md = parts_markdown(s)
+    assert "| 1 | 4 | 2.600 / 2.700 / 2.400 | -0.100 [-0.100, -0.100] [-0.100, -0.100] | 0.50 / 0.50 / 0.50 |" in md
+    assert "| 5 | 5 | 2.000 / 2.500 / 2.400 | -0.500 [-0.500, -0.500] [-0.500, -0.500] | 0.75 / 0.50 / 0.50 |" in md
+    assert "| 20 | 4 | 2.300 / 2.200 / 2.400 | +0.100 [+0.100, +0.100] [+0.100, +0.100] |" in md
+    assert "| query_loss | 3 | -0.125 | [-0.125, -0.125] | [-0.125, -0.125] | 3 / 0 | 0.25 |" in md
+    assert "| accuracy | 3 | -0.250 | [-0.250, -0.250] | [-0.250, -0.250] | 0 / 3 | 0.25 |" in md
+    assert "insta-aligned" not in markdown(s)  # not in the methods table: it lacks two targets
+    full = summarize([r for r in results if r["target"] in ("t1", "t2", "t3")], n_boot=200)
+    assert "insta-k1" in full["methods"] and "insta-aligned" in full["methods"]
+    assert not any(m in markdown(full) for m in ("insta-k1", "random-k20", "insta-aligned"))  # tables of their own
+    assert table_method("insta") and table_method("less@64") and not table_method("grad-q3")
+    assert parts_markdown(summarize([r for r in results if r["method"] in ("base", "insta", "random-1")])) == ""
+    png = plot(s, tmp_path / "k.png")  # the k curve panel: 3 values of k, each over ≥ 3 targets
     assert png.read_bytes()[:4] == b"\x89PNG"
 
 

@@ -168,7 +168,9 @@ def summarize(results: list[dict[str, Any]], *, n_boot: int = 10000, seed: int =
     core = [f for f in ("base", "random", "insta") if f in methods]
     complete = sorted(t for t, row in table.items() if all(f in row for f in core))
     methods = [f for f in methods if all(f in table[t] for t in complete)]
-    per_target = {t: {f: {m: float(np.mean(v)) for m, v in table[t][f].items()} for f in methods} for t in complete}
+    # per target every method it has: a part run on some targets only (the k curve, the aligned
+    # embedder) is compared over the targets that have both sides (see _pair_values)
+    per_target = {t: {f: {m: float(np.mean(v)) for m, v in table[t][f].items()} for f in table[t]} for t in complete}
     spread = {t: {m: float(np.std(v, ddof=1)) for m, v in table[t]["random"].items() if len(v) > 1}
               for t in complete if "random" in table[t]}
     idx = bootstrap_indices(len(complete), n_boot, seed) if complete else None
@@ -215,9 +217,9 @@ def quantile_curves(summary: dict[str, Any], *, metric: str = "query_loss", seed
     out: dict[str, Any] = {}
     for rep in REPRESENTATIONS:
         names = [f"{rep}-q{b}" for b in QUANTILE_BINS]
-        if not all(n in summary["methods"] for n in names):
+        targets = _targets_with(summary, names)
+        if not targets:
             continue
-        targets = summary["targets"]
         rows = np.array([[summary["per_target"][t][n][metric] for n in names] for t in targets])
         rhos = np.array([spearman(QUANTILE_BINS, row) for row in rows])
         ok = rhos[~np.isnan(rhos)]
@@ -230,40 +232,54 @@ def quantile_curves(summary: dict[str, Any], *, metric: str = "query_loss", seed
 
 
 def k_curve(summary: dict[str, Any], *, seed: int = 0) -> list[dict[str, Any]]:
-    """insta and random at each k (same example budget), their paired difference, and all."""
+    """insta and random at each k (same example budget), their paired difference, and ``all``
+    (the every-task end) — each k over the targets that have both of its methods (``n``; a
+    part run on some targets only is reported on those)."""
     out = []
-    targets = summary["targets"]
-    idx = bootstrap_indices(len(targets), 10000, seed)
     for k in K_CURVE:
         ins, rnd = ("insta", "random") if k == 5 else (f"insta-k{k}", f"random-k{k}")
-        if ins not in summary["methods"] or rnd not in summary["methods"]:
+        targets = _targets_with(summary, [ins, rnd])
+        if not targets:
             continue
-        row: dict[str, Any] = {"k": k}
+        idx = bootstrap_indices(len(targets), 10000, seed)
+        row: dict[str, Any] = {"k": k, "n": len(targets), "targets": targets}
         for m in ("query_loss", "accuracy"):
-            a = np.array([summary["per_target"][t][ins][m] for t in targets])
-            b = np.array([summary["per_target"][t][rnd][m] for t in targets])
+            a, b = (np.array([summary["per_target"][t][f][m] for t in targets]) for f in (ins, rnd))
             row[m] = {"insta": float(a.mean()), "random": float(b.mean()), "insta_minus_random": paired(a, b, m, idx)}
+            if all("all" in summary["per_target"][t] for t in targets):
+                row[m]["all"] = float(np.mean([summary["per_target"][t]["all"][m] for t in targets]))
         out.append(row)
     return out
 
 
+def _targets_with(summary: dict[str, Any], methods: Sequence[str]) -> list[str]:
+    """The summary's targets that have every one of ``methods``."""
+    return [t for t in summary["targets"] if all(f in summary["per_target"][t] for f in methods)]
+
+
 def delta(summary: dict[str, Any], a: str, b: str, metric: str) -> dict[str, Any] | None:
-    """A paired difference a − b of the summary (None when either method is missing)."""
-    if a not in summary["methods"] or b not in summary["methods"]:
+    """A paired difference a − b over the targets that have both (None when none has)."""
+    targets = _targets_with(summary, [a, b])
+    if not targets or any(metric not in summary["per_target"][t][f] for t in targets for f in (a, b)):
         return None
-    targets = summary["targets"]
     x = np.array([summary["per_target"][t][a][metric] for t in targets])
     y = np.array([summary["per_target"][t][b][metric] for t in targets])
-    return paired(x, y, metric, bootstrap_indices(len(targets), summary["n_boot"], 0))
+    return paired(x, y, metric, bootstrap_indices(len(targets), summary["n_boot"], 0)) | {"targets": targets}
 
 
 def _cell(value: float | None, metric: str) -> str:
     return "" if value is None else f"{value:.3f}" if metric == "query_loss" else f"{value:.2f}"
 
 
+def table_method(method: str) -> bool:
+    """Whether a method belongs in the methods table and its deltas; the k curve's, the
+    quantile bins' and the aligned embedder's have tables of their own."""
+    return not re.fullmatch(rf"(insta|random)-k\d+|({'|'.join(REPRESENTATIONS)})-q\d+|{ALIGNED}", method)
+
+
 def markdown(summary: dict[str, Any]) -> str:
     """BENCHMARKS.md tables: per target (query loss / accuracy), means with CIs, paired deltas."""
-    methods = summary["methods"]
+    methods = [f for f in summary["methods"] if table_method(f)]
     lines = ["| target | " + " | ".join(methods) + " |", "|---|" + "---|" * len(methods)]
     for t in summary["targets"]:
         cells = [f"{_cell(summary['per_target'][t][f].get('query_loss'), 'query_loss')} / "
@@ -277,7 +293,7 @@ def markdown(summary: dict[str, Any]) -> str:
     lines += ["", "| comparison | metric | mean Δ | 95% CI, paired bootstrap over targets | 95% CI, paired t | "
               "better / worse | sign test p |", "|---|---|---|---|---|---|---|"]
     for d in summary["deltas"]:
-        if d["metric"] == "gold_loglik":
+        if d["metric"] == "gold_loglik" or not table_method(d["a"]):
             continue
         lo, hi = d["ci"]
         tlo, thi = d.get("t_ci", (float("nan"),) * 2)
@@ -293,6 +309,39 @@ def markdown(summary: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _interval(d: dict[str, Any], key: str) -> str:
+    lo, hi = d.get(key, (float("nan"),) * 2)
+    return f"[{lo:+.3f}, {hi:+.3f}]" if np.isfinite([lo, hi]).all() else "—"
+
+
+def parts_markdown(summary: dict[str, Any]) -> str:
+    """BENCHMARKS.md tables of the k curve (insta and random at each k, paired) and of the
+    aligned embedder against the off-the-shelf one, each over the targets that have them."""
+    lines: list[str] = []
+    curve = k_curve(summary)
+    if len(curve) >= 2:  # k = 5 alone is part methods, no curve
+        lines += ["| k | targets | query loss: insta / random / all | insta − random, query loss: Δ, 95% CI bootstrap, "
+                  "t | accuracy: insta / random / all | insta − random, accuracy: Δ, 95% CI bootstrap, t | "
+                  "better / worse (query loss) |", "|---|---|---|---|---|---|---|"]
+        for row in curve:
+            cells = []
+            for m in ("query_loss", "accuracy"):
+                r, d = row[m], row[m]["insta_minus_random"]
+                cells += [" / ".join(_cell(r.get(f), m) for f in ("insta", "random", "all")),
+                          f"{d['mean']:+.3f} {_interval(d, 'ci')} {_interval(d, 't_ci')}"]
+            d = row["query_loss"]["insta_minus_random"]
+            lines.append(f"| {row['k']} | {row['n']} | " + " | ".join(cells) + f" | {d['wins']} / {d['losses']} |")
+        lines += ["", "k = 5 is part `methods` (random: mean of 3 seeds); the other k train random with seed 1 "
+                  "only. The same 64 examples at every k: larger k, fewer examples per task.", ""]
+    aligned = [(m, delta(summary, "insta-aligned", "insta", m)) for m in ("query_loss", "accuracy")]
+    if any(d for _, d in aligned):
+        lines += ["| insta-aligned − insta | targets | mean Δ | 95% CI, bootstrap | 95% CI, paired t | "
+                  "better / worse | sign test p |", "|---|---|---|---|---|---|---|"]
+        lines += [f"| {m} | {d['n']} | {d['mean']:+.3f} | {_interval(d, 'ci')} | {_interval(d, 't_ci')} | "
+                  f"{d['wins']} / {d['losses']} | {d['sign_p']:.3g} |" for m, d in aligned if d]
+    return "\n".join(lines) + ("\n" if lines else "")
+
+
 def plot(summary: dict[str, Any], path: str | os.PathLike[str], title: str = "",
          quantiles: dict[str, Any] | None = None) -> Path:
     """Method means of the query loss and accuracy with 95% CIs over targets; with
@@ -304,10 +353,12 @@ def plot(summary: dict[str, Any], path: str | os.PathLike[str], title: str = "",
 
     from .plot import save_figure
 
-    methods = [f for f in summary["methods"] if "query_loss" in summary["means"].get(f, {})]
-    versus = [d for d in summary["deltas"] if d["b"] == "random" and d["metric"] == "query_loss"
+    methods = [f for f in summary["methods"] if "query_loss" in summary["means"].get(f, {}) and table_method(f)]
+    versus = [d for d in summary["deltas"] if d["b"] == "random" and d["metric"] == "query_loss" and table_method(d["a"])
               and len(summary["targets"]) >= 3]  # paired intervals over 1-2 targets say nothing
-    panels = 2 + bool(versus) + bool(quantiles)
+    curve = [row for row in k_curve(summary) if row["n"] >= 3]  # over 1-2 targets a curve says nothing
+    curve = curve if len(curve) >= 2 else []
+    panels = 2 + bool(versus) + bool(curve) + bool(quantiles)
     fig, axes = plt.subplots(1, panels, figsize=(5.5 * panels, 4.4))
     for ax, metric, label in ((axes[0], "query_loss", "query loss per gold token (nats; lower is better)"),
                               (axes[1], "accuracy", "accuracy (rank classification)")):
@@ -334,6 +385,20 @@ def plot(summary: dict[str, Any], path: str | os.PathLike[str], title: str = "",
         ax.set_yticklabels([d["a"] for d in versus], fontsize=7)
         ax.invert_yaxis()
         ax.set_xlabel("method − random, query loss per gold token\n(paired over targets; left of 0 = better)", fontsize=8)
+        ax.legend(fontsize=7)
+    if curve:  # the number of tasks at one example budget: insta and random, paired Δ with its t interval
+        ax = axes[2 + bool(versus)]
+        ks = [row["k"] for row in curve]
+        for f, style in (("insta", "o-"), ("random", "s--")):
+            ax.plot(ks, [row["query_loss"][f] for row in curve], style, label=f)
+        if all("all" in row["query_loss"] for row in curve):
+            ax.axhline(float(np.mean([row["query_loss"]["all"] for row in curve])), color="gray", lw=0.8, ls=":",
+                       label="all (every task)")
+        ax.set_xscale("log")
+        ax.set_xticks(ks)
+        ax.set_xticklabels([f"{row['k']}\n(n={row['n']})" for row in curve], fontsize=7)
+        ax.set_xlabel("k tasks selected (same 64 examples)", fontsize=8)
+        ax.set_ylabel("mean query loss per gold token", fontsize=8)
         ax.legend(fontsize=7)
     if quantiles:
         ax = axes[-1]
