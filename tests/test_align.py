@@ -138,15 +138,22 @@ def test_align_writes_a_usable_model_with_a_card(p3, tiny_model, tmp_path, recip
 def test_the_base_model_is_kept_when_no_epoch_beats_it_on_dev(p3, tiny_model, tmp_path):
     pool = load_pool(SMALL)
     # a vanishing learning rate: the epochs cannot improve on the base model's dev figure
-    cfg = AlignConfig(recipe="paper", base=str(tiny_model), epochs=1, lr=1e-12, dev_fraction=0.2, negative_threshold=0.995)
+    # trained on 8 tokens; the kept base still embeds a long instruction as the base does (a
+    # kept base once came back cut to the training length: on BIG-bench its rankings moved)
+    cfg = AlignConfig(recipe="paper", base=str(tiny_model), epochs=1, lr=1e-12, dev_fraction=0.2, negative_threshold=0.995,
+                      max_seq_length=8)
     result = align(pool, tmp_path / "kept", cfg, quiet=True)
     assert result.best == "base"
     assert "kept checkpoint | base (no epoch beat the base model on dev)" in (tmp_path / "kept" / "README.md").read_text()
-    texts = ["Is this review positive?", "Summarize the article."]
+    texts = ["Is this review positive?", "Summarize the article. " * 20]
     assert np.allclose(Encoder(str(tmp_path / "kept"), cache=False).encode(texts),
                        Encoder(str(tiny_model), cache=False).encode(texts), atol=1e-6)
+    from sentence_transformers import SentenceTransformer
+
+    assert SentenceTransformer(str(tmp_path / "kept")).max_seq_length == SentenceTransformer(str(tiny_model)).max_seq_length > 8
     trained = align(pool, tmp_path / "trained", AlignConfig(**{**vars(cfg), "keep_base": False}), quiet=True)
     assert trained.best == "epoch 1"
+    assert SentenceTransformer(str(tmp_path / "trained")).max_seq_length > 8  # an aligned model too
 
 
 def test_interrupted_alignment_resumes(p3, tiny_model, tmp_path):

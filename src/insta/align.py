@@ -380,8 +380,9 @@ def _load_st(base: Encoder, cfg: AlignConfig):
     from sentence_transformers import SentenceTransformer
 
     model = SentenceTransformer(base.model_path, device="cpu" if not torch.cuda.is_available() else None)
-    model.max_seq_length = min(model.max_seq_length or cfg.max_seq_length, cfg.max_seq_length)
-    return model
+    own = model.max_seq_length
+    model.max_seq_length = min(own or cfg.max_seq_length, cfg.max_seq_length)
+    return model, own
 
 
 def _data(pool: TaskPool, cfg: AlignConfig, base: Encoder, say: ProgressFn):
@@ -451,7 +452,9 @@ def _align(pool: TaskPool, out_dir: str | os.PathLike[str], cfg: AlignConfig, *,
         transformers.logging.set_verbosity_error()
         transformers.logging.disable_progress_bar()
         torch.manual_seed(cfg.seed)
-        model = _load_st(base, cfg)
+        # trained on inputs of at most cfg.max_seq_length tokens (cost); saved with the base's own
+        # length, so that the kept model embeds a long instruction as far as the base did
+        model, base_length = _load_st(base, cfg)
         if cfg.recipe == "paper":
             dataset = Dataset.from_list(rows)
             loss = CosineSimilarityLoss(model)
@@ -495,8 +498,9 @@ def _align(pool: TaskPool, out_dir: str | os.PathLike[str], cfg: AlignConfig, *,
                          if e.get("eval_dev_pearson_cosine") == trainer.state.best_metric), None)
             if cfg.keep_base and history.get("base", -np.inf) >= trainer.state.best_metric - 1e-6:
                 say(f"no epoch beat the base model on dev ({history['base']:.4f} vs {trainer.state.best_metric:.4f}): keeping the base")
-                model = _load_st(base, cfg)
+                model, _ = _load_st(base, cfg)
                 best = "base"
+        model.max_seq_length = base_length
         model.save(str(out))
         shutil.rmtree(ckpt, ignore_errors=True)
         result = AlignResult(
