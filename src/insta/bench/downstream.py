@@ -320,7 +320,7 @@ def parts_markdown(summary: dict[str, Any]) -> str:
     lines: list[str] = []
     curve = k_curve(summary)
     if len(curve) >= 2:  # k = 5 alone is part methods, no curve
-        lines += ["| k | targets | query loss: insta / random / all | insta − random, query loss: Δ, 95% CI bootstrap, "
+        lines += ["", "| k | targets | query loss: insta / random / all | insta − random, query loss: Δ, 95% CI bootstrap, "
                   "t | accuracy: insta / random / all | insta − random, accuracy: Δ, 95% CI bootstrap, t | "
                   "better / worse (query loss) |", "|---|---|---|---|---|---|---|"]
         for row in curve:
@@ -332,10 +332,10 @@ def parts_markdown(summary: dict[str, Any]) -> str:
             d = row["query_loss"]["insta_minus_random"]
             lines.append(f"| {row['k']} | {row['n']} | " + " | ".join(cells) + f" | {d['wins']} / {d['losses']} |")
         lines += ["", "k = 5 is part `methods` (random: mean of 3 seeds); the other k train random with seed 1 "
-                  "only. The same 64 examples at every k: larger k, fewer examples per task.", ""]
+                  "only. The same 64 examples at every k: larger k, fewer examples per task."]
     aligned = [(m, delta(summary, "insta-aligned", "insta", m)) for m in ("query_loss", "accuracy")]
     if any(d for _, d in aligned):
-        lines += ["| insta-aligned − insta | targets | mean Δ | 95% CI, bootstrap | 95% CI, paired t | "
+        lines += ["", "| insta-aligned − insta | targets | mean Δ | 95% CI, bootstrap | 95% CI, paired t | "
                   "better / worse | sign test p |", "|---|---|---|---|---|---|---|"]
         lines += [f"| {m} | {d['n']} | {d['mean']:+.3f} | {_interval(d, 'ci')} | {_interval(d, 't_ci')} | "
                   f"{d['wins']} / {d['losses']} | {d['sign_p']:.3g} |" for m, d in aligned if d]
