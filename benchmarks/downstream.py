@@ -37,6 +37,7 @@ import numpy as np
 from insta.bench.downstream import (CPU_TARGETS, PARTS, delta, downstream_config, k_curve, markdown, parts_markdown, plot,
                                     quantile_curves, spearman, summarize, t_interval)
 from insta.bench.metrics import bootstrap_ci
+from insta.errors import InstaError
 from insta.io import write_json_atomic
 from insta.pipeline import BASE, collect_results, peak_rss_mb, run
 from insta.readers.bigbench import T0_EVAL
@@ -64,20 +65,24 @@ def proxy(cfg, results: list[dict[str, Any]], say) -> dict[str, Any]:
 
     pool = load_pool(cfg.pool)
     selector = make_selector("less", features=cfg.features).fit(pool)
-    base = {r["target"]: r["metrics"]["query_loss"] for r in results if r["method"] == BASE}
+    def loss(r: dict[str, Any]) -> float | None:  # a diverged evaluation stores NaN as null: left out
+        v = (r.get("metrics") or {}).get("query_loss")
+        return float(v) if isinstance(v, (int, float)) and np.isfinite(v) else None
+
+    base = {r["target"]: loss(r) for r in results if r["method"] == BASE and loss(r) is not None}
     pairs = []
     for target in target_tasks(cfg.target_pool, sorted(base)):
         ranked = selector.select(_target(target, held_out(cfg, target)), len(pool))
         score = {r.task_id: r.score for r in ranked.results}
         for r in results:
-            if r["target"] != target.id or r["method"] == BASE or not r["selected"]:
+            if r["target"] != target.id or r["method"] == BASE or not r["selected"] or loss(r) is None:
                 continue
             # a task without examples has no LESS features (never a LESS candidate): left out of the mean
             sims = [score[t] for t in (s.split("#")[0] for s in r["selected"]) if t in score]
             if sims:
                 pairs.append({"target": target.id, "method": r["method"], "similarity": float(np.mean(sims)),
                               "tasks_scored": f"{len(sims)}/{len(r['selected'])}",
-                              "delta_query_loss": r["metrics"]["query_loss"] - base[target.id]})
+                              "delta_query_loss": loss(r) - base[target.id]})
     say(f"proxy: {len(pairs)} trained pairs")
     # LESS's own selections maximise this similarity by construction: the check without them asks
     # whether the similarity predicts the loss of selections it did not make
@@ -180,13 +185,19 @@ def main() -> None:
         args.targets) or args.targets.split(",")
     parts = [p for p in args.parts.split(",") if p]
     run_dir = Path(args.run or HERE / "runs" / f"downstream-{args.label}")
-    cfg = downstream_config(str(run_dir), targets=targets, model=args.model, k=args.k, budget=args.budget,
-                            steps=args.steps, batch_size=args.batch_size, lr=args.lr, lora=args.lora,
-                            max_examples=args.max_examples, device=args.device, parts=parts,
-                            aligned_model=args.aligned or str(run_dir / "aligned-embedder"),
-                            extra_methods=[m for m in args.methods.split(",") if m])
+    try:
+        cfg = downstream_config(str(run_dir), targets=targets, model=args.model, k=args.k, budget=args.budget,
+                                steps=args.steps, batch_size=args.batch_size, lr=args.lr, lora=args.lora,
+                                max_examples=args.max_examples, device=args.device, parts=parts,
+                                aligned_model=args.aligned or str(run_dir / "aligned-embedder"),
+                                extra_methods=[m for m in args.methods.split(",") if m])
+    except InstaError as e:
+        ap.error(str(e))  # one line, exit 2
     if args.report_only:
         result = {"results": collect_results(cfg), "peak_rss_mb": None}
+        if not result["results"]:  # a wrong --run or --label must not replace the results of a real one
+            ap.error(f"{run_dir} holds no results of these parts and targets; nothing was written (check --run, "
+                     "--label, --parts, --targets)")
     else:
         if "align" in parts:
             aligned_embedder(cfg.pool, Path(args.aligned or run_dir / "aligned-embedder"), say)

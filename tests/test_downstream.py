@@ -156,3 +156,54 @@ def test_config_is_the_declared_experiment():
         downstream_config("out", parts=["align"])
     with pytest.raises(InstaError, match="unknown part 'kurve'"):
         downstream_config("out", parts=["kurve"])
+
+
+def test_missing_and_non_finite_values_are_left_out_and_said(tmp_path):
+    """A diverged evaluation stores NaN as null; a run may lack a metric; a part may reach
+    targets that the methods table lacks (no base yet): nothing crashes, nothing non-finite
+    is averaged, every comparison uses the targets that have both sides, and the table says
+    what was left out."""
+    results = []
+    for i, t in enumerate(["t1", "t2", "t3", "t4", "t5", "t6"]):
+        row = {"insta": 2.0, "insta-aligned": 2.0 - 0.1 * (i + 1), "insta-k1": 2.5, "random-k1": 2.0}
+        if i < 4:  # t5 and t6 have no base or random yet: not in the methods table
+            row |= {"base": 3.0, "random-1": 2.5}
+        for b in QUANTILE_BINS:
+            row[f"instruction-q{b}"] = 1.0 + 0.1 * b
+        for method, loss in row.items():
+            results.append({"target": t, "method": method, "metrics": {"query_loss": loss, "accuracy": 0.5}})
+    results[0]["metrics"]["query_loss"] = None  # t1/insta diverged
+    next(r for r in results if r["target"] == "t2" and r["method"] == "instruction-q3")["metrics"]["query_loss"] = float("nan")
+    next(r for r in results if r["target"] == "t3" and r["method"] == "insta-k1")["metrics"].pop("accuracy")
+    results.append({"target": "t4", "method": "all", "metrics": {"query_loss": float("inf"), "accuracy": 0.5}})
+    results.append({"target": "t4", "method": "rds"})  # no metrics at all
+    s = summarize(results, n_boot=200)
+    assert s["targets"] == ["t1", "t2", "t3", "t4"]
+    assert {"t1/insta/query_loss", "t2/instruction-q3/query_loss", "t3/insta-k1/accuracy", "t4/all/query_loss",
+            "t4/rds/query_loss", "t4/rds/accuracy"} == set(s["left_out"])
+    d = delta(s, "insta-aligned", "insta", "query_loss")  # t1 lacks insta's loss; t5, t6 count
+    assert d["targets"] == ["t2", "t3", "t4", "t5", "t6"] and d["mean"] == pytest.approx(-0.4)
+    assert delta(s, "insta-aligned", "insta", "accuracy")["n"] == 6
+    curve = {row["k"]: row for row in k_curve(s)}
+    assert curve[1]["n"] == 6 and curve[1]["accuracy"]["n"] == 5 and curve[5]["query_loss"]["n"] == 3
+    q = quantile_curves(s)["instruction"]  # t2's middle bin is NaN: t2 drops out, not ranked last
+    assert q["n"] == 5 and "t2" not in q["rho_per_target"] and q["rho_mean"] == pytest.approx(1.0)
+    md = markdown(s) + parts_markdown(s)
+    assert "nan" not in md.lower() and "inf" not in md
+    assert "Left out, missing or not finite (6; target/method/metric): t1/insta/query_loss" in md
+    assert "(over 5 targets)" in md  # the k = 1 accuracy cell: one target fewer than its row
+    assert plot(s, tmp_path / "p.png", quantiles=quantile_curves(s)).read_bytes()[:4] == b"\x89PNG"
+    assert markdown(summarize([])) == "No target has results of base, random and insta yet: nothing to summarise.\n"
+
+
+def test_the_benchmark_script_refuses_an_empty_run(tmp_path):
+    """A wrong --run must not replace a real run's results with an empty summary."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "downstream.py"
+    p = subprocess.run([sys.executable, str(script), "--report-only", "--run", str(tmp_path / "none"), "--label",
+                        "nothing-here"], capture_output=True, text=True)
+    assert p.returncode == 2 and "holds no results" in p.stderr and "Traceback" not in p.stderr
+    assert not (script.parent / "results" / "downstream-nothing-here.json").exists()

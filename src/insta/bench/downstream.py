@@ -158,11 +158,16 @@ def summarize(results: list[dict[str, Any]], *, n_boot: int = 10000, seed: int =
     """Per-target table, method means with CIs, the spread of random's seeds, and paired
     bootstrap CIs over targets of every method against random and against insta."""
     table: dict[str, dict[str, dict[str, list[float]]]] = {}
+    left_out: list[str] = []  # values that are missing or not finite (a diverged run stores NaN as null)
     for r in results:
         fam = table.setdefault(r["target"], {}).setdefault(family(r["method"]), {})
+        metrics = r.get("metrics") if isinstance(r.get("metrics"), dict) else {}
         for m in METRICS:
-            if m in r["metrics"]:
-                fam.setdefault(m, []).append(float(r["metrics"][m]))
+            v = metrics.get(m)
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v):
+                fam.setdefault(m, []).append(float(v))
+            elif m in metrics or m != "gold_loglik":
+                left_out.append(f"{r['target']}/{r['method']}/{m}")
     methods = sorted({f for row in table.values() for f in row}, key=lambda f: (f != BASE, f))
     # a method counts where every target has it; the targets are those with every such core method
     core = [f for f in ("base", "random", "insta") if f in methods]
@@ -170,7 +175,7 @@ def summarize(results: list[dict[str, Any]], *, n_boot: int = 10000, seed: int =
     methods = [f for f in methods if all(f in table[t] for t in complete)]
     # per target every method it has: a part run on some targets only (the k curve, the aligned
     # embedder) is compared over the targets that have both sides (see _pair_values)
-    per_target = {t: {f: {m: float(np.mean(v)) for m, v in table[t][f].items()} for f in table[t]} for t in complete}
+    per_target = {t: {f: {m: float(np.mean(v)) for m, v in table[t][f].items()} for f in table[t]} for t in sorted(table)}
     spread = {t: {m: float(np.std(v, ddof=1)) for m, v in table[t]["random"].items() if len(v) > 1}
               for t in complete if "random" in table[t]}
     idx = bootstrap_indices(len(complete), n_boot, seed) if complete else None
@@ -190,7 +195,7 @@ def summarize(results: list[dict[str, Any]], *, n_boot: int = 10000, seed: int =
     seeds = {m: float(np.mean([s[m] for s in spread.values() if m in s])) for m in METRICS
              if any(m in s for s in spread.values())}
     return {"targets": complete, "methods": methods, "per_target": per_target, "means": means, "deltas": deltas,
-            "random_seed_sd": seeds, "n_boot": n_boot}
+            "random_seed_sd": seeds, "n_boot": n_boot, "left_out": left_out}
 
 
 def spearman(x: Sequence[float], y: Sequence[float]) -> float:
@@ -217,7 +222,7 @@ def quantile_curves(summary: dict[str, Any], *, metric: str = "query_loss", seed
     out: dict[str, Any] = {}
     for rep in REPRESENTATIONS:
         names = [f"{rep}-q{b}" for b in QUANTILE_BINS]
-        targets = _targets_with(summary, names)
+        targets = _targets_with(summary, names, metric)
         if not targets:
             continue
         rows = np.array([[summary["per_target"][t][n][metric] for n in names] for t in targets])
@@ -238,29 +243,32 @@ def k_curve(summary: dict[str, Any], *, seed: int = 0) -> list[dict[str, Any]]:
     out = []
     for k in K_CURVE:
         ins, rnd = ("insta", "random") if k == 5 else (f"insta-k{k}", f"random-k{k}")
-        targets = _targets_with(summary, [ins, rnd])
-        if not targets:
-            continue
-        idx = bootstrap_indices(len(targets), 10000, seed)
-        row: dict[str, Any] = {"k": k, "n": len(targets), "targets": targets}
+        row: dict[str, Any] = {"k": k}
         for m in ("query_loss", "accuracy"):
+            targets = _targets_with(summary, [ins, rnd], m)
+            if not targets:
+                continue
             a, b = (np.array([summary["per_target"][t][f][m] for t in targets]) for f in (ins, rnd))
-            row[m] = {"insta": float(a.mean()), "random": float(b.mean()), "insta_minus_random": paired(a, b, m, idx)}
-            if all("all" in summary["per_target"][t] for t in targets):
+            row[m] = {"insta": float(a.mean()), "random": float(b.mean()), "n": len(targets), "targets": targets,
+                      "insta_minus_random": paired(a, b, m, bootstrap_indices(len(targets), 10000, seed))}
+            if set(targets) <= set(_targets_with(summary, ["all"], m)):
                 row[m]["all"] = float(np.mean([summary["per_target"][t]["all"][m] for t in targets]))
-        out.append(row)
+        if "query_loss" in row or "accuracy" in row:
+            first = row.get("query_loss") or row["accuracy"]
+            out.append(row | {"n": first["n"], "targets": first["targets"]})
     return out
 
 
-def _targets_with(summary: dict[str, Any], methods: Sequence[str]) -> list[str]:
-    """The summary's targets that have every one of ``methods``."""
-    return [t for t in summary["targets"] if all(f in summary["per_target"][t] for f in methods)]
+def _targets_with(summary: dict[str, Any], methods: Sequence[str], metric: str) -> list[str]:
+    """Every target of the summary (not only those of the methods table) that has ``metric``
+    for each of ``methods``."""
+    return [t for t, row in summary["per_target"].items() if all(metric in row.get(f, {}) for f in methods)]
 
 
 def delta(summary: dict[str, Any], a: str, b: str, metric: str) -> dict[str, Any] | None:
     """A paired difference a − b over the targets that have both (None when none has)."""
-    targets = _targets_with(summary, [a, b])
-    if not targets or any(metric not in summary["per_target"][t][f] for t in targets for f in (a, b)):
+    targets = _targets_with(summary, [a, b], metric)
+    if not targets:
         return None
     x = np.array([summary["per_target"][t][a][metric] for t in targets])
     y = np.array([summary["per_target"][t][b][metric] for t in targets])
@@ -279,6 +287,8 @@ def table_method(method: str) -> bool:
 
 def markdown(summary: dict[str, Any]) -> str:
     """BENCHMARKS.md tables: per target (query loss / accuracy), means with CIs, paired deltas."""
+    if not summary["targets"]:
+        return "No target has results of base, random and insta yet: nothing to summarise.\n"
     methods = [f for f in summary["methods"] if table_method(f)]
     lines = ["| target | " + " | ".join(methods) + " |", "|---|" + "---|" * len(methods)]
     for t in summary["targets"]:
@@ -306,6 +316,10 @@ def markdown(summary: dict[str, Any]) -> str:
                      f"{'' if p is None else f'{p:.3g}'} |")
     lines += ["", "(+)/(−): the bootstrap CI excludes 0 (the declared rule); ‡: the paired t interval excludes 0 "
               "as well. Neither is corrected for the number of comparisons."]
+    if summary.get("left_out"):
+        shown = ", ".join(summary["left_out"][:10]) + (", …" if len(summary["left_out"]) > 10 else "")
+        lines += ["", f"Left out, missing or not finite ({len(summary['left_out'])}; target/method/metric): {shown}. "
+                  "A method without a value on a target has no mean and no comparison on that metric."]
     return "\n".join(lines) + "\n"
 
 
@@ -326,10 +340,14 @@ def parts_markdown(summary: dict[str, Any]) -> str:
         for row in curve:
             cells = []
             for m in ("query_loss", "accuracy"):
+                if m not in row:
+                    cells += ["—", "—"]
+                    continue
                 r, d = row[m], row[m]["insta_minus_random"]
+                other = f" (over {r['n']} targets)" if r["n"] != row["n"] else ""
                 cells += [" / ".join(_cell(r.get(f), m) for f in ("insta", "random", "all")),
-                          f"{d['mean']:+.3f} {_interval(d, 'ci')} {_interval(d, 't_ci')}"]
-            d = row["query_loss"]["insta_minus_random"]
+                          f"{d['mean']:+.3f} {_interval(d, 'ci')} {_interval(d, 't_ci')}{other}"]
+            d = row.get("query_loss", row.get("accuracy"))["insta_minus_random"]
             lines.append(f"| {row['k']} | {row['n']} | " + " | ".join(cells) + f" | {d['wins']} / {d['losses']} |")
         lines += ["", "k = 5 is part `methods` (random: mean of 3 seeds); the other k train random with seed 1 "
                   "only. The same 64 examples at every k: larger k, fewer examples per task."]
@@ -353,15 +371,19 @@ def plot(summary: dict[str, Any], path: str | os.PathLike[str], title: str = "",
 
     from .plot import save_figure
 
-    methods = [f for f in summary["methods"] if "query_loss" in summary["means"].get(f, {}) and table_method(f)]
+    def shown(metric: str) -> list[str]:
+        return [f for f in summary["methods"] if metric in summary["means"].get(f, {}) and table_method(f)]
+
     versus = [d for d in summary["deltas"] if d["b"] == "random" and d["metric"] == "query_loss" and table_method(d["a"])
               and len(summary["targets"]) >= 3]  # paired intervals over 1-2 targets say nothing
-    curve = [row for row in k_curve(summary) if row["n"] >= 3]  # over 1-2 targets a curve says nothing
+    curve = [row for row in k_curve(summary)  # over 1-2 targets a curve says nothing
+             if "query_loss" in row and row["query_loss"]["n"] >= 3]
     curve = curve if len(curve) >= 2 else []
     panels = 2 + bool(versus) + bool(curve) + bool(quantiles)
     fig, axes = plt.subplots(1, panels, figsize=(5.5 * panels, 4.4))
     for ax, metric, label in ((axes[0], "query_loss", "query loss per gold token (nats; lower is better)"),
                               (axes[1], "accuracy", "accuracy (rank classification)")):
+        methods = shown(metric)
         stats = [summary["means"][f][metric] for f in methods]
         means = np.array([s["mean"] for s in stats])
         err = np.array([[s["mean"] - s["ci"][0] for s in stats], [s["ci"][1] - s["mean"] for s in stats]])
@@ -396,7 +418,7 @@ def plot(summary: dict[str, Any], path: str | os.PathLike[str], title: str = "",
                        label="all (every task)")
         ax.set_xscale("log")
         ax.set_xticks(ks)
-        ax.set_xticklabels([f"{row['k']}\n(n={row['n']})" for row in curve], fontsize=7)
+        ax.set_xticklabels([f"{row['k']}\n(n={row['query_loss']['n']})" for row in curve], fontsize=7)
         ax.set_xlabel("k tasks selected (same 64 examples)", fontsize=8)
         ax.set_ylabel("mean query loss per gold token", fontsize=8)
         ax.legend(fontsize=7)
