@@ -151,9 +151,12 @@ def test_the_base_model_is_kept_when_no_epoch_beats_it_on_dev(p3, tiny_model, tm
     from sentence_transformers import SentenceTransformer
 
     assert SentenceTransformer(str(tmp_path / "kept")).max_seq_length == SentenceTransformer(str(tiny_model)).max_seq_length > 8
-    trained = align(pool, tmp_path / "trained", AlignConfig(**{**vars(cfg), "keep_base": False}), quiet=True)
+    trained = align(pool, tmp_path / "trained", AlignConfig(**{**vars(cfg), "keep_base": False, "max_seq_length": 128}),
+                    quiet=True)
     assert trained.best == "epoch 1"
-    assert SentenceTransformer(str(tmp_path / "trained")).max_seq_length > 8  # an aligned model too
+    # the dev figures are those of the saved model, whatever the training length
+    assert trained.dev_pearson["base"] == pytest.approx(result.dev_pearson["base"], abs=1e-6)
+    assert SentenceTransformer(str(tmp_path / "trained")).max_seq_length == SentenceTransformer(str(tiny_model)).max_seq_length
 
 
 def test_interrupted_alignment_resumes(p3, tiny_model, tmp_path):
@@ -170,7 +173,7 @@ def test_interrupted_alignment_resumes(p3, tiny_model, tmp_path):
     state = json.loads((out / "align.json").read_text())  # a dead run is not read as running
     assert state["status"] == "interrupted" and state["reason"] == "Ctrl-C" and state["pool"]
     assert list((out / "checkpoints").glob("checkpoint-*"))
-    with pytest.raises(InstaError, match="unfinished alignment with other settings"):
+    with pytest.raises(InstaError, match=r"unfinished alignment with other settings \(epochs 2 there, 3 now, "):
         align(load_pool(SMALL), out, AlignConfig(recipe="paper", base=str(tiny_model), epochs=3), quiet=True)
     result = align(load_pool(SMALL), out, cfg, quiet=True)
     assert result.resumed and "epoch 1" in result.dev_pearson and "epoch 2" in result.dev_pearson
@@ -193,6 +196,17 @@ def test_align_bad_inputs(p3, tiny_model, tmp_path, monkeypatch, capsys):
     fails(monkeypatch, capsys, "align", "-p", SMALL, "--out", busy, "--base", tiny_model, match="holds something else")
     fails(monkeypatch, capsys, "align", "-p", SMALL, "--out", tmp_path / "x", "--epochs", "0", match="align.epochs (--epochs) must be at least 1, got 0")
     fails(monkeypatch, capsys, "align", "-p", SMALL, "--out", tmp_path / "x", "--view", "both", match="unknown view 'both'")
+    fails(monkeypatch, capsys, "align", "-p", SMALL, "--out", tmp_path / "x", "--max-seq-length", "1",
+          match="align.max_seq_length (--max-seq-length) must be at least 8, got 1")
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
+    fails(monkeypatch, capsys, "align", "-p", SMALL, "--out", tmp_path / "dangling", "--base", tiny_model,
+          match="is a symbolic link to nothing")
+    (tmp_path / "afile").write_text("mine")
+    encoded = []  # the folder is checked before the pool is embedded
+    monkeypatch.setattr("insta.align._data", lambda *a, **k: encoded.append(1))
+    fails(monkeypatch, capsys, "align", "-p", SMALL, "--out", tmp_path / "afile" / "sub", "--base", tiny_model,
+          match="cannot create --out")
+    assert not encoded and (tmp_path / "afile").read_text() == "mine"
 
 
 def test_align_cli_then_select_with_the_model(p3, tiny_model, tmp_path, monkeypatch, capsys):

@@ -274,6 +274,8 @@ class TaskUniqueSampler:
 
 def _check_out_dir(out: Path, cfg: AlignConfig, pool: TaskPool) -> bool:
     """True when ``out`` holds an unfinished run of the same alignment (resume it)."""
+    if out.is_symlink() and not out.exists():
+        raise InstaError(f"--out {out} is a symbolic link to nothing; give a new folder")
     if not out.exists():
         return False
     if not out.is_dir():
@@ -290,7 +292,11 @@ def _check_out_dir(out: Path, cfg: AlignConfig, pool: TaskPool) -> bool:
     if state.get("status") == "done":
         raise InstaError(f"--out {out} already holds a finished alignment; give a new folder (or remove it)")
     if state.get("config") != asdict(cfg) or state.get("pool") != pool.ids:
-        raise InstaError(f"--out {out} holds an unfinished alignment with other settings; remove it or use them again")
+        was = state.get("config") if isinstance(state.get("config"), dict) else {}
+        differ = [k for k, v in asdict(cfg).items() if was.get(k) != v] or (["pool"] if state.get("pool") != pool.ids else [])
+        shown = ", ".join(f"{k} {was.get(k)!r} there, {getattr(cfg, k)!r} now" for k in differ[:3] if k != "pool")
+        raise InstaError(f"--out {out} holds an unfinished alignment with other settings "
+                         f"({shown or 'another pool'}); remove it or use them again")
     return True
 
 
@@ -317,6 +323,7 @@ instruction-based task selection (INSTA). Use it anywhere insta takes `--model D
 | recipe | `{cfg['recipe']}` |
 | positive pairs (views) | {', '.join(result.views)} |
 | epochs / lr / batch size | {cfg['epochs']} / {cfg['lr']} / {cfg['batch_size']} |
+| training inputs | ≤ {cfg['max_seq_length']} tokens (the saved model and its dev figures: the base's own length) |
 | warm-up | {cfg['warmup_fraction']} of an epoch |
 | seed | {cfg['seed']} |
 | paper-recipe settings | positives kept {cfg['positive_fraction']}, negative base cosine < {cfg['negative_threshold']}, each negative used ≤ {cfg['negative_max_uses']} times |
@@ -380,8 +387,8 @@ def _load_st(base: Encoder, cfg: AlignConfig):
     from sentence_transformers import SentenceTransformer
 
     model = SentenceTransformer(base.model_path, device="cpu" if not torch.cuda.is_available() else None)
-    own = model.max_seq_length
-    model.max_seq_length = min(own or cfg.max_seq_length, cfg.max_seq_length)
+    own = model.max_seq_length or cfg.max_seq_length
+    model.max_seq_length = min(own, cfg.max_seq_length)
     return model, own
 
 
@@ -433,12 +440,15 @@ def _align(pool: TaskPool, out_dir: str | os.PathLike[str], cfg: AlignConfig, *,
         raise InstaError(f"{pool.name} has {len(pool)} task; alignment needs at least 2 tasks")
     out = Path(out_dir).expanduser()
     resuming = _check_out_dir(out, cfg, pool)
+    try:  # now, not after the pool has been embedded
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InstaError(f"cannot create --out {out}: {exc.strerror or exc}; give a folder path that can be made") from None
     say = log or (lambda msg: None)
     start = time.perf_counter()
     base = Encoder(cfg.base)
     views, train_tasks, dev_tasks, rows, dev = _data(pool, cfg, base, say)
 
-    out.mkdir(parents=True, exist_ok=True)
     with run_state(out / STATE_FILE, {"config": asdict(cfg), "pool": pool.ids}, "alignment state"):
         import torch
         from datasets import Dataset
@@ -464,7 +474,18 @@ def _align(pool: TaskPool, out_dir: str | os.PathLike[str], cfg: AlignConfig, *,
             dataset = Dataset.from_list(rows)
             loss = MultipleNegativesRankingLoss(model)
             sampler = TaskUniqueSampler([batch_keys(t, views) for t in tasks])
-        evaluator = EmbeddingSimilarityEvaluator(*dev, name="dev", main_similarity="cosine") if dev[0] else None
+        class AtSavedLength(EmbeddingSimilarityEvaluator):
+            """Dev figures (and so the kept epoch, or the base) of the model as it is saved: inputs
+            up to the base's own length, not the shorter training length."""
+
+            def __call__(self, model, *args, **kwargs):
+                trained_at, model.max_seq_length = model.max_seq_length, base_length
+                try:
+                    return super().__call__(model, *args, **kwargs)
+                finally:
+                    model.max_seq_length = trained_at
+
+        evaluator = AtSavedLength(*dev, name="dev", main_similarity="cosine") if dev[0] else None
         ckpt = out / "checkpoints"
         args = _arguments(cfg, ckpt, len(dataset), evaluator is not None, sampler, quiet)
         history: dict[str, float] = {}

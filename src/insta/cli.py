@@ -671,6 +671,7 @@ def align(
     view: Annotated[str, typer.Option("--view", help="Positive pairs: auto | instructions (same task) | labels (same label) | self (definition vs its example).")] = AlignConfig.view,
     negative_threshold: Annotated[float, typer.Option("--negative-threshold", help="A negative's cosine to its anchor under the base model must be below this (paper: 0.3; raise it for models whose cosines run high).")] = AlignConfig.negative_threshold,
     max_pairs_per_task: Annotated[int, typer.Option("--max-pairs-per-task", help="Same-task instruction pairs per task at most (a seeded sample beyond), so that tasks with hundreds of instructions do not swamp the rest.")] = AlignConfig.max_pairs_per_task,
+    max_seq_length: Annotated[int, typer.Option("--max-seq-length", help="Training inputs are cut to this many tokens (cost); the saved model, and its dev figures, use the base's own length.")] = AlignConfig.max_seq_length,
     seed: Annotated[int, typer.Option("--seed", help="Seed for pair sampling, the dev split and training.")] = 0,
     keep_base: Annotated[bool, typer.Option("--keep-base/--no-keep-base", help="Keep the base model when no epoch beats it on the dev split (default), or always the best epoch.")] = AlignConfig.keep_base,
     json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
@@ -685,7 +686,8 @@ def align(
 
     outside_cache(out_dir, "--out")
     cfg = AlignConfig(recipe=recipe, base=base, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, view=view,
-                      negative_threshold=negative_threshold, keep_base=keep_base, max_pairs_per_task=max_pairs_per_task)
+                      negative_threshold=negative_threshold, keep_base=keep_base, max_pairs_per_task=max_pairs_per_task,
+                      max_seq_length=max_seq_length)
     loaded = load_pool(pool)
     say = _say(quiet)
     result = run_align(loaded, out_dir, cfg, quiet=quiet or json_out, log=say)  # libraries' own logs: never with --json

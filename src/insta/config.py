@@ -50,8 +50,10 @@ class AlignConfig:
         self.lr = self.lr if self.lr is not None else defaults["lr"]
         self.batch_size = self.batch_size if self.batch_size is not None else defaults["batch_size"]
         check_fields(self, "align")
-        for name in ("epochs", "batch_size", "label_partners", "max_seq_length", "negative_max_uses", "max_pairs_per_task"):
+        for name in ("epochs", "batch_size", "label_partners", "negative_max_uses", "max_pairs_per_task"):
             check_int(getattr(self, name), option("align", name), min=1)
+        # fewer tokens cannot hold [CLS], [SEP] and an instruction (and at 1 the tokenizer stops truncating)
+        check_int(self.max_seq_length, option("align", "max_seq_length"), min=8)
         check_float(self.lr, option("align", "lr"), positive=True, max=10.0)
         check_float(self.negative_threshold, option("align", "negative_threshold"), min=-1.0, max=1.0)
         check_float(self.warmup_fraction, option("align", "warmup_fraction"), min=0.0, max=1.0)
