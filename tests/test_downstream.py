@@ -107,14 +107,15 @@ def test_a_part_run_on_some_targets_is_compared_on_those(tmp_path):
     s = summarize(results, n_boot=200)
     assert s["targets"] == ["t1", "t2", "t3", "t4", "t5"] and s["methods"] == ["base", "all", "insta", "random"]
     curve = {row["k"]: row for row in k_curve(s)}
-    assert [curve[k]["n"] for k in (1, 5, 20)] == [4, 5, 4] and curve[1]["targets"] == ["t1", "t2", "t3", "t4"]
+    # every k over the 4 targets that have them all (k = 5 alone reached t5 too)
+    assert [curve[k]["n"] for k in (1, 5, 20)] == [4, 4, 4] and curve[5]["targets"] == ["t1", "t2", "t3", "t4"]
     assert curve[20]["query_loss"]["insta_minus_random"]["mean"] == pytest.approx(0.1)
     assert curve[20]["query_loss"]["insta_minus_random"]["losses"] == 4 and curve[20]["query_loss"]["all"] == 2.4
     d = delta(s, "insta-aligned", "insta", "query_loss")
     assert d["n"] == 3 and d["targets"] == ["t1", "t2", "t3"] and d["mean"] == pytest.approx(-0.125)
     md = parts_markdown(s)
     assert "| 1 | 4 | 2.600 / 2.700 / 2.400 | -0.100 [-0.100, -0.100] [-0.100, -0.100] | 0.50 / 0.50 / 0.50 |" in md
-    assert "| 5 | 5 | 2.000 / 2.500 / 2.400 | -0.500 [-0.500, -0.500] [-0.500, -0.500] | 0.75 / 0.50 / 0.50 |" in md
+    assert "| 5 | 4 | 2.000 / 2.500 / 2.400 | -0.500 [-0.500, -0.500] [-0.500, -0.500] | 0.75 / 0.50 / 0.50 |" in md
     assert "| 20 | 4 | 2.300 / 2.200 / 2.400 | +0.100 [+0.100, +0.100] [+0.100, +0.100] |" in md
     assert "| query_loss | 3 | -0.125 | [-0.125, -0.125] | [-0.125, -0.125] | 3 / 0 | 0.25 |" in md
     assert "| accuracy | 3 | -0.250 | [-0.250, -0.250] | [-0.250, -0.250] | 0 / 3 | 0.25 |" in md
@@ -185,13 +186,17 @@ def test_missing_and_non_finite_values_are_left_out_and_said(tmp_path):
     assert d["targets"] == ["t2", "t3", "t4", "t5", "t6"] and d["mean"] == pytest.approx(-0.4)
     assert delta(s, "insta-aligned", "insta", "accuracy")["n"] == 6
     curve = {row["k"]: row for row in k_curve(s)}
-    assert curve[1]["n"] == 6 and curve[1]["accuracy"]["n"] == 5 and curve[5]["query_loss"]["n"] == 3
+    # the k curve over the targets that have every k: query loss t2-t4 (t1's insta diverged, t5 and t6 lack
+    # random at k = 5); accuracy t1, t2, t4 (t3 lacks insta-k1's)
+    assert curve[1]["query_loss"]["targets"] == curve[5]["query_loss"]["targets"] == ["t2", "t3", "t4"]
+    assert curve[1]["accuracy"]["targets"] == ["t1", "t2", "t4"] and curve[1]["n"] == 3
+    assert "(over other targets: t1, t2, t4)" in parts_markdown(s)
     q = quantile_curves(s)["instruction"]  # t2's middle bin is NaN: t2 drops out, not ranked last
     assert q["n"] == 5 and "t2" not in q["rho_per_target"] and q["rho_mean"] == pytest.approx(1.0)
     md = markdown(s) + parts_markdown(s)
     assert "nan" not in md.lower() and "inf" not in md
     assert "Left out, missing or not finite (6; target/method/metric): t1/insta/query_loss" in md
-    assert "(over 5 targets)" in md  # the k = 1 accuracy cell: one target fewer than its row
+
     assert plot(s, tmp_path / "p.png", quantiles=quantile_curves(s)).read_bytes()[:4] == b"\x89PNG"
     assert markdown(summarize([])) == "No target has results of base, random and insta yet: nothing to summarise.\n"
 

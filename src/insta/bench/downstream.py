@@ -238,14 +238,23 @@ def quantile_curves(summary: dict[str, Any], *, metric: str = "query_loss", seed
 
 def k_curve(summary: dict[str, Any], *, seed: int = 0) -> list[dict[str, Any]]:
     """insta and random at each k (same example budget), their paired difference, and ``all``
-    (the every-task end) — each k over the targets that have both of its methods (``n``; a
-    part run on some targets only is reported on those)."""
+    (the every-task end). Per metric, every k is taken over the same targets: those that have
+    insta and random at every k run so far (``n``; a curve over different targets would show
+    which targets were run, not what k does)."""
+    def names(k: int) -> list[str]:
+        return ["insta", "random"] if k == 5 else [f"insta-k{k}", f"random-k{k}"]
+
+    common: dict[str, list[str]] = {}
+    for m in ("query_loss", "accuracy"):
+        per_k = [set(_targets_with(summary, names(k), m)) for k in K_CURVE]
+        per_k = [ts for ts in per_k if ts]
+        common[m] = sorted(set.intersection(*per_k)) if per_k else []
     out = []
     for k in K_CURVE:
-        ins, rnd = ("insta", "random") if k == 5 else (f"insta-k{k}", f"random-k{k}")
+        ins, rnd = names(k)
         row: dict[str, Any] = {"k": k}
         for m in ("query_loss", "accuracy"):
-            targets = _targets_with(summary, [ins, rnd], m)
+            targets = common[m] if _targets_with(summary, [ins, rnd], m) else []
             if not targets:
                 continue
             a, b = (np.array([summary["per_target"][t][f][m] for t in targets]) for f in (ins, rnd))
@@ -344,13 +353,14 @@ def parts_markdown(summary: dict[str, Any]) -> str:
                     cells += ["—", "—"]
                     continue
                 r, d = row[m], row[m]["insta_minus_random"]
-                other = f" (over {r['n']} targets)" if r["n"] != row["n"] else ""
+                other = f" (over other targets: {', '.join(r['targets'])})" if r["targets"] != row["targets"] else ""
                 cells += [" / ".join(_cell(r.get(f), m) for f in ("insta", "random", "all")),
                           f"{d['mean']:+.3f} {_interval(d, 'ci')} {_interval(d, 't_ci')}{other}"]
             d = row.get("query_loss", row.get("accuracy"))["insta_minus_random"]
             lines.append(f"| {row['k']} | {row['n']} | " + " | ".join(cells) + f" | {d['wins']} / {d['losses']} |")
-        lines += ["", "k = 5 is part `methods` (random: mean of 3 seeds); the other k train random with seed 1 "
-                  "only. The same 64 examples at every k: larger k, fewer examples per task."]
+        lines += ["", "Every k over the same targets: those that have every k so far. k = 5 is part `methods` "
+                  "(random: mean of 3 seeds); the other k train random with seed 1 only. The same 64 examples at "
+                  "every k: larger k, fewer examples per task."]
     aligned = [(m, delta(summary, "insta-aligned", "insta", m)) for m in ("query_loss", "accuracy")]
     if any(d for _, d in aligned):
         lines += ["", "| insta-aligned − insta | targets | mean Δ | 95% CI, bootstrap | 95% CI, paired t | "
