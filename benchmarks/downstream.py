@@ -34,8 +34,8 @@ from typing import Any
 
 import numpy as np
 
-from insta.bench.downstream import (CPU_TARGETS, PARTS, delta, downstream_config, k_curve, markdown, parts_markdown, plot,
-                                    quantile_curves, spearman, summarize, t_interval)
+from insta.bench.downstream import (CPU_TARGETS, PARTS, delta, downstream_config, k_curve, k_trend, markdown,
+                                    parts_markdown, plot, quantile_curves, spearman, summarize, t_interval)
 from insta.bench.metrics import bootstrap_ci
 from insta.errors import InstaError
 from insta.io import write_json_atomic
@@ -124,6 +124,7 @@ def report(args, cfg, result: dict[str, Any], started: float, with_proxy: bool, 
 
     summary = summarize(result["results"])
     quantiles = quantile_curves(summary) if summary["targets"] else {}
+    curve = k_curve(summary)
     out = HERE / "results" / f"downstream-{args.label}"
     # each invocation that ran something: its parts, start, wall time and peak memory, kept across
     # invocations (a --report-only summary adds none and keeps those recorded)
@@ -139,7 +140,7 @@ def report(args, cfg, result: dict[str, Any], started: float, with_proxy: bool, 
     doc = {"label": args.label, "args": vars(args), "invocations": invocations,
            "machine": {"platform": platform.platform(), "torch": torch.__version__, "threads": torch.get_num_threads(),
                        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None},
-           "summary": summary, "quantiles": quantiles, "k_curve": k_curve(summary) if summary["targets"] else [],
+           "summary": summary, "quantiles": quantiles, "k_curve": curve, "k_trend": k_trend(curve),
            "aligned_vs_off_the_shelf": {m: delta(summary, "insta-aligned", "insta", m) for m in ("query_loss", "accuracy")},
            "timing": timing(result["results"]), "results": result["results"]}
     if with_proxy and summary["targets"]:

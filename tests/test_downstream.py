@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from insta.bench.downstream import (CPU_TARGETS, PARTS, QUANTILE_BINS, delta, downstream_config, k_curve, markdown,
-                                    paired, parts_markdown, plot, quantile_curves, sign_test, spearman, summarize,
-                                    t_interval, table_method)
+                                    k_trend, paired, parts_markdown, plot, quantile_curves, sign_test, spearman,
+                                    summarize, t_interval, table_method)
 from insta.bench.metrics import bootstrap_indices
 from insta.errors import InstaError
 from insta.readers.bigbench import T0_EVAL
@@ -111,6 +111,11 @@ def test_a_part_run_on_some_targets_is_compared_on_those(tmp_path):
     assert [curve[k]["n"] for k in (1, 5, 20)] == [4, 4, 4] and curve[5]["targets"] == ["t1", "t2", "t3", "t4"]
     assert curve[20]["query_loss"]["insta_minus_random"]["mean"] == pytest.approx(0.1)
     assert curve[20]["query_loss"]["insta_minus_random"]["losses"] == 4 and curve[20]["query_loss"]["all"] == 2.4
+    trend = k_trend(k_curve(s))  # insta: 2.6, 2.0, 2.3 at k = 1, 5, 20; random: 2.7, 2.5, 2.2
+    assert trend["k"] == [1, 5, 20] and trend["n"] == 4
+    assert trend["insta"]["rho_mean"] == pytest.approx(-0.5) and trend["insta"]["best_k"] == {1: 0, 5: 4, 20: 0}
+    assert trend["random"]["rho_mean"] == pytest.approx(-1.0) and trend["random"]["best_k"][20] == 4
+    assert k_trend(k_curve(s)[:2]) == {}  # two values of k: no trend
     d = delta(s, "insta-aligned", "insta", "query_loss")
     assert d["n"] == 3 and d["targets"] == ["t1", "t2", "t3"] and d["mean"] == pytest.approx(-0.125)
     md = parts_markdown(s)
@@ -118,6 +123,8 @@ def test_a_part_run_on_some_targets_is_compared_on_those(tmp_path):
     assert "| 5 | 4 | 2.000 / 2.500 / 2.400 | -0.500 [-0.500, -0.500] [-0.500, -0.500] | 0.75 / 0.50 / 0.50 |" in md
     assert "| 20 | 4 | 2.300 / 2.200 / 2.400 | +0.100 [+0.100, +0.100] [+0.100, +0.100] |" in md
     assert "| query_loss | 3 | -0.125 | [-0.125, -0.125] | [-0.125, -0.125] | 3 / 0 | 0.25 |" in md
+    assert "- insta: ρ(k, query loss) per target, mean -0.50 [-0.500, -0.500] over 4 targets" in md
+    assert "lowest loss at k=5: 4" in md
     assert "| accuracy | 3 | -0.250 | [-0.250, -0.250] | [-0.250, -0.250] | 0 / 3 | 0.25 |" in md
     assert "insta-aligned" not in markdown(s)  # not in the methods table: it lacks two targets
     full = summarize([r for r in results if r["target"] in ("t1", "t2", "t3")], n_boot=200)

@@ -259,12 +259,34 @@ def k_curve(summary: dict[str, Any], *, seed: int = 0) -> list[dict[str, Any]]:
                 continue
             a, b = (np.array([summary["per_target"][t][f][m] for t in targets]) for f in (ins, rnd))
             row[m] = {"insta": float(a.mean()), "random": float(b.mean()), "n": len(targets), "targets": targets,
+                      "per_target": {"insta": dict(zip(targets, a.tolist())), "random": dict(zip(targets, b.tolist()))},
                       "insta_minus_random": paired(a, b, m, bootstrap_indices(len(targets), 10000, seed))}
             if set(targets) <= set(_targets_with(summary, ["all"], m)):
                 row[m]["all"] = float(np.mean([summary["per_target"][t]["all"][m] for t in targets]))
         if "query_loss" in row or "accuracy" in row:
             first = row.get("query_loss") or row["accuracy"]
             out.append(row | {"n": first["n"], "targets": first["targets"]})
+    return out
+
+
+def k_trend(curve: list[dict[str, Any]], metric: str = "query_loss") -> dict[str, Any]:
+    """Over the targets of the k curve: per target Spearman's ρ between k and the metric for
+    insta and for random (ρ > 0 on the query loss: more tasks, worse model — negative
+    transfer), its mean with a paired t interval, and on how many targets each k was best."""
+    rows = [row for row in curve if metric in row]
+    if len(rows) < 3:  # a trend over fewer than 3 values of k says nothing
+        return {}
+    ks = [row["k"] for row in rows]
+    targets = rows[0][metric]["targets"]
+    out: dict[str, Any] = {"k": ks, "n": len(targets)}
+    for f in ("insta", "random"):
+        values = np.array([[row[metric]["per_target"][f][t] for row in rows] for t in targets])
+        rhos = np.array([spearman(ks, v) for v in values])
+        ok = rhos[~np.isnan(rhos)]
+        best = values.argmin(axis=1) if metric in LOWER_IS_BETTER else values.argmax(axis=1)
+        out[f] = {"rho_mean": float(ok.mean()) if len(ok) else float("nan"), "rho_t_ci": t_interval(ok),
+                  "rho_per_target": dict(zip(targets, rhos.tolist())),
+                  "best_k": {k: int((best == i).sum()) for i, k in enumerate(ks)}}
     return out
 
 
@@ -358,6 +380,15 @@ def parts_markdown(summary: dict[str, Any]) -> str:
                           f"{d['mean']:+.3f} {_interval(d, 'ci')} {_interval(d, 't_ci')}{other}"]
             d = row.get("query_loss", row.get("accuracy"))["insta_minus_random"]
             lines.append(f"| {row['k']} | {row['n']} | " + " | ".join(cells) + f" | {d['wins']} / {d['losses']} |")
+        trend = k_trend(curve)
+        if trend:
+            lines.append("")
+            for f in ("insta", "random"):
+                t = trend[f]
+                best = ", ".join(f"k={k}: {c}" for k, c in t["best_k"].items() if c)
+                rho = "—" if not np.isfinite(t["rho_mean"]) else f"{t['rho_mean']:+.2f} {_interval(t, 'rho_t_ci')}"
+                lines.append(f"- {f}: ρ(k, query loss) per target, mean {rho} over "
+                             f"{trend['n']} targets (> 0: more tasks, worse model); lowest loss at {best}")
         lines += ["", "Every k over the same targets: those that have every k so far. k = 5 is part `methods` "
                   "(random: mean of 3 seeds); the other k train random with seed 1 only. The same 64 examples at "
                   "every k: larger k, fewer examples per task."]
