@@ -174,7 +174,7 @@ def summarize(results: list[dict[str, Any]], *, n_boot: int = 10000, seed: int =
     complete = sorted(t for t, row in table.items() if all(f in row for f in core))
     methods = [f for f in methods if all(f in table[t] for t in complete)]
     # per target every method it has: a part run on some targets only (the k curve, the aligned
-    # embedder) is compared over the targets that have both sides (see _pair_values)
+    # embedder) is compared over the targets that have both sides (see _targets_with)
     per_target = {t: {f: {m: float(np.mean(v)) for m, v in table[t][f].items()} for f in table[t]} for t in sorted(table)}
     spread = {t: {m: float(np.std(v, ddof=1)) for m, v in table[t]["random"].items() if len(v) > 1}
               for t in complete if "random" in table[t]}
