@@ -228,6 +228,7 @@ def test_two_processes_exporting_at_once(tiny_model, tmp_path):
     errs = [p.communicate(timeout=300)[1] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], errs
     assert not any("warning" in e for e in errs)
-    assert np.array_equal(np.load(tmp_path / "v0.npy"), np.load(tmp_path / "v1.npy"))
+    # the same vectors; not bit for bit: once (CI, a loaded machine) they differed by 3e-8
+    assert np.allclose(np.load(tmp_path / "v0.npy"), np.load(tmp_path / "v1.npy"), rtol=0, atol=1e-6)
     exports = list((tmp_path / "cache" / "onnx").iterdir())
     assert len(exports) == 1 and (exports[0] / MANIFEST).is_file()  # one export, no temporary left

@@ -135,7 +135,12 @@ def export(st: Any, out: Path, identity: str) -> Path:
         gap = float(np.abs(got - want).max())
         if not gap <= 1e-5:
             raise Unsupported(f"the exported model differs from sentence-transformers by {gap:.1e}")
-        shutil.rmtree(out, ignore_errors=True)  # a damaged export (a whole one is never exported again)
+        if out.exists():
+            try:  # another process finished a whole export meanwhile: keep theirs (ours is removed below)
+                OnnxEncoder(out, identity)
+                return out
+            except Exception:  # noqa: BLE001 - a damaged export, whatever is wrong with it: replaced
+                shutil.rmtree(out, ignore_errors=True)
         try:
             tmp.rename(out)  # the files keep their sizes and times: the manifest's stamps stay true
         except OSError:
