@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from insta.bench.downstream import (CPU_TARGETS, PARTS, delta, downstream_config, k_curve, k_trend, markdown,
-                                    parts_markdown, plot, quantile_curves, spearman, summarize, t_interval)
+                                    metric_value, parts_markdown, plot, quantile_curves, spearman, summarize, t_interval)
 from insta.bench.metrics import bootstrap_ci
 from insta.errors import InstaError
 from insta.io import write_json_atomic
@@ -65,9 +65,8 @@ def proxy(cfg, results: list[dict[str, Any]], say) -> dict[str, Any]:
 
     pool = load_pool(cfg.pool)
     selector = make_selector("less", features=cfg.features).fit(pool)
-    def loss(r: dict[str, Any]) -> float | None:  # a diverged evaluation stores NaN as null: left out
-        v = (r.get("metrics") or {}).get("query_loss")
-        return float(v) if isinstance(v, (int, float)) and np.isfinite(v) else None
+    def loss(r: dict[str, Any]) -> float | None:  # None (left out) where missing or not finite
+        return metric_value(r, "query_loss")
 
     base = {r["target"]: loss(r) for r in results if r["method"] == BASE and loss(r) is not None}
     pairs = []

@@ -293,10 +293,9 @@ def _check_out_dir(out: Path, cfg: AlignConfig, pool: TaskPool) -> bool:
         raise InstaError(f"--out {out} already holds a finished alignment; give a new folder (or remove it)")
     if state.get("config") != asdict(cfg) or state.get("pool") != pool.ids:
         was = state.get("config") if isinstance(state.get("config"), dict) else {}
-        differ = [k for k, v in asdict(cfg).items() if was.get(k) != v] or (["pool"] if state.get("pool") != pool.ids else [])
-        shown = ", ".join(f"{k} {was.get(k)!r} there, {getattr(cfg, k)!r} now" for k in differ[:3] if k != "pool")
+        differ = [f"{k} {was.get(k)!r} there, {v!r} now" for k, v in asdict(cfg).items() if was.get(k) != v]
         raise InstaError(f"--out {out} holds an unfinished alignment with other settings "
-                         f"({shown or 'another pool'}); remove it or use them again")
+                         f"({', '.join(differ[:3]) or 'another pool'}); remove it or use them again")
     return True
 
 

@@ -346,7 +346,7 @@ def _run_view(report: Report) -> dict[str, Any]:
         table.append({"target": r["target"], "method": r["method"], "n": r.get("n_train_examples"),
                       "selected": [str(x) for x in r.get("selected") or []],
                       "cells": [_fmt((r.get("metrics") or {}).get(k), 4) for k in metric_names]})
-    from .bench.downstream import quantile_curves, summarize
+    from .bench.downstream import interval_text, quantile_curves, summarize
 
     summary = summarize([r for r in rows if isinstance(r.get("metrics"), dict)], n_boot=2000)
     shown = [m for m in ("accuracy", "query_loss", "rougeL", "exact_match") if m in metric_names]
@@ -354,16 +354,13 @@ def _run_view(report: Report) -> dict[str, Any]:
                                      f"[{summary['means'][f][m]['ci'][0]:.4f}, {summary['means'][f][m]['ci'][1]:.4f}]"
                                      if m in summary["means"].get(f, {}) else "" for m in shown]}
              for f in summary["methods"]]
-    def interval(ci, places: int = 4) -> str:  # undefined (one target, or a constant) is a dash, not "nan"
-        return "—" if not all(math.isfinite(x) for x in ci) else f"[{ci[0]:+.{places}f}, {ci[1]:+.{places}f}]"
-
     deltas = [{"metric": d["metric"], "a": d["a"], "b": d["b"], "mean": f"{d['mean']:+.4f}",
-               "ci": interval(d["ci"]), "t_ci": interval(d["t_ci"]),
+               "ci": interval_text(d["ci"], 4), "t_ci": interval_text(d["t_ci"], 4),
                "record": f"{d['wins']} / {d['losses']} of {d['n']} (sign test p {d['sign_p']:.3g})"}
               for d in summary["deltas"] if d["metric"] in shown]
     curves = [{"representation": rep, "bins": c["bins"], "per_bin": [f"{v:.4f}" for v in c["mean_per_bin"]],
-               "rho": "— (constant)" if not math.isfinite(c["rho_mean"]) else f"{c['rho_mean']:+.3f} {interval(c['rho_ci'], 3)}",
-               "rho_t": interval(c["rho_t_ci"], 3), "n": c["n"]}
+               "rho": "— (constant)" if not math.isfinite(c["rho_mean"]) else f"{c['rho_mean']:+.3f} {interval_text(c['rho_ci'])}",
+               "rho_t": interval_text(c["rho_t_ci"]), "n": c["n"]}
               for rep, c in quantile_curves(summary).items()] if summary["targets"] else []
     overlap = _overlaps(report.selections)
     return {"methods": methods, "metrics": metric_names, "rows": table, "means": means, "overlap": overlap,

@@ -154,6 +154,14 @@ def paired(values_a: np.ndarray, values_b: np.ndarray, metric: str, idx: np.ndar
             "sign_p": sign_test(wins, losses), "n": len(d)}
 
 
+def metric_value(result: dict[str, Any], metric: str) -> float | None:
+    """A result's metric as a finite float; None when missing or not finite (a diverged
+    evaluation stores NaN as null)."""
+    metrics = result.get("metrics")
+    v = metrics.get(metric) if isinstance(metrics, dict) else None
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) else None
+
+
 def summarize(results: list[dict[str, Any]], *, n_boot: int = 10000, seed: int = 0) -> dict[str, Any]:
     """Per-target table, method means with CIs, the spread of random's seeds, and paired
     bootstrap CIs over targets of every method against random and against insta."""
@@ -163,10 +171,10 @@ def summarize(results: list[dict[str, Any]], *, n_boot: int = 10000, seed: int =
         fam = table.setdefault(r["target"], {}).setdefault(family(r["method"]), {})
         metrics = r.get("metrics") if isinstance(r.get("metrics"), dict) else {}
         for m in METRICS:
-            v = metrics.get(m)
-            if isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v):
-                fam.setdefault(m, []).append(float(v))
-            elif m in metrics or m != "gold_loglik":
+            v = metric_value(r, m)
+            if v is not None:
+                fam.setdefault(m, []).append(v)
+            elif m in metrics or m != "gold_loglik":  # gold_loglik is optional; the other two are expected
                 left_out.append(f"{r['target']}/{r['method']}/{m}")
     methods = sorted({f for row in table.values() for f in row}, key=lambda f: (f != BASE, f))
     # a method counts where every target has it; the targets are those with every such core method
@@ -341,9 +349,8 @@ def markdown(summary: dict[str, Any]) -> str:
         sign = "" if d["n"] < 3 else " (+)" if lo > 0 else " (−)" if hi < 0 else ""  # a CI of 1-2 targets says nothing
         sign += "" if not sign else " ‡" if (tlo > 0 or thi < 0) else ""  # the t interval excludes 0 as well
         p = d.get("sign_p")
-        t_cell = f"[{tlo:+.3f}, {thi:+.3f}]" if np.isfinite([tlo, thi]).all() else "—"
         lines.append(f"| {d['a']} − {d['b']} | {d['metric']} | {d['mean']:+.3f}{sign} | [{lo:+.3f}, {hi:+.3f}] | "
-                     f"{t_cell} | {d['wins']} / {d['losses']} of {d['n']} | "
+                     f"{_interval(d, 't_ci')} | {d['wins']} / {d['losses']} of {d['n']} | "
                      f"{'' if p is None else f'{p:.3g}'} |")
     lines += ["", "(+)/(−): the bootstrap CI excludes 0 (the declared rule); ‡: the paired t interval excludes 0 "
               "as well. Neither is corrected for the number of comparisons."]
@@ -354,9 +361,15 @@ def markdown(summary: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def interval_text(ci: Sequence[float] | None, places: int = 3) -> str:
+    """An interval as ``[lo, hi]``; undefined (one target, a constant, missing) is a dash, never "nan"."""
+    if ci is None or not np.isfinite(np.asarray(ci, dtype=float)).all():
+        return "—"
+    return f"[{ci[0]:+.{places}f}, {ci[1]:+.{places}f}]"
+
+
 def _interval(d: dict[str, Any], key: str) -> str:
-    lo, hi = d.get(key, (float("nan"),) * 2)
-    return f"[{lo:+.3f}, {hi:+.3f}]" if np.isfinite([lo, hi]).all() else "—"
+    return interval_text(d.get(key))
 
 
 def parts_markdown(summary: dict[str, Any]) -> str:
